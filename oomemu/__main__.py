@@ -1,0 +1,6 @@
+"""python -m oomemu"""
+import sys
+
+from oomemu.cli import main
+
+sys.exit(main())

@@ -1,0 +1,120 @@
+"""Page conservation over the final (quiescent) machine.
+
+Every managed page is in exactly one place: on a buddy free list, on one CPU's per-CPU list, or owned (an
+mm's anon page, a page-cache page, a kernel page). The counters the allocator keeps must agree with the page
+frame table, and walking the lists must meet every free page exactly once.
+"""
+import numpy as np
+
+from oomemu.include.mmzone import MAX_ORDER, NR_FREE_PAGES, NR_LRU_ANON, NR_LRU_FILE
+from oomemu.machine import (LRU_ANON, LRU_FILE, MM_ANONPAGES, MM_FILEPAGES, PAGE_ANON, PAGE_BUDDY, PAGE_FILE,
+                            PAGE_KERNEL, PAGE_PCP, PG_buddy, PG_lru, Z_FREE_HEAD, Z_LRU_HEAD, Z_MANAGED,
+                            Z_NR_FREE, Z_START_PFN, Z_STAT)
+
+
+def _walk(m, head, limit):
+    """PFNs of a list linked through page_next, stopping (and reporting) a cycle."""
+    out, seen, cur = [], set(), int(head)
+    while cur != -1:
+        if cur in seen or len(out) > limit:
+            return out, True
+        seen.add(cur)
+        out.append(cur)
+        cur = int(m.page_next[cur])
+    return out, False
+
+
+def check_page_conservation(m):
+    """Return a list of violations (empty when conservation holds), one sentence each."""
+    problems = []
+    for z in range(m.nr_zones):
+        managed = int(m.zone[z, Z_MANAGED])
+        if not managed:
+            continue
+        start = int(m.zone[z, Z_START_PFN])
+        kinds = m.page_kind[start:start + managed]
+        counts = np.bincount(kinds, minlength=8)
+        buddy, pcp = int(counts[PAGE_BUDDY]), int(counts[PAGE_PCP])
+        owned = int(counts[PAGE_ANON] + counts[PAGE_FILE] + counts[PAGE_KERNEL])
+        nr_free = int(m.zone[z, Z_STAT + NR_FREE_PAGES])
+        pcp_count = int(m.pcp[:, z, 0].sum())
+        name = f"zone {z}"
+        if nr_free + pcp_count + owned != managed:
+            problems.append(f"{name}: free {nr_free} + per-cpu {pcp_count} + owned {owned} != managed {managed}")
+        if buddy != nr_free:
+            problems.append(f"{name}: {buddy} pages marked free in the frame table, NR_FREE_PAGES says {nr_free}")
+        if pcp != pcp_count:
+            problems.append(f"{name}: {pcp} pages marked per-cpu, the per-cpu lists count {pcp_count}")
+        problems += _check_free_lists(m, z, nr_free)
+        problems += _check_pcp_lists(m, z)
+        problems += _check_lru(m, z, start, managed)
+    problems += _check_mm_counters(m)
+    return problems
+
+
+def _check_free_lists(m, z, nr_free):
+    problems, listed = [], 0
+    seen = set()
+    for order in range(MAX_ORDER):
+        heads, cyclic = _walk(m, m.zone[z, Z_FREE_HEAD + order], m.nr_pages)
+        if cyclic:
+            problems.append(f"zone {z}: free_area[{order}] list is cyclic (a block freed twice?)")
+        if len(heads) != int(m.zone[z, Z_NR_FREE + order]):
+            problems.append(f"zone {z}: free_area[{order}] holds {len(heads)} blocks, nr_free says "
+                            f"{int(m.zone[z, Z_NR_FREE + order])}")
+        for pfn in heads:
+            if not m.page_flags[pfn] & PG_buddy or m.page_order[pfn] != order or m.page_zone[pfn] != z:
+                problems.append(f"zone {z}: pfn {pfn} on free_area[{order}] is not a free block of that order")
+                break
+            block = range(pfn, pfn + (1 << order))
+            if seen.intersection(block):
+                problems.append(f"zone {z}: pfn {pfn} is on the free lists twice")
+                break
+            seen.update(block)
+            if (m.page_kind[pfn:pfn + (1 << order)] != PAGE_BUDDY).any():
+                problems.append(f"zone {z}: free block at pfn {pfn} contains pages the frame table says are owned")
+                break
+        listed += len(heads) << order
+    if listed != nr_free:
+        problems.append(f"zone {z}: free lists hold {listed} pages, NR_FREE_PAGES says {nr_free}")
+    return problems
+
+
+def _check_pcp_lists(m, z):
+    problems = []
+    for c in range(m.nr_cpus):
+        pfns, cyclic = _walk(m, m.pcp[c, z, 3], m.nr_pages)
+        if cyclic or len(pfns) != int(m.pcp[c, z, 0]):
+            problems.append(f"zone {z}: cpu {c}'s per-cpu list holds {len(pfns)} pages, count says "
+                            f"{int(m.pcp[c, z, 0])}")
+        elif pfns and ((m.page_kind[pfns] != PAGE_PCP).any() or (m.page_owner[pfns] != c).any()):
+            problems.append(f"zone {z}: cpu {c}'s per-cpu list holds a page not marked as its own")
+    return problems
+
+
+def _check_lru(m, z, start, managed):
+    problems = []
+    for lru, stat, kind in ((LRU_FILE, NR_LRU_FILE, PAGE_FILE), (LRU_ANON, NR_LRU_ANON, PAGE_ANON)):
+        pfns, cyclic = _walk(m, m.zone[z, Z_LRU_HEAD + lru], m.nr_pages)
+        count = int(m.zone[z, Z_STAT + stat])
+        if cyclic or len(pfns) != count:
+            problems.append(f"zone {z}: LRU {lru} holds {len(pfns)} pages, its counter says {count}")
+        elif pfns and (m.page_kind[pfns] != kind).any():
+            problems.append(f"zone {z}: LRU {lru} holds a page of the wrong kind")
+    flagged = int((m.page_flags[start:start + managed] & PG_lru != 0).sum())
+    total = int(m.zone[z, Z_STAT + NR_LRU_FILE] + m.zone[z, Z_STAT + NR_LRU_ANON])
+    if flagged != total:
+        problems.append(f"zone {z}: {flagged} pages flagged PG_lru, LRU counters say {total}")
+    return problems
+
+
+def _check_mm_counters(m):
+    problems = []
+    owners = m.page_owner
+    for kind, col, label in ((PAGE_ANON, MM_ANONPAGES, "MM_ANONPAGES"), (PAGE_FILE, MM_FILEPAGES, "MM_FILEPAGES")):
+        mask = (m.page_kind == kind) & (owners >= 0)
+        counted = np.bincount(owners[mask], minlength=m.max_tasks)[:m.max_tasks]
+        bad = (counted != m.mm[:, col]).nonzero()[0]
+        for mm in bad[:3].tolist():
+            problems.append(f"mm {mm}: {label} = {int(m.mm[mm, col])} but the frame table gives it {int(counted[mm])}")
+    return problems

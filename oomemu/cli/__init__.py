@@ -1,0 +1,29 @@
+"""The `oomemu` command: parse, call the library, print. Heavy imports wait until a subcommand runs."""
+import argparse
+import sys
+
+COMMANDS = {
+    "run": ("oomemu.cli.run", "run a scenario on the emulated machine"),
+}
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="oomemu", description="A multi-process emulator of the Linux 3.14 OOM path.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, summary) in COMMANDS.items():
+        p = sub.add_parser(name, help=summary, description=summary)
+        __import__(module, fromlist=["add_arguments"]).add_arguments(p)
+    return parser
+
+
+def main(argv=None):
+    """Entry point of the console script; returns (and exits with) the command's status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    module = __import__(COMMANDS[args.command][0], fromlist=["execute"])
+    code = module.execute(args)
+    sys.stdout.flush()
+    return code

@@ -1,0 +1,163 @@
+"""Task exit: PF_EXITING, exit_mm (which may block on mmap_sem), mmput, zombies and reaping.
+
+Follows kernel/exit.c of Linux 3.14 (KERNEL §5.2 step 4): do_group_exit → do_exit → exit_signals,
+exit_mm, exit_notify; wait4's reaping (release_task). TIF_MEMDIE is never cleared, as in 3.14.
+"""
+import numpy as np
+
+from oomemu import sync
+from oomemu.include.sched import (EXIT_DEAD, EXIT_ZOMBIE, PF_EXITING, PF_KTHREAD, SIGKILL, SIGNAL_GROUP_EXIT,
+                                  TASK_DEAD, TASK_INTERRUPTIBLE, TASK_NORMAL, TASK_RUNNING, TIF_SIGPENDING)
+from oomemu.kernel import fork, rwsem
+from oomemu.kernel import sched as ksched
+from oomemu.machine import G_NR_TASK_ROWS, G_NR_USER_LIVE, L_TASKLIST
+from oomemu.mm import vmstat
+from oomemu.trace import events as tp
+from oomemu.trace.events import WAIT_CHILD
+
+INIT_ROW = 0  # boot creates init (pid 1) first
+
+
+class TaskExited(BaseException):
+    """Unwinds a task's execution context after do_exit(): do_exit never returns to its caller."""
+
+
+async def do_group_exit(cpu, exit_code):
+    """Take the whole thread group down; this thread exits now. Follows: kernel/exit.c do_group_exit(), 3.14."""
+    m = cpu.m
+    cur = cpu.current
+    leader = m.v_task_leader[cur]
+    if not m.v_sig_flags[leader] & SIGNAL_GROUP_EXIT:
+        from oomemu.kernel import signal as ksignal
+        with sync.spinlock(cpu, m.task_lock_index(leader)):
+            ksignal.complete_signal(cpu, SIGKILL, cur, True)
+    await do_exit(cpu, exit_code)
+
+
+async def do_exit(cpu, code):
+    """Exit current: PF_EXITING, exit_mm, exit_notify, TASK_DEAD. Never returns to the caller's program.
+
+    Follows: kernel/exit.c do_exit(), 3.14.
+    """
+    m = cpu.m
+    cur = cpu.current
+    m.v_task_flags[cur] |= PF_EXITING  # exit_signals()
+    m.v_task_exit_code[cur] = code
+    tp.trace_sched_process_exit(cpu, m.v_task_pid[cur])
+    await exit_mm(cpu, cur)
+    exit_notify(cpu, cur)
+    vmstat.count_vm_event(cpu, vmstat.NR_TASK_EXITS)
+    sync.set_task_state(cpu, cur, TASK_DEAD)
+    raise TaskExited()
+
+
+async def exit_mm(cpu, tsk):
+    """Detach tsk from its mm under mmap_sem (read; may sleep uninterruptibly behind a writer), then mmput.
+
+    Follows: kernel/exit.c exit_mm(), 3.14. No core dumps are modelled.
+    """
+    m = cpu.m
+    mm = m.v_task_mm[tsk]
+    if mm == -1:
+        return
+    await rwsem.down_read(cpu, mm)
+    with sync.spinlock(cpu, m.task_lock_index(tsk)):
+        m.v_task_mm[tsk] = -1
+    rwsem.up_read(cpu, mm)
+    tp.trace_exit_mm(cpu, mm)
+    fork.mmput(cpu, mm)
+
+
+def _reparent_children(m, tsk):
+    """Hand tsk's children to init. Follows: forget_original_parent(), 3.14 (no subreapers)."""
+    n = int(m.glob[G_NR_TASK_ROWS])
+    kids = (m.task_parent[:n] == tsk).nonzero()[0]
+    m.task_parent[kids] = INIT_ROW
+    return len(kids)
+
+
+def exit_notify(cpu, tsk):
+    """Become a zombie for the parent to reap (or be reaped at once as a non-leader thread); wake the parent.
+
+    Follows: kernel/exit.c exit_notify(), 3.14. Differs: a leader becomes a zombie at once even while other
+    threads of its group still run (no delay_group_leader()).
+    """
+    m = cpu.m
+    with sync.spinlock(cpu, L_TASKLIST):
+        orphans = _reparent_children(m, tsk)
+        leader = m.v_task_leader[tsk]
+        m.v_sig_nr_live[leader] -= 1
+        if not m.v_task_flags[tsk] & PF_KTHREAD:
+            m.v_glob[G_NR_USER_LIVE] -= 1
+        if leader != tsk:
+            m.v_task_exit_state[tsk] = EXIT_DEAD  # threads are reaped by themselves
+            tp.trace_sched_process_free(cpu, m.v_task_pid[tsk], pid=m.v_task_pid[tsk])
+            parent = -1
+        else:
+            m.v_task_exit_state[tsk] = EXIT_ZOMBIE
+            parent = m.v_task_parent[tsk]
+    if orphans:
+        __wake_up_parent(cpu, INIT_ROW)
+    if parent >= 0:
+        __wake_up_parent(cpu, parent)
+
+
+def __wake_up_parent(cpu, parent):
+    """Wake whoever sleeps in wait4 on parent's wait_chldexit. Follows: __wake_up_parent(), 3.14."""
+    m = cpu.m
+    wq = m.wq_chldexit(parent)
+    with sync.spinlock(cpu, m.task_lock_index(parent)):
+        while True:
+            t = sync.wq_pop_head(m, wq)
+            if t == -1:
+                break
+            sync.try_to_wake_up(cpu, t, TASK_NORMAL)
+
+
+def release_task(cpu, p):
+    """Reap zombie p: it disappears from the task list. Follows: kernel/exit.c release_task(), 3.14."""
+    m = cpu.m
+    m.v_task_exit_state[p] = EXIT_DEAD
+    tp.trace_sched_process_free(cpu, m.v_task_pid[p])
+
+
+def _reap_zombies(cpu, parent):
+    """Reap every zombie child of `parent`; return (reaped, children left)."""
+    m = cpu.m
+    n = int(m.glob[G_NR_TASK_ROWS])
+    with sync.spinlock(cpu, L_TASKLIST):
+        leaders = (m.task_leader[:n] == np.arange(n)) & (m.task_parent[:n] == parent)
+        zombies = (leaders & (m.task_exit_state[:n] == EXIT_ZOMBIE)).nonzero()[0].tolist()
+        for p in zombies:
+            release_task(cpu, p)
+        left = int((leaders & (m.task_exit_state[:n] == 0)).sum())
+    return len(zombies), left
+
+
+async def do_wait(cpu):
+    """Reap exited children, sleeping interruptibly until one exits; returns how many were reaped.
+
+    Follows: kernel/exit.c do_wait(), 3.14, for wait4(-1, ...) without WNOHANG. Returns 0 with no children
+    or when a signal interrupts the wait.
+    """
+    m = cpu.m
+    cur = cpu.current
+    wq = m.wq_chldexit(cur)
+    while True:
+        lk = m.task_lock_index(cur)
+        sync.spin_lock(cpu, lk)
+        sync.wq_add_tail(m, wq, cur)
+        ksched.set_current_state(cpu, TASK_INTERRUPTIBLE)
+        sync.spin_unlock(cpu, lk)
+        reaped, left = _reap_zombies(cpu, cur)
+        if reaped or not left or m.v_task_tif[cur] & TIF_SIGPENDING:
+            with sync.spinlock(cpu, lk):
+                sync.wq_remove(m, wq, cur)
+            ksched.__set_current_state(cpu, TASK_RUNNING)
+            return reaped
+        m.v_task_wait_kind[cur] = WAIT_CHILD
+        tp.trace_sleep(cpu, TASK_INTERRUPTIBLE, WAIT_CHILD, cur)
+        await ksched.schedule(cpu)
+        m.v_task_wait_kind[cur] = 0
+        with sync.spinlock(cpu, lk):
+            sync.wq_remove(m, wq, cur)

@@ -1,0 +1,288 @@
+"""The shared-memory Machine: one segment holding every table the CPUs share.
+
+Segment map (all tables are column arrays, each 64-byte aligned, sized from the scenario at boot):
+
+    glob[G_*]                 int64   run-wide scalars: stop/panic flags, pid counter, jiffies base, totals
+    zone_*[nr_zones, ...]     int64   per zone (node-major, MAX_NR_ZONES slots a node): span, managed,
+                                      watermarks, lowmem_reserve, vm stats, flags, buddy free areas, LRU heads
+    page_*[nr_pages]          int8/32 the page frame table: links (buddy / pcp / LRU share them, as page->lru),
+                                      buddy order, PG_* flags, owner kind and owner id
+    pcp_*[nr_cpus, nr_zones]  int64   per-CPU page lists: count, high, batch, list head
+    task_*[max_tasks]         mixed   task_struct rows; signal_struct fields are valid on the group leader's row
+    mm_*[max_tasks]           int64   mm_struct rows: users, rss counters, nr_ptes, total_vm, mmap_sem state
+    wq_*[nr_waitqueues]       int32   wait-queue heads (FIFO of task rows linked through task_wq_next)
+    lock_owner_*[nr_locks]    int32   who holds each lock in `locks` (cpu, OS pid, task row)
+    cpu_*[nr_cpus+nr_nodes]   int64   per-CPU/kswapd state and event counters (each row written by its owner)
+    kill_*[MAX_KILLS]         int64   the kill log the report is built from
+    ring memory               bytes   per-CPU trace rings (see oomemu/trace/ring.py)
+
+The segment is an anonymous MAP_SHARED mapping made by the supervisor before it forks: workers inherit it
+(never attach by name), and the kernel frees it when the last process that maps it exits, so no run can leak
+shared memory into /dev/shm whatever way it ends. The locks themselves are inherited SemLocks (a sem_t each,
+also unlinked at creation); their owners are recorded in the segment. Nothing here has behaviour beyond
+layout, creation and accessors (P5: only this module knows offsets).
+"""
+import mmap
+import multiprocessing
+import os
+
+import numpy as np
+
+from oomemu.include.mmzone import MAX_NR_ZONES, MAX_ORDER, NR_ZONE_STATS
+
+# --- glob[] indexes -----------------------------------------------------------------------------------------
+G_STOP = 0            # 1: every worker leaves its loop
+G_PANIC = 1           # 1: panic() was called
+G_GO = 2              # 1: the supervisor released the workers (a common start line)
+G_NEXT_PID = 3
+G_BOOT_NS = 4         # CLOCK_MONOTONIC at boot: jiffies are counted from here
+G_HZ = 5
+G_TOTALRAM = 6        # totalram_pages
+G_TOTAL_SWAP = 7      # total_swap_pages
+G_NR_SWAP_FREE = 8
+G_OOM_SEQ = 9         # sequence taken under zone_scan_lock: exact order of OOM critical sections
+G_NR_KILLS = 10
+G_OOM_KILLER_DISABLED = 11
+G_NR_TASK_ROWS = 12   # high-water mark of used task rows (rows are never reused)
+G_NR_MM_ROWS = 13
+G_LAST_FREE_JIFFY = 14    # last jiffy a page went back to the buddy allocator (stall detection)
+G_LAST_KILL_JIFFY = 15
+G_PANIC_CPU = 16
+G_NEXT_CPU = 17       # round robin for cpu = "any"
+G_NR_USER_LIVE = 18   # user tasks not yet dead (the run ends when it reaches 0)
+G_DROPPED_TRACE = 19
+G_OOM_RS = 20         # 3 slots: oom_rs ratelimit state (begin jiffy + 1, printed, missed)
+G_NOPAGE_RS = 23      # 3 slots: nopage_rs ratelimit state
+G_KILL_SEQ = 26
+G_NR = 32
+
+# --- zone columns ---------------------------------------------------------------------------------------------
+Z_NODE = 0
+Z_IDX = 1             # zone_idx(): ZONE_DMA ...
+Z_START_PFN = 2
+Z_SPANNED = 3
+Z_MANAGED = 4
+Z_WMARK = 5           # 3 columns: min, low, high
+Z_LOWMEM_RESERVE = 8  # MAX_NR_ZONES columns
+Z_STAT = Z_LOWMEM_RESERVE + MAX_NR_ZONES      # NR_ZONE_STATS columns (vm_stat)
+Z_FLAGS = Z_STAT + NR_ZONE_STATS
+Z_NR_FREE = Z_FLAGS + 1                       # MAX_ORDER columns: free_area[o].nr_free
+Z_FREE_HEAD = Z_NR_FREE + MAX_ORDER           # MAX_ORDER columns: free_area[o].free_list head pfn
+Z_LRU_HEAD = Z_FREE_HEAD + MAX_ORDER          # 2 columns (file, anon): oldest page
+Z_LRU_TAIL = Z_LRU_HEAD + 2                   # 2 columns: newest page
+Z_NCOLS = Z_LRU_TAIL + 2
+
+LRU_FILE = 0
+LRU_ANON = 1
+
+# --- page frame table -----------------------------------------------------------------------------------------
+# page_kind: what owns the frame; page_owner: the owner's row (mm, task, or cpu for a pcp list)
+PAGE_BUDDY = 0        # free, in the buddy allocator (head or tail of a free block)
+PAGE_PCP = 1          # free, on a CPU's per-cpu list
+PAGE_ANON = 2         # anonymous page of mm page_owner
+PAGE_FILE = 3         # page-cache page; page_owner = mm mapping it, -1 when unmapped
+PAGE_KERNEL = 4       # unreclaimable kernel allocation of task page_owner
+PAGE_HOLE = 5         # never managed (not used yet: zones are fully populated)
+
+PG_buddy = 1          # head of a free buddy block; page_order holds its order
+PG_lru = 2            # on a zone LRU list
+PG_head = 4           # head of a higher-order allocated block
+PG_tail = 8
+
+# --- mm columns -----------------------------------------------------------------------------------------------
+MM_FILEPAGES = 0
+MM_ANONPAGES = 1
+MM_SWAPENTS = 2
+MM_NR_PTES = 3
+MM_TOTAL_VM = 4
+MM_USERS = 5
+MM_COUNT = 6
+MM_SEM_READERS = 7    # mmap_sem: number of readers holding it
+MM_SEM_WRITER = 8     # mmap_sem: task row of the writer, -1 if none
+MM_OWNER = 9          # task row that created it (diagnostics)
+MM_USED = 10
+MM_PTE_FILL = 11      # pages mapped since the last page-table page was counted
+MM_NCOLS = 12
+
+# --- per-CPU rows (cpus first, then one row per kswapd) -----------------------------------------------------
+C_PID = 0             # OS pid of the worker process
+C_CURRENT = 1         # task row running now, -1 when idle
+C_DRAIN = 2           # drain_all_pages() request pending for this CPU
+C_HEARTBEAT = 3       # CLOCK_MONOTONIC ns of the last scheduler pass
+C_EXIT = 4            # 1 once the worker left its loop cleanly
+C_KSWAPD_SLEEPING = 5     # kswapd rows: 1 while kswapd sleeps on kswapd_wait (waitqueue_active)
+C_KSWAPD_MAX_ORDER = 6    # kswapd rows: pgdat->kswapd_max_order
+C_KSWAPD_CLASSZONE = 7    # kswapd rows: pgdat->classzone_idx
+C_COUNTERS = 8        # start of the event counters (oomemu.kernel.vmstat names them)
+C_NCOLS = 40
+
+# --- kill log -------------------------------------------------------------------------------------------------
+MAX_KILLS = 4096
+K_NS = 0
+K_PID = 1
+K_ROW = 2
+K_POINTS = 3
+K_CPU = 4
+K_KILLER_PID = 5
+K_KIND = 6            # oomemu.mm.oom_kill.KILL_* kinds
+K_SEQ = 7
+K_NCOLS = 8
+
+# --- locks ----------------------------------------------------------------------------------------------------
+NR_TASK_LOCK_STRIPES = 64
+NR_MM_LOCK_STRIPES = 64
+L_ZONE_SCAN = 0       # zone_scan_lock (mm/oom_kill.c)
+L_TASKLIST = 1        # tasklist_lock
+L_KILL_LOG = 2        # emulator-only: appends to the kill log
+L_PRINTK = 3          # logbuf_lock: one dmesg line at a time
+L_RATELIMIT = 4       # the ratelimit states' spinlock
+L_SWAP = 5            # swap_lock
+L_FIXED = 8           # first per-zone lock (zone->lock), then rq locks, task stripes, mm stripes
+
+
+def _align(n, a=64):
+    return (n + a - 1) // a * a
+
+
+class Machine:
+    """The emulated machine's shared state and the views every process uses on it.
+
+    Built once by the supervisor (`Machine.create`) and inherited across fork; refuses to be pickled.
+    """
+
+    def __init__(self, *, nr_cpus, nr_nodes, nr_pages, max_tasks, ring_records, hz):
+        self.nr_cpus = nr_cpus
+        self.nr_nodes = nr_nodes
+        self.nr_zones = nr_nodes * MAX_NR_ZONES
+        self.nr_pages = nr_pages
+        self.max_tasks = max_tasks
+        self.nr_rows_cpu = nr_cpus + nr_nodes
+        self.ring_records = ring_records
+        self.nr_waitqueues = 2 * max_tasks + 2 * nr_nodes
+        self._plan = []
+        self._size = 0
+        T, Z, P = max_tasks, self.nr_zones, nr_pages
+        self._add("glob", np.int64, G_NR)
+        self._add("zone", np.int64, (Z, Z_NCOLS))
+        self._add("page_next", np.int32, P)
+        self._add("page_prev", np.int32, P)
+        self._add("page_owner", np.int32, P)
+        self._add("page_kind", np.int8, P)
+        self._add("page_flags", np.int8, P)
+        self._add("page_order", np.int8, P)
+        self._add("page_zone", np.int8, P)
+        self._add("pcp", np.int64, (nr_cpus, Z, 4))        # count, high, batch, head
+        for name, dt in (("task_pid", np.int32), ("task_tgid", np.int32), ("task_leader", np.int32),
+                         ("task_parent", np.int32), ("task_mm", np.int32), ("task_cpu", np.int32),
+                         ("task_exit_state", np.int32), ("task_prog", np.int32), ("task_uid", np.int32),
+                         ("task_caps", np.int32), ("task_wq_next", np.int32), ("task_wait_kind", np.int32),
+                         ("task_wait_obj", np.int32), ("task_seq", np.int32), ("task_exit_code", np.int32),
+                         ("sig_oom_score_adj", np.int32), ("sig_oom_score_adj_min", np.int32),
+                         ("sig_oom_flags", np.int32), ("sig_nr_live", np.int32),
+                         ("task_flags", np.int64), ("task_tif", np.int64), ("task_state", np.int64),
+                         ("task_pending", np.int64), ("sig_flags", np.int64), ("task_wait_since", np.int64)):
+            self._add(name, dt, T)
+        self._add("task_comm", "S16", T)
+        self._add("mm", np.int64, (T, MM_NCOLS))
+        self._add("wq", np.int32, (self.nr_waitqueues, 2))   # head, tail task rows
+        self.nr_locks = L_FIXED + self.nr_zones + nr_cpus + NR_TASK_LOCK_STRIPES + NR_MM_LOCK_STRIPES
+        self._add("lock_owner", np.int32, (self.nr_locks, 3))  # cpu, OS pid, task row
+        self._add("cpu", np.int64, (self.nr_rows_cpu, C_NCOLS))
+        self._add("kill", np.int64, (MAX_KILLS, K_NCOLS))
+        self._add("kill_comm", "S16", MAX_KILLS)
+        self._add("ring_head", np.int64, (self.nr_rows_cpu, 8))  # written, drained, lost
+        self._add("ring", np.uint8, self.nr_rows_cpu * ring_records * 64)
+        self.size = self._size
+        self.buf = mmap.mmap(-1, self.size, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
+        self._bind()
+        ctx = multiprocessing.get_context("fork")
+        self.locks = [ctx.Lock() for _ in range(self.nr_locks)]
+        self.doorbells = [os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC) for _ in range(self.nr_rows_cpu)]
+        self.glob[G_HZ] = hz
+        self.lock_owner[:] = -1
+        self.page_owner[:] = -1
+        self.page_next[:] = -1
+        self.page_prev[:] = -1
+        self.zone[:, Z_FREE_HEAD:Z_FREE_HEAD + MAX_ORDER] = -1
+        self.zone[:, Z_LRU_HEAD:Z_LRU_TAIL + 2] = -1
+        self.pcp[:, :, 3] = -1
+        self.task_leader[:] = -1
+        self.task_parent[:] = -1
+        self.task_mm[:] = -1
+        self.task_wq_next[:] = -1
+        self.wq[:] = -1
+        self.mm[:, MM_SEM_WRITER] = -1
+        self.cpu[:, C_CURRENT] = -1
+
+    def _add(self, name, dtype, shape):
+        dt = np.dtype(dtype)
+        count = int(np.prod(shape))
+        self._plan.append((name, dt, shape, self._size, count))
+        self._size = _align(self._size + dt.itemsize * count)
+
+    def _bind(self):
+        """Make the numpy and memoryview views over the segment (column arrays and flat scalar views)."""
+        mv = memoryview(self.buf)
+        self._mv = mv
+        for name, dt, shape, off, count in self._plan:
+            arr = np.frombuffer(self.buf, dtype=dt, count=count, offset=off).reshape(shape)
+            setattr(self, name, arr)
+            if dt.kind in "iu" and dt.itemsize in (4, 8):
+                fmt = {4: "i", 8: "q"}[dt.itemsize] if dt.kind == "i" else {4: "I", 8: "Q"}[dt.itemsize]
+                setattr(self, "v_" + name, mv[off:off + dt.itemsize * count].cast(fmt))
+            elif dt.kind == "i" and dt.itemsize == 1:
+                setattr(self, "v_" + name, mv[off:off + count].cast("b"))
+        self.ring_offset = next(off for name, _, _, off, _ in self._plan if name == "ring")
+
+    def __reduce__(self):
+        raise RuntimeError("a Machine is shared with workers by inheritance (fork), never pickled")
+
+    # --- lock index helpers (P5: offsets known only here) ------------------------------------------------------
+    def zone_lock(self, zone):
+        return L_FIXED + zone
+
+    def rq_lock(self, cpu):
+        return L_FIXED + self.nr_zones + cpu
+
+    def task_lock_index(self, task):
+        return L_FIXED + self.nr_zones + self.nr_cpus + task % NR_TASK_LOCK_STRIPES
+
+    def mm_lock_index(self, mm):
+        return L_FIXED + self.nr_zones + self.nr_cpus + NR_TASK_LOCK_STRIPES + mm % NR_MM_LOCK_STRIPES
+
+    def lock_name(self, index):
+        """A kernel-style name for lock `index`, for diagnostics."""
+        fixed = {L_ZONE_SCAN: "zone_scan_lock", L_TASKLIST: "tasklist_lock", L_KILL_LOG: "oom kill log lock",
+                 L_PRINTK: "logbuf_lock", L_RATELIMIT: "ratelimit lock", L_SWAP: "swap_lock"}
+        if index in fixed:
+            return fixed[index]
+        i = index - L_FIXED
+        if 0 <= i < self.nr_zones:
+            from oomemu.include.mmzone import ZONE_NAMES
+            return f"zone->lock (node {i // MAX_NR_ZONES} {ZONE_NAMES[i % MAX_NR_ZONES]})"
+        i -= self.nr_zones
+        if 0 <= i < self.nr_cpus:
+            return f"rq->lock (cpu {i})"
+        i -= self.nr_cpus
+        if 0 <= i < NR_TASK_LOCK_STRIPES:
+            return f"task_lock (stripe {i})"
+        i -= NR_TASK_LOCK_STRIPES
+        return f"mm->page_table_lock/mmap_sem wait_lock (stripe {i})"
+
+    # --- waitqueue ids -----------------------------------------------------------------------------------------
+    def wq_mmap_sem(self, mm):
+        return mm
+
+    def wq_chldexit(self, task):
+        return self.max_tasks + task
+
+    def wq_pfmemalloc(self, nid):
+        return 2 * self.max_tasks + nid
+
+    def close(self):
+        """Release this process's views; the mapping itself dies with the last process holding it."""
+        for fd in self.doorbells:
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # already closed by an earlier teardown path

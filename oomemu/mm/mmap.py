@@ -1,0 +1,104 @@
+"""Tearing down and shrinking address spaces.
+
+Follows mm/mmap.c of Linux 3.14: exit_mmap() (every page of the last user's mm goes back to the allocator,
+page-cache pages are only unmapped) and the page-freeing half of do_munmap(). The page frame table is
+searched with numpy; each zone's pages are freed under one hold of its zone->lock.
+"""
+import numpy as np
+
+from oomemu import sync
+from oomemu.machine import (G_NR_SWAP_FREE, L_SWAP, LRU_ANON, MM_ANONPAGES, MM_FILEPAGES, MM_NCOLS,
+                            MM_NR_PTES, MM_SWAPENTS, MM_TOTAL_VM, PAGE_ANON, PAGE_FILE, PG_lru)
+from oomemu.trace import events as tp
+
+PTRS_PER_PTE = 512
+
+
+def _free_mm_pages(cpu, mm, pfns):
+    """Free anon pages and unmap file pages of mm among `pfns`, each checked under its zone->lock (reclaim
+    may have taken some meanwhile). Returns (anon freed, file unmapped)."""
+    from oomemu.mm import page_alloc, vmscan
+    m = cpu.m
+    anon = file = 0
+    double = "double_free_victim" in cpu.debug_break
+    zones = m.page_zone[pfns]
+    for z in np.unique(zones).tolist():
+        sel = pfns[zones == z].tolist()
+        freed = 0
+        with sync.spinlock(cpu, m.zone_lock(z)):
+            for pfn in sel:
+                if m.v_page_owner[pfn] != mm:
+                    continue
+                kind = m.v_page_kind[pfn]
+                if kind == PAGE_ANON:
+                    if m.v_page_flags[pfn] & PG_lru:
+                        vmscan.del_page_from_lru_list(m, z, pfn, LRU_ANON)
+                    tp.trace_mm_page_free(cpu, pfn, 0)
+                    page_alloc.__free_one_page(cpu, pfn, z, 0)
+                    if double:
+                        tp.trace_mm_page_free(cpu, pfn, 0)
+                    freed += 1
+                elif kind == PAGE_FILE:
+                    m.v_page_owner[pfn] = -1  # stays in the page cache, still on the LRU
+                    file += 1
+            if freed:
+                page_alloc._note_freed(cpu, z, freed)
+        anon += freed
+    return anon, file
+
+
+def exit_mmap(cpu, mm):
+    """Unmap everything of a dead mm: free its anon pages and swap entries, unmap its file pages.
+
+    Follows: mm/mmap.c exit_mmap(), 3.14. Returns the pages given back to the allocator.
+    """
+    m = cpu.m
+    pfns = ((m.page_owner == mm) & ((m.page_kind == PAGE_ANON) | (m.page_kind == PAGE_FILE))).nonzero()[0]
+    anon, file = _free_mm_pages(cpu, mm, pfns)
+    with sync.spinlock(cpu, m.mm_lock_index(mm)):
+        swapents = int(m.mm[mm, MM_SWAPENTS])
+        m.mm[mm, MM_ANONPAGES] -= anon
+        m.mm[mm, MM_FILEPAGES] -= file
+        m.mm[mm, MM_SWAPENTS] = 0
+        m.mm[mm, MM_NR_PTES] = 0
+        m.mm[mm, MM_TOTAL_VM] = 0
+    if swapents:
+        with sync.spinlock(cpu, L_SWAP):
+            m.glob[G_NR_SWAP_FREE] += swapents
+    return anon
+
+
+def do_munmap_anon(cpu, mm, nr_pages):
+    """Free up to nr_pages of mm's anonymous pages (most recently faulted first); returns how many.
+
+    Follows the page-freeing effect of mm/mmap.c do_munmap() → unmap_region(), 3.14. Differs: no VMAs;
+    the pages freed are simply the mm's newest.
+    """
+    m = cpu.m
+    pfns = ((m.page_owner == mm) & (m.page_kind == PAGE_ANON)).nonzero()[0]
+    if nr_pages is not None:
+        pfns = pfns[::-1][:nr_pages]
+    anon, _ = _free_mm_pages(cpu, mm, pfns)
+    with sync.spinlock(cpu, m.mm_lock_index(mm)):
+        m.mm[mm, MM_ANONPAGES] -= anon
+        m.mm[mm, MM_TOTAL_VM] -= anon
+        _sub_ptes(m, mm, anon)
+    return anon
+
+
+def _sub_ptes(m, mm, nr):
+    """Page-table pages follow the mapped size: one per PTRS_PER_PTE pages (mm lock held)."""
+    m.mm[mm, MM_NR_PTES] = -(-int(m.mm[mm, MM_TOTAL_VM]) // PTRS_PER_PTE)
+
+
+def account_mapped(m, mm, kind_col):
+    """One more page mapped into mm: count it, its virtual size and page-table growth (mm lock held).
+
+    Differs: page-table pages are counted (nr_ptes) but not allocated.
+    """
+    base = mm * MM_NCOLS
+    v = m.v_mm
+    v[base + kind_col] += 1
+    vm = v[base + MM_TOTAL_VM] + 1
+    v[base + MM_TOTAL_VM] = vm
+    v[base + MM_NR_PTES] = (vm + PTRS_PER_PTE - 1) // PTRS_PER_PTE

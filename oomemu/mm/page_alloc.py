@@ -1,0 +1,630 @@
+"""The buddy allocator, per-CPU page lists, watermark checks and the allocation slowpath.
+
+Follows mm/page_alloc.c of Linux 3.14 (KERNEL §1.4–1.5, §6), in that file's order: freeing (buddy merge,
+per-CPU lists), allocating (__rmqueue, buffered_rmqueue), the watermark check, get_page_from_freelist, then
+the slowpath pieces and __alloc_pages_nodemask. A page is its PFN; a zone is its global index; NULL is None.
+"""
+from oomemu import sync
+from oomemu.include.gfp import (__GFP_HARDWALL, __GFP_HIGH, __GFP_MEMALLOC, __GFP_MOVABLE, __GFP_NOFAIL,
+                                __GFP_NOMEMALLOC, __GFP_NORETRY, __GFP_NOWARN, __GFP_NO_KSWAPD, __GFP_REPEAT,
+                                __GFP_THISNODE, __GFP_WAIT, __GFP_FS, GFP_THISNODE, gfp_allowed_mask, gfp_zone)
+from oomemu.include.mmzone import (MAX_ORDER, NR_FREE_PAGES, NR_PAGES_SCANNED,
+                                   PAGE_ALLOC_COSTLY_ORDER, ZONE_NORMAL)
+from oomemu.include.sched import PF_DUMPCORE, PF_MEMALLOC, TIF_MEMDIE
+from oomemu.kernel import printk
+from oomemu.kernel import sched as ksched
+from oomemu.kernel import time as ktime
+from oomemu.lib import ratelimit
+from oomemu.machine import (C_DRAIN, G_HZ, G_LAST_FREE_JIFFY, G_NOPAGE_RS, G_OOM_KILLER_DISABLED, PAGE_BUDDY,
+                            PAGE_KERNEL, PAGE_PCP, PG_buddy, Z_FREE_HEAD, Z_IDX, Z_LOWMEM_RESERVE, Z_NCOLS,
+                            Z_NODE, Z_NR_FREE, Z_STAT, Z_WMARK)
+from oomemu.mm import backing_dev, oom_kill, vmscan, vmstat
+from oomemu.mm.internal import (ALLOC_CPUSET, ALLOC_HARDER, ALLOC_HIGH, ALLOC_NO_WATERMARKS,
+                                ALLOC_WMARK_HIGH, ALLOC_WMARK_LOW, ALLOC_WMARK_MASK, ALLOC_WMARK_MIN)
+from oomemu.trace import events as tp
+
+_FREE = Z_STAT + NR_FREE_PAGES
+_SCANNED = Z_STAT + NR_PAGES_SCANNED
+BLK_RW_ASYNC = 0
+
+
+# --- free-list primitives (zone->lock held) ------------------------------------------------------------------
+
+def _list_add(m, z, order, pfn):
+    """Push `pfn` onto zone z's free_area[order] list."""
+    vz, nxt, prv = m.v_zone, m.v_page_next, m.v_page_prev
+    slot = z * Z_NCOLS + Z_FREE_HEAD + order
+    head = vz[slot]
+    nxt[pfn] = head
+    prv[pfn] = -1
+    if head != -1:
+        prv[head] = pfn
+    vz[slot] = pfn
+    vz[z * Z_NCOLS + Z_NR_FREE + order] += 1
+
+
+def _list_del(m, z, order, pfn):
+    """Unlink `pfn` from zone z's free_area[order] list."""
+    vz, nxt, prv = m.v_zone, m.v_page_next, m.v_page_prev
+    n, p = nxt[pfn], prv[pfn]
+    if p == -1:
+        vz[z * Z_NCOLS + Z_FREE_HEAD + order] = n
+    else:
+        nxt[p] = n
+    if n != -1:
+        prv[n] = p
+    nxt[pfn] = prv[pfn] = -1
+    vz[z * Z_NCOLS + Z_NR_FREE + order] -= 1
+
+
+def _set_kind(m, pfn, order, kind, owner):
+    """Record who owns the 2^order frames at pfn (the page frame table's owner columns)."""
+    if order == 0:
+        m.v_page_kind[pfn] = kind
+        m.v_page_owner[pfn] = owner
+    else:
+        end = pfn + (1 << order)
+        m.page_kind[pfn:end] = kind
+        m.page_owner[pfn:end] = owner
+
+
+def page_is_buddy(m, z, buddy, order):
+    """True if `buddy` heads a free block of exactly `order` in zone z. Follows: page_is_buddy(), 3.14."""
+    if buddy >= m.nr_pages or m.v_page_zone[buddy] != z:
+        return False
+    return bool(m.v_page_flags[buddy] & PG_buddy) and m.v_page_order[buddy] == order
+
+
+def __free_one_page(cpu, pfn, z, order):
+    """Give a 2^order block back to the buddy allocator, merging with free buddies as far as possible.
+
+    Follows: mm/page_alloc.c __free_one_page(), 3.14. Caller holds zone->lock.
+    """
+    m = cpu.m
+    _set_kind(m, pfn, order, PAGE_BUDDY, -1)
+    flags = m.v_page_flags
+    while order < MAX_ORDER - 1:
+        buddy = pfn ^ (1 << order)
+        if not page_is_buddy(m, z, buddy, order):
+            break
+        _list_del(m, z, order, buddy)
+        flags[buddy] &= ~PG_buddy
+        pfn &= buddy
+        order += 1
+    flags[pfn] |= PG_buddy
+    m.v_page_order[pfn] = order
+    _list_add(m, z, order, pfn)
+
+
+def _note_freed(cpu, z, nr):
+    """Freeing to the buddy allocator re-arms zone_reclaimable() and counts for stall detection."""
+    m = cpu.m
+    m.v_zone[z * Z_NCOLS + _SCANNED] = 0
+    m.v_zone[z * Z_NCOLS + _FREE] += nr
+    m.v_glob[G_LAST_FREE_JIFFY] = ktime.jiffies(m)
+    vmstat.count_vm_event(cpu, vmstat.NR_PAGES_FREED, nr)
+
+
+def free_pcppages_bulk(cpu, z, count):
+    """Move `count` pages from this CPU's list for zone z back to the buddy allocator.
+
+    Follows: mm/page_alloc.c free_pcppages_bulk(), 3.14 (pages_scanned reset included).
+    """
+    m = cpu.m
+    pcp = m.v_pcp
+    base = (cpu.id * m.nr_zones + z) * 4
+    nxt = m.v_page_next
+    with sync.spinlock(cpu, m.zone_lock(z)):
+        done = 0
+        while done < count and pcp[base]:
+            pfn = pcp[base + 3]
+            pcp[base + 3] = nxt[pfn]
+            pcp[base] -= 1
+            nxt[pfn] = -1
+            __free_one_page(cpu, pfn, z, 0)
+            done += 1
+        _note_freed(cpu, z, done)
+
+
+def free_one_page(cpu, z, pfn, order):
+    """Free one block straight to the buddy allocator. Follows: mm/page_alloc.c free_one_page(), 3.14."""
+    with sync.spinlock(cpu, cpu.m.zone_lock(z)):
+        __free_one_page(cpu, pfn, z, order)
+        _note_freed(cpu, z, 1 << order)
+
+
+def drain_local_pages(cpu):
+    """Empty this CPU's per-CPU lists into the buddy allocator. Follows: drain_local_pages(), 3.14."""
+    m = cpu.m
+    if cpu.id >= m.nr_cpus:
+        return
+    for z in range(m.nr_zones):
+        count = m.v_pcp[(cpu.id * m.nr_zones + z) * 4]
+        if count:
+            free_pcppages_bulk(cpu, z, count)
+
+
+def drain_all_pages(cpu):
+    """Drain every CPU's per-CPU lists. Follows: drain_all_pages(), 3.14.
+
+    Differs: remote CPUs drain at their next scheduler pass (their doorbell rings) instead of in a
+    synchronous IPI, because a CPU's lists are only ever touched by that CPU.
+    """
+    m = cpu.m
+    drain_local_pages(cpu)
+    for other in range(m.nr_cpus):
+        if other != cpu.id:
+            m.cpu[other, C_DRAIN] = 1
+            sync.ring_doorbell(m, other)
+
+
+def free_hot_cold_page(cpu, pfn, cold=False):
+    """Free an order-0 page onto this CPU's list, spilling a batch to the buddy allocator when it is full.
+
+    Follows: mm/page_alloc.c free_hot_cold_page(), 3.14. Differs: kswapd (not a CPU) frees straight to buddy.
+    """
+    m = cpu.m
+    z = m.v_page_zone[pfn]
+    tp.trace_mm_page_free(cpu, pfn, 0)
+    if cpu.id >= m.nr_cpus:
+        free_one_page(cpu, z, pfn, 0)
+        return
+    pcp = m.v_pcp
+    base = (cpu.id * m.nr_zones + z) * 4
+    m.v_page_kind[pfn] = PAGE_PCP
+    m.v_page_owner[pfn] = cpu.id
+    m.v_page_next[pfn] = pcp[base + 3]
+    pcp[base + 3] = pfn
+    pcp[base] += 1
+    if pcp[base] >= pcp[base + 1]:
+        free_pcppages_bulk(cpu, z, pcp[base + 2])
+
+
+def __free_pages(cpu, pfn, order):
+    """Free a block the caller owns. Follows: mm/page_alloc.c __free_pages(), 3.14."""
+    if order == 0:
+        free_hot_cold_page(cpu, pfn)
+    else:
+        tp.trace_mm_page_free(cpu, pfn, order)
+        free_one_page(cpu, cpu.m.v_page_zone[pfn], pfn, order)
+
+
+# --- allocation from the buddy lists -------------------------------------------------------------------------
+
+def expand(m, z, pfn, low, high):
+    """Split a 2^high block at pfn down to 2^low, returning the upper halves to the free lists.
+
+    Follows: mm/page_alloc.c expand(), 3.14. Caller holds zone->lock.
+    """
+    size = 1 << high
+    while high > low:
+        high -= 1
+        size >>= 1
+        half = pfn + size
+        m.v_page_flags[half] |= PG_buddy
+        m.v_page_order[half] = high
+        _list_add(m, z, high, half)
+
+
+def __rmqueue_smallest(cpu, z, order):
+    """Take the first block of the smallest order ≥ `order` and split it. Follows: __rmqueue_smallest(), 3.14."""
+    m = cpu.m
+    vz = m.v_zone
+    for current_order in range(order, MAX_ORDER):
+        pfn = vz[z * Z_NCOLS + Z_FREE_HEAD + current_order]
+        if pfn == -1:
+            continue
+        _list_del(m, z, current_order, pfn)
+        m.v_page_flags[pfn] &= ~PG_buddy
+        expand(m, z, pfn, order, current_order)
+        return pfn
+    return -1
+
+
+def __rmqueue(cpu, z, order, migratetype):
+    """Remove a block from the buddy allocator. Follows: mm/page_alloc.c __rmqueue(), 3.14.
+
+    Differs: one free list per order (no migrate types, so no fallback stealing).
+    """
+    pfn = __rmqueue_smallest(cpu, z, order)
+    if pfn != -1:
+        tp.trace_mm_page_alloc_zone_locked(cpu, pfn, order, migratetype, z)
+    return pfn
+
+
+def rmqueue_bulk(cpu, z, order, count, migratetype):
+    """Move up to `count` order-0 pages from the buddy allocator to this CPU's list; returns how many.
+
+    Follows: mm/page_alloc.c rmqueue_bulk(), 3.14.
+    """
+    m = cpu.m
+    pcp = m.v_pcp
+    base = (cpu.id * m.nr_zones + z) * 4
+    nxt, kind, owner = m.v_page_next, m.v_page_kind, m.v_page_owner
+    got = 0
+    with sync.spinlock(cpu, m.zone_lock(z)):
+        while got < count:
+            pfn = __rmqueue(cpu, z, order, migratetype)
+            if pfn == -1:
+                break
+            kind[pfn] = PAGE_PCP
+            owner[pfn] = cpu.id
+            nxt[pfn] = pcp[base + 3]
+            pcp[base + 3] = pfn
+            got += 1
+        pcp[base] += got
+        m.v_zone[z * Z_NCOLS + _FREE] -= got
+    return got
+
+
+def buffered_rmqueue(cpu, preferred_zone, z, order, gfp_flags, migratetype):
+    """Allocate from zone z: order 0 from this CPU's list (refilled by batch), larger orders from buddy.
+
+    Follows: mm/page_alloc.c buffered_rmqueue(), 3.14. The page comes back owned by the kernel (PAGE_KERNEL,
+    owner -1) until the caller records its real owner.
+    """
+    m = cpu.m
+    if order == 0 and cpu.id < m.nr_cpus:
+        pcp = m.v_pcp
+        base = (cpu.id * m.nr_zones + z) * 4
+        if not pcp[base]:
+            if not rmqueue_bulk(cpu, z, 0, pcp[base + 2], migratetype):
+                return None
+        pfn = pcp[base + 3]
+        pcp[base + 3] = m.v_page_next[pfn]
+        pcp[base] -= 1
+        m.v_page_next[pfn] = -1
+        m.v_page_kind[pfn] = PAGE_KERNEL
+        m.v_page_owner[pfn] = -1
+        return pfn
+    with sync.spinlock(cpu, m.zone_lock(z)):
+        pfn = __rmqueue(cpu, z, order, migratetype)
+        if pfn == -1:
+            return None
+        m.v_zone[z * Z_NCOLS + _FREE] -= 1 << order
+        _set_kind(m, pfn, order, PAGE_KERNEL, -1)
+    return pfn
+
+
+# --- watermarks ----------------------------------------------------------------------------------------------
+
+def __zone_watermark_ok(m, z, order, mark, classzone_idx, alloc_flags, free_pages):
+    """True if zone z keeps more than `mark` (eased by HIGH/HARDER) plus its lowmem reserve after the request.
+
+    Follows: mm/page_alloc.c __zone_watermark_ok(), 3.14 (KERNEL §6.4). No CMA pages exist here.
+    """
+    vz = m.v_zone
+    zb = z * Z_NCOLS
+    free_pages -= (1 << order) - 1
+    min_ = mark
+    if alloc_flags & ALLOC_HIGH:
+        min_ -= min_ // 2
+    if alloc_flags & ALLOC_HARDER:
+        min_ -= min_ // 4
+    if free_pages <= min_ + vz[zb + Z_LOWMEM_RESERVE + classzone_idx]:
+        return False
+    for o in range(order):
+        free_pages -= vz[zb + Z_NR_FREE + o] << o
+        min_ >>= 1
+        if free_pages <= min_:
+            return False
+    return True
+
+
+def zone_watermark_ok(m, z, order, mark, classzone_idx, alloc_flags):
+    """The watermark check against NR_FREE_PAGES. Follows: zone_watermark_ok(), 3.14."""
+    return __zone_watermark_ok(m, z, order, mark, classzone_idx, alloc_flags, m.v_zone[z * Z_NCOLS + _FREE])
+
+
+def zone_idx(m, z):
+    return m.v_zone[z * Z_NCOLS + Z_IDX]
+
+
+def get_page_from_freelist(cpu, gfp_mask, nodemask, order, zonelist, high_zoneidx, alloc_flags,
+                           preferred_zone, migratetype):
+    """Walk the zonelist for a zone that passes its watermark and allocate from it.
+
+    Follows: mm/page_alloc.c get_page_from_freelist(), 3.14. Differs: no cpusets, no zonelist cache, no
+    zone_reclaim_mode (a failing zone is simply skipped, as with zone_reclaim_mode = 0).
+    """
+    m = cpu.m
+    vz = m.v_zone
+    classzone_idx = vz[preferred_zone * Z_NCOLS + Z_IDX]
+    check = not alloc_flags & ALLOC_NO_WATERMARKS
+    if check:
+        wmark_col = Z_WMARK + (alloc_flags & ALLOC_WMARK_MASK)
+    for z in zonelist:
+        zb = z * Z_NCOLS
+        if vz[zb + Z_IDX] > high_zoneidx:
+            continue
+        if nodemask is not None and vz[zb + Z_NODE] not in nodemask:
+            continue
+        if check and not __zone_watermark_ok(m, z, order, vz[zb + wmark_col], classzone_idx, alloc_flags,
+                                             vz[zb + _FREE]):
+            continue
+        pfn = buffered_rmqueue(cpu, preferred_zone, z, order, gfp_mask, migratetype)
+        if pfn is not None:
+            tp.trace_mm_page_alloc(cpu, pfn, order, gfp_mask, migratetype, alloc_flags)
+            if not check:
+                vmstat.count_vm_event(cpu, vmstat.NR_NO_WATERMARK_ALLOCS)
+            return pfn
+    return None
+
+
+# --- the slowpath ---------------------------------------------------------------------------------------------
+
+def warn_alloc_failed(cpu, gfp_mask, order):
+    """Print the rate-limited "page allocation failure" line. Follows: warn_alloc_failed(), 3.14 (KERNEL §3.6).
+
+    Differs: no stack dump and no show_mem() after the line.
+    """
+    if gfp_mask & __GFP_NOWARN:
+        return
+    if not ratelimit.__ratelimit(cpu, G_NOPAGE_RS, "warn_alloc_failed"):
+        return
+    comm = printk.task_comm(cpu.m, cpu.current)
+    printk.printk(cpu, printk.KERN_WARNING, f"{comm}: page allocation failure: order:{order}, mode:0x{gfp_mask:x}")
+
+
+def should_alloc_retry(gfp_mask, order, did_some_progress, pages_reclaimed):
+    """Whether the slowpath goes round again after reclaim. Follows: should_alloc_retry(), 3.14 (KERNEL §6.9)."""
+    if gfp_mask & __GFP_NORETRY:
+        return False
+    if gfp_mask & __GFP_NOFAIL:
+        return True
+    # pm_suspended_storage() is never true: the emulated machine does not suspend.
+    if order <= PAGE_ALLOC_COSTLY_ORDER:
+        return True  # "too small to fail"
+    if gfp_mask & __GFP_REPEAT and pages_reclaimed < (1 << order):
+        return True
+    return False
+
+
+async def __alloc_pages_may_oom(cpu, gfp_mask, order, zonelist, high_zoneidx, nodemask, preferred_zone,
+                                migratetype):
+    """Serialise on the zonelist OOM lock, try the high watermark once more, then call the OOM killer.
+
+    Follows: mm/page_alloc.c __alloc_pages_may_oom(), 3.14 (KERNEL §1.4).
+    """
+    if not oom_kill.try_set_zonelist_oom(cpu, zonelist, gfp_mask):
+        vmstat.count_vm_event(cpu, vmstat.NR_OOM_LOCK_BUSY)
+        await ksched.schedule_timeout_uninterruptible(cpu, 1)  # a parallel OOM kill is running: back off
+        return None
+    # The last chance: a parallel OOM kill may just have freed memory. The high watermark keeps this from
+    # succeeding on the crumbs that are left while a real shortage goes on.
+    page = get_page_from_freelist(cpu, gfp_mask | __GFP_HARDWALL, nodemask, order, zonelist, high_zoneidx,
+                                  ALLOC_WMARK_HIGH | ALLOC_CPUSET, preferred_zone, migratetype)
+    if page is None:
+        exempt = not gfp_mask & __GFP_NOFAIL and (order > PAGE_ALLOC_COSTLY_ORDER or high_zoneidx < ZONE_NORMAL
+                                                  or gfp_mask & __GFP_THISNODE)
+        if not exempt:
+            await oom_kill.out_of_memory(cpu, zonelist, gfp_mask, order, nodemask, False)
+    oom_kill.clear_zonelist_oom(cpu, zonelist, gfp_mask)
+    return page
+
+
+def __alloc_pages_direct_compact(cpu, gfp_mask, order, zonelist, high_zoneidx, nodemask, alloc_flags,
+                                 preferred_zone, migratetype, sync_migration):
+    """Direct compaction: returns (page, deferred, contended). Follows: __alloc_pages_direct_compact(), 3.14.
+
+    Differs: order-0 requests return at once as upstream; for order > 0 no page migration is modelled yet,
+    so compaction is always COMPACT_SKIPPED.
+    """
+    return None, False, False
+
+
+async def __perform_reclaim(cpu, gfp_mask, order, zonelist, nodemask):
+    """Run direct reclaim with PF_MEMALLOC set. Follows: mm/page_alloc.c __perform_reclaim(), 3.14."""
+    m = cpu.m
+    cur = cpu.current
+    vmstat.count_vm_event(cpu, vmstat.NR_DIRECT_RECLAIMS)
+    m.v_task_flags[cur] |= PF_MEMALLOC
+    progress = await vmscan.try_to_free_pages(cpu, zonelist, order, gfp_mask, nodemask)
+    m.v_task_flags[cur] &= ~PF_MEMALLOC
+    await ksched.cond_resched(cpu)
+    return progress
+
+
+async def __alloc_pages_direct_reclaim(cpu, gfp_mask, order, zonelist, high_zoneidx, nodemask, alloc_flags,
+                                       preferred_zone, migratetype):
+    """Reclaim, then retry at the slowpath's watermark (draining per-CPU lists once). Returns (page, progress).
+
+    Follows: mm/page_alloc.c __alloc_pages_direct_reclaim(), 3.14.
+    """
+    did_some_progress = await __perform_reclaim(cpu, gfp_mask, order, zonelist, nodemask)
+    if not did_some_progress:
+        vmstat.count_vm_event(cpu, vmstat.NR_DIRECT_RECLAIM_PROGRESS0)
+        return None, 0
+    drained = False
+    while True:
+        page = get_page_from_freelist(cpu, gfp_mask, nodemask, order, zonelist, high_zoneidx,
+                                      alloc_flags & ~ALLOC_NO_WATERMARKS, preferred_zone, migratetype)
+        if page is not None or drained:
+            return page, did_some_progress
+        drain_all_pages(cpu)
+        drained = True
+
+
+async def __alloc_pages_high_priority(cpu, gfp_mask, order, zonelist, high_zoneidx, nodemask, preferred_zone,
+                                      migratetype):
+    """Allocate ignoring watermarks, looping only for __GFP_NOFAIL. Follows: __alloc_pages_high_priority(), 3.14."""
+    while True:
+        page = get_page_from_freelist(cpu, gfp_mask, nodemask, order, zonelist, high_zoneidx,
+                                      ALLOC_NO_WATERMARKS, preferred_zone, migratetype)
+        if page is not None or not gfp_mask & __GFP_NOFAIL:
+            return page
+        await backing_dev.wait_iff_congested(cpu, preferred_zone, BLK_RW_ASYNC, cpu.m.v_glob[G_HZ] // 50)
+
+
+def wake_all_kswapds(cpu, order, zonelist, high_zoneidx, preferred_zone):
+    """Wake the kswapd of every node whose zones the request may use. Follows: prepare_slowpath(), 3.14."""
+    m = cpu.m
+    classzone_idx = zone_idx(m, preferred_zone)
+    for z in zonelist:
+        if zone_idx(m, z) <= high_zoneidx:
+            vmscan.wakeup_kswapd(cpu, z, order, classzone_idx)
+
+
+def gfp_to_alloc_flags(cpu, gfp_mask):
+    """The ALLOC_* flags the slowpath uses for this request and task. Follows: gfp_to_alloc_flags(), 3.14 (§6.3).
+
+    Differs: no realtime tasks and no interrupt context exist, so ALLOC_HARDER comes only from atomic requests.
+    """
+    alloc_flags = ALLOC_WMARK_MIN | ALLOC_CPUSET
+    alloc_flags |= gfp_mask & __GFP_HIGH  # ALLOC_HIGH == __GFP_HIGH by design
+    if not gfp_mask & __GFP_WAIT:
+        if not gfp_mask & __GFP_NOMEMALLOC:
+            alloc_flags |= ALLOC_HARDER
+        alloc_flags &= ~ALLOC_CPUSET
+    if not gfp_mask & __GFP_NOMEMALLOC:
+        cur = cpu.current
+        if gfp_mask & __GFP_MEMALLOC:
+            alloc_flags |= ALLOC_NO_WATERMARKS
+        elif cur >= 0 and (cpu.m.v_task_flags[cur] & PF_MEMALLOC or cpu.m.v_task_tif[cur] & TIF_MEMDIE):
+            alloc_flags |= ALLOC_NO_WATERMARKS
+    return alloc_flags
+
+
+def oom_gfp_allowed(gfp_mask):
+    """Only __GFP_FS requests that may retry can invoke the OOM killer. Follows: include/linux/oom.h, 3.14."""
+    return bool(gfp_mask & __GFP_FS) and not gfp_mask & __GFP_NORETRY
+
+
+async def __alloc_pages_slowpath(cpu, gfp_mask, order, zonelist, high_zoneidx, nodemask, preferred_zone,
+                                 migratetype):
+    """Wake kswapd, retry at min, use reserves, compact, reclaim, OOM-kill, and retry: in the seed's order.
+
+    Follows: mm/page_alloc.c __alloc_pages_slowpath(), 3.14 (KERNEL §6.2). The gotos become loops; each
+    label is a comment at its spot.
+    """
+    m = cpu.m
+    vmstat.count_vm_event(cpu, vmstat.NR_SLOWPATH_ENTRIES)
+    tp.trace_slowpath_enter(cpu, gfp_mask, order)
+    page, restarts = await _slowpath_body(cpu, m, gfp_mask, order, zonelist, high_zoneidx, nodemask,
+                                          preferred_zone, migratetype)
+    if page is None:
+        # nopage:
+        warn_alloc_failed(cpu, gfp_mask, order)
+    tp.trace_slowpath_exit(cpu, -1 if page is None else page, order, restarts)
+    return page
+
+
+async def _slowpath_body(cpu, m, gfp_mask, order, zonelist, high_zoneidx, nodemask, preferred_zone,
+                         migratetype):
+    """__alloc_pages_slowpath() from its sanity checks to got_pg/nopage; returns (page, restarts)."""
+    wait = gfp_mask & __GFP_WAIT
+    cur = cpu.current
+    pages_reclaimed = 0
+    sync_migration = False
+    restarts = 0
+    if order >= MAX_ORDER:
+        return None, 0
+    if gfp_mask & GFP_THISNODE == GFP_THISNODE:
+        return None, 0  # GFP_THISNODE callers fall back to other nodes themselves: no reclaim here
+    while True:
+        # restart:
+        if not gfp_mask & __GFP_NO_KSWAPD:
+            wake_all_kswapds(cpu, order, zonelist, high_zoneidx, preferred_zone)
+        alloc_flags = gfp_to_alloc_flags(cpu, gfp_mask)
+        restart = False
+        while not restart:
+            # rebalance:
+            page = get_page_from_freelist(cpu, gfp_mask, nodemask, order, zonelist, high_zoneidx,
+                                          alloc_flags & ~ALLOC_NO_WATERMARKS, preferred_zone, migratetype)
+            if page is not None:
+                return page, restarts
+            if alloc_flags & ALLOC_NO_WATERMARKS:
+                page = await __alloc_pages_high_priority(cpu, gfp_mask, order, zonelist, high_zoneidx,
+                                                         nodemask, preferred_zone, migratetype)
+                if page is not None:
+                    return page, restarts
+            if not wait:
+                return None, restarts  # atomic allocations cannot reclaim
+            if m.v_task_flags[cur] & PF_MEMALLOC:
+                return None, restarts  # already inside reclaim: do not recurse
+            if m.v_task_tif[cur] & TIF_MEMDIE and not gfp_mask & __GFP_NOFAIL:
+                return None, restarts  # an OOM victim fails rather than loops
+            page, deferred, contended = __alloc_pages_direct_compact(
+                cpu, gfp_mask, order, zonelist, high_zoneidx, nodemask, alloc_flags, preferred_zone,
+                migratetype, sync_migration)
+            if page is not None:
+                return page, restarts
+            sync_migration = True
+            if (deferred or contended) and gfp_mask & __GFP_NO_KSWAPD:
+                return None, restarts
+            page, did_some_progress = await __alloc_pages_direct_reclaim(
+                cpu, gfp_mask, order, zonelist, high_zoneidx, nodemask, alloc_flags, preferred_zone,
+                migratetype)
+            if page is not None:
+                return page, restarts
+            if not did_some_progress:
+                if oom_gfp_allowed(gfp_mask):
+                    if m.v_glob[G_OOM_KILLER_DISABLED]:
+                        return None, restarts
+                    if m.v_task_flags[cur] & PF_DUMPCORE and not gfp_mask & __GFP_NOFAIL:
+                        return None, restarts
+                    page = await __alloc_pages_may_oom(cpu, gfp_mask, order, zonelist, high_zoneidx, nodemask,
+                                                       preferred_zone, migratetype)
+                    if page is not None:
+                        return page, restarts
+                    if not gfp_mask & __GFP_NOFAIL:
+                        if order > PAGE_ALLOC_COSTLY_ORDER or high_zoneidx < ZONE_NORMAL:
+                            return None, restarts
+                    restarts += 1
+                    restart = True
+                    continue
+            pages_reclaimed += did_some_progress
+            if should_alloc_retry(gfp_mask, order, did_some_progress, pages_reclaimed):
+                await backing_dev.wait_iff_congested(cpu, preferred_zone, BLK_RW_ASYNC, m.v_glob[G_HZ] // 50)
+                continue  # goto rebalance
+            page, _, _ = __alloc_pages_direct_compact(cpu, gfp_mask, order, zonelist, high_zoneidx, nodemask,
+                                                      alloc_flags, preferred_zone, migratetype, sync_migration)
+            return page, restarts
+
+
+def first_zones_zonelist(m, zonelist, high_zoneidx, nodemask):
+    """The first zone of the zonelist usable by the request, or None. Follows: first_zones_zonelist()."""
+    vz = m.v_zone
+    for z in zonelist:
+        if vz[z * Z_NCOLS + Z_IDX] <= high_zoneidx and (nodemask is None or vz[z * Z_NCOLS + Z_NODE] in nodemask):
+            return z
+    return None
+
+
+async def __alloc_pages_nodemask(cpu, gfp_mask, order, zonelist, nodemask=None):
+    """Allocate 2^order pages: the low-watermark fast path, then the slowpath. Returns a PFN or None.
+
+    Follows: mm/page_alloc.c __alloc_pages_nodemask(), 3.14 (KERNEL §6.1). Differs: no cpuset cookie retry.
+    """
+    m = cpu.m
+    gfp_mask &= gfp_allowed_mask
+    high_zoneidx = gfp_zone(gfp_mask)
+    migratetype = 1 if gfp_mask & __GFP_MOVABLE else 0
+    preferred_zone = first_zones_zonelist(m, zonelist, high_zoneidx, nodemask)
+    if preferred_zone is None:
+        return None
+    page = get_page_from_freelist(cpu, gfp_mask | __GFP_HARDWALL, nodemask, order, zonelist, high_zoneidx,
+                                  ALLOC_WMARK_LOW | ALLOC_CPUSET, preferred_zone, migratetype)
+    if page is not None:
+        vmstat.count_vm_event(cpu, vmstat.NR_FAST_PATH_ALLOCS)
+    else:
+        page = await __alloc_pages_slowpath(cpu, gfp_mask, order, zonelist, high_zoneidx, nodemask,
+                                            preferred_zone, migratetype)
+    vmstat.count_vm_event(cpu, vmstat.NR_ALLOCS if page is not None else vmstat.NR_ALLOC_FAILURES)
+    return page
+
+
+def node_zonelist(m, nid, gfp_mask=0):
+    """The fallback zonelist of node `nid`. Follows: node_zonelist()."""
+    return m.zonelists[nid]
+
+
+async def alloc_pages(cpu, gfp_mask, order):
+    """Allocate from the local node's zonelist. Follows: alloc_pages() on a !CONFIG_NUMA-policy path."""
+    return await __alloc_pages_nodemask(cpu, gfp_mask, order, cpu.m.zonelists[numa_node_id(cpu)], None)
+
+
+def numa_node_id(cpu):
+    """The node of this CPU: CPUs are spread over nodes in order. Follows: numa_node_id()."""
+    m = cpu.m
+    return (cpu.id * m.nr_nodes) // m.nr_cpus if cpu.id < m.nr_cpus else cpu.nid

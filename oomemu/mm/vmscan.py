@@ -1,0 +1,344 @@
+"""Page reclaim: direct reclaim's "progress", zone_reclaimable, and the kswapd daemon.
+
+Follows mm/vmscan.c of Linux 3.14 (KERNEL §6.6, §6.8). Reclaimable pages are page-cache pages (always) and
+anonymous pages (only when swap has free slots), each zone keeping one LRU list per kind, oldest first.
+
+Differs: one list per kind (no active/inactive split), lru_lock folded into zone->lock, no dirty or writeback
+pages (every scanned page is reclaimed), no slab shrinkers, no direct-reclaim throttling.
+"""
+import select
+import time
+
+from oomemu import sync
+from oomemu.include.gfp import gfp_zone
+from oomemu.include.mmzone import (DEF_PRIORITY, KSWAPD_ZONE_BALANCE_GAP_RATIO, MAX_NR_ZONES, NR_FREE_PAGES,
+                                   NR_LRU_ANON, NR_LRU_FILE, NR_PAGES_SCANNED, SWAP_CLUSTER_MAX, WMARK_HIGH,
+                                   WMARK_LOW)
+from oomemu.machine import (C_KSWAPD_CLASSZONE, C_KSWAPD_MAX_ORDER, C_KSWAPD_SLEEPING, G_HZ,
+                            G_NR_SWAP_FREE, G_OOM_KILLER_DISABLED, G_STOP, L_SWAP, LRU_ANON, LRU_FILE,
+                            MM_ANONPAGES, MM_FILEPAGES, MM_NCOLS, MM_SWAPENTS, PG_lru,
+                            Z_IDX, Z_LRU_HEAD, Z_LRU_TAIL, Z_MANAGED, Z_NCOLS, Z_NODE, Z_STAT, Z_WMARK)
+from oomemu.mm import vmstat
+from oomemu.trace import events as tp
+
+_LRU_STAT = (Z_STAT + NR_LRU_FILE, Z_STAT + NR_LRU_ANON)
+_FREE = Z_STAT + NR_FREE_PAGES
+_SCANNED = Z_STAT + NR_PAGES_SCANNED
+
+
+# --- LRU lists (zone->lock held) -----------------------------------------------------------------------------
+
+def add_page_to_lru_list(m, z, pfn, lru):
+    """Append `pfn` (newest) to zone z's LRU `lru`. Caller holds zone->lock."""
+    vz, nxt, prv = m.v_zone, m.v_page_next, m.v_page_prev
+    tail_slot = z * Z_NCOLS + Z_LRU_TAIL + lru
+    tail = vz[tail_slot]
+    prv[pfn] = tail
+    nxt[pfn] = -1
+    if tail == -1:
+        vz[z * Z_NCOLS + Z_LRU_HEAD + lru] = pfn
+    else:
+        nxt[tail] = pfn
+    vz[tail_slot] = pfn
+    m.v_page_flags[pfn] |= PG_lru
+    vz[z * Z_NCOLS + _LRU_STAT[lru]] += 1
+
+
+def del_page_from_lru_list(m, z, pfn, lru):
+    """Unlink `pfn` from zone z's LRU `lru`. Caller holds zone->lock."""
+    vz, nxt, prv = m.v_zone, m.v_page_next, m.v_page_prev
+    n, p = nxt[pfn], prv[pfn]
+    if p == -1:
+        vz[z * Z_NCOLS + Z_LRU_HEAD + lru] = n
+    else:
+        nxt[p] = n
+    if n == -1:
+        vz[z * Z_NCOLS + Z_LRU_TAIL + lru] = p
+    else:
+        prv[n] = p
+    nxt[pfn] = prv[pfn] = -1
+    m.v_page_flags[pfn] &= ~PG_lru
+    vz[z * Z_NCOLS + _LRU_STAT[lru]] -= 1
+
+
+def lru_cache_add(cpu, pfn, lru):
+    """Put a newly mapped page on its zone's LRU. Follows: mm/swap.c lru_cache_add(), without the pagevec."""
+    m = cpu.m
+    z = m.v_page_zone[pfn]
+    with sync.spinlock(cpu, m.zone_lock(z)):
+        add_page_to_lru_list(m, z, pfn, lru)
+
+
+# --- reclaimability ------------------------------------------------------------------------------------------
+
+def zone_reclaimable_pages(m, z):
+    """File LRU pages, plus anon LRU pages while swap has room. Follows: zone_reclaimable_pages(), 3.14."""
+    vz = m.v_zone
+    nr = vz[z * Z_NCOLS + _LRU_STAT[LRU_FILE]]
+    if m.v_glob[G_NR_SWAP_FREE] > 0:
+        nr += vz[z * Z_NCOLS + _LRU_STAT[LRU_ANON]]
+    return nr
+
+
+def zone_reclaimable(m, z):
+    """A zone stays reclaimable until 6× its reclaimable pages were scanned without a page being freed.
+
+    Follows: mm/vmscan.c zone_reclaimable(), 3.14 (KERNEL §6.8).
+    """
+    return m.v_zone[z * Z_NCOLS + _SCANNED] < zone_reclaimable_pages(m, z) * 6
+
+
+# --- shrinking -----------------------------------------------------------------------------------------------
+
+def _reclaim_page(cpu, m, z, pfn, lru):
+    """Unmap one isolated LRU page from its mm (to swap for anon) and free it. zone->lock held.
+
+    Returns False (and leaves the page alone) if an anon page finds swap full.
+    """
+    owner = m.v_page_owner[pfn]
+    if lru == LRU_ANON:
+        with sync.spinlock(cpu, L_SWAP):
+            if m.v_glob[G_NR_SWAP_FREE] <= 0:
+                return False
+            m.v_glob[G_NR_SWAP_FREE] -= 1
+    del_page_from_lru_list(m, z, pfn, lru)
+    if owner >= 0:
+        with sync.spinlock(cpu, m.mm_lock_index(owner)):
+            base = owner * MM_NCOLS
+            if lru == LRU_ANON:
+                m.v_mm[base + MM_ANONPAGES] -= 1
+                m.v_mm[base + MM_SWAPENTS] += 1
+            else:
+                m.v_mm[base + MM_FILEPAGES] -= 1
+    if lru == LRU_ANON:
+        vmstat.count_vm_event(cpu, vmstat.NR_PAGES_SWAPPED_OUT)
+    from oomemu.mm import page_alloc
+    page_alloc.__free_one_page(cpu, pfn, z, 0)
+    return True
+
+
+def shrink_lruvec(cpu, z, priority, nr_to_reclaim):
+    """Scan the zone's LRUs oldest first, reclaiming what can be; returns (scanned, reclaimed).
+
+    Follows: mm/vmscan.c shrink_lruvec()/shrink_inactive_list(), 3.14, with get_scan_count()'s
+    "lru size >> priority" (at least a cluster) as the scan target.
+    """
+    m = cpu.m
+    vz = m.v_zone
+    scanned = reclaimed = 0
+    lrus = (LRU_FILE, LRU_ANON) if m.v_glob[G_NR_SWAP_FREE] > 0 else (LRU_FILE,)
+    with sync.spinlock(cpu, m.zone_lock(z)):
+        for lru in lrus:
+            size = vz[z * Z_NCOLS + _LRU_STAT[lru]]
+            target = max(size >> priority, min(size, SWAP_CLUSTER_MAX))
+            while target > 0 and reclaimed < nr_to_reclaim:
+                pfn = vz[z * Z_NCOLS + Z_LRU_HEAD + lru]
+                if pfn == -1:
+                    break
+                target -= 1
+                scanned += 1
+                if _reclaim_page(cpu, m, z, pfn, lru):
+                    reclaimed += 1
+                else:
+                    break
+        vz[z * Z_NCOLS + _SCANNED] += scanned
+        if reclaimed:
+            from oomemu.mm import page_alloc
+            page_alloc._note_freed(cpu, z, reclaimed)  # also re-arms zone_reclaimable(), as upstream
+    if reclaimed:
+        vmstat.count_vm_event(cpu, vmstat.NR_PAGES_RECLAIMED, reclaimed)
+    return scanned, reclaimed
+
+
+def shrink_zones(cpu, zonelist, high_zoneidx, priority, nr_to_reclaim):
+    """Shrink every usable zone, skipping unreclaimable ones after the first pass. Returns pages reclaimed.
+
+    Follows: mm/vmscan.c shrink_zones(), 3.14.
+    """
+    m = cpu.m
+    total = 0
+    for z in zonelist:
+        if m.v_zone[z * Z_NCOLS + Z_IDX] > high_zoneidx:
+            continue
+        if priority != DEF_PRIORITY and not zone_reclaimable(m, z):
+            continue
+        total += shrink_lruvec(cpu, z, priority, nr_to_reclaim - total)[1]
+        if total >= nr_to_reclaim:
+            break
+    return total
+
+
+def all_unreclaimable(m, zonelist, high_zoneidx):
+    """True if no usable zone is zone_reclaimable(). Follows: mm/vmscan.c all_unreclaimable(), 3.14."""
+    return not any(zone_reclaimable(m, z) for z in zonelist if m.v_zone[z * Z_NCOLS + Z_IDX] <= high_zoneidx)
+
+
+def do_try_to_free_pages(cpu, zonelist, gfp_mask, nr_to_reclaim):
+    """Reclaim from priority 12 down to 0 until a cluster is freed; return the kernel's "progress".
+
+    Follows: mm/vmscan.c do_try_to_free_pages(), 3.14 (KERNEL §6.8): pages reclaimed if any, else 0 when the
+    OOM killer is disabled, else 1 while any usable zone is still reclaimable, else 0.
+    """
+    m = cpu.m
+    high_zoneidx = gfp_zone(gfp_mask)
+    nr_reclaimed = 0
+    for priority in range(DEF_PRIORITY, -1, -1):
+        nr_reclaimed += shrink_zones(cpu, zonelist, high_zoneidx, priority, nr_to_reclaim - nr_reclaimed)
+        if nr_reclaimed >= nr_to_reclaim:
+            break
+    if nr_reclaimed:
+        return nr_reclaimed
+    if m.v_glob[G_OOM_KILLER_DISABLED]:
+        return 0
+    if not all_unreclaimable(m, zonelist, high_zoneidx):
+        return 1
+    return 0
+
+
+async def try_to_free_pages(cpu, zonelist, order, gfp_mask, nodemask):
+    """Direct reclaim of SWAP_CLUSTER_MAX pages for an allocating task. Follows: try_to_free_pages(), 3.14.
+
+    Differs: no throttle_direct_reclaim().
+    """
+    tp.trace_mm_vmscan_direct_reclaim_begin(cpu, order, 1, gfp_mask)
+    progress = do_try_to_free_pages(cpu, zonelist, gfp_mask, SWAP_CLUSTER_MAX)
+    tp.trace_mm_vmscan_direct_reclaim_end(cpu, progress if progress > 1 else 0, progress)
+    return progress
+
+
+# --- kswapd ---------------------------------------------------------------------------------------------------
+
+def zone_balanced(m, z, order, balance_gap, classzone_idx):
+    """True if zone z is above its high watermark plus `balance_gap`. Follows: zone_balanced(), 3.14."""
+    from oomemu.mm import page_alloc
+    mark = m.v_zone[z * Z_NCOLS + Z_WMARK + WMARK_HIGH] + balance_gap
+    return page_alloc.zone_watermark_ok(m, z, order, mark, classzone_idx, 0)
+
+
+def wakeup_kswapd(cpu, z, order, classzone_idx):
+    """Wake the kswapd of zone z's node if it sleeps and the zone is below its high watermark.
+
+    Follows: mm/vmscan.c wakeup_kswapd(), 3.14 (KERNEL §6.6).
+    """
+    m = cpu.m
+    zb = z * Z_NCOLS
+    if not m.v_zone[zb + Z_MANAGED]:
+        return
+    nid = m.v_zone[zb + Z_NODE]
+    row = m.nr_cpus + nid
+    ncols = m.cpu.shape[1]
+    vcpu = m.v_cpu
+    if vcpu[row * ncols + C_KSWAPD_MAX_ORDER] < order:
+        vcpu[row * ncols + C_KSWAPD_MAX_ORDER] = order
+    if vcpu[row * ncols + C_KSWAPD_CLASSZONE] > classzone_idx:
+        vcpu[row * ncols + C_KSWAPD_CLASSZONE] = classzone_idx
+    if not vcpu[row * ncols + C_KSWAPD_SLEEPING]:
+        return
+    if zone_balanced(m, z, order, 0, 0):
+        return
+    tp.trace_mm_vmscan_wakeup_kswapd(cpu, nid, m.v_zone[zb + Z_IDX], order)
+    vmstat.count_vm_event(cpu, vmstat.NR_KSWAPD_WAKEUPS)
+    vcpu[row * ncols + C_KSWAPD_SLEEPING] = 0
+    sync.ring_doorbell(m, row)
+
+
+def _node_zones(m, nid, classzone_idx):
+    base = nid * MAX_NR_ZONES
+    return [base + i for i in range(classzone_idx + 1) if m.v_zone[(base + i) * Z_NCOLS + Z_MANAGED]]
+
+
+def pgdat_balanced(m, nid, order, classzone_idx):
+    """All zones up to classzone are balanced (unreclaimable ones count as balanced). Order-0 form.
+
+    Follows: mm/vmscan.c pgdat_balanced(), 3.14. Differs: the order > 0 "25% of the node" rule is not used.
+    """
+    return all(zone_balanced(m, z, order, 0, classzone_idx) or not zone_reclaimable(m, z)
+               for z in _node_zones(m, nid, classzone_idx))
+
+
+def balance_pgdat(cpu, nid, order, classzone_idx):
+    """Reclaim until every zone of the node up to classzone is above its high watermark.
+
+    Follows: mm/vmscan.c balance_pgdat()/kswapd_shrink_zone(), 3.14 (KERNEL §6.6).
+    """
+    m = cpu.m
+    vmstat.count_vm_event(cpu, vmstat.NR_KSWAPD_RUNS)
+    for priority in range(DEF_PRIORITY, 0, -1):
+        zones = _node_zones(m, nid, MAX_NR_ZONES - 1)
+        unbalanced = [z for z in zones if not zone_balanced(m, z, order, 0, 0)]
+        if not unbalanced or m.v_glob[G_STOP]:
+            return
+        end_zone = max(m.v_zone[z * Z_NCOLS + Z_IDX] for z in unbalanced)
+        progress = 0
+        for z in zones:
+            zb = z * Z_NCOLS
+            if m.v_zone[zb + Z_IDX] > end_zone:
+                continue
+            if priority != DEF_PRIORITY and not zone_reclaimable(m, z):
+                continue
+            managed = m.v_zone[zb + Z_MANAGED]
+            gap = min(m.v_zone[zb + Z_WMARK + WMARK_LOW],
+                      -(-managed // KSWAPD_ZONE_BALANCE_GAP_RATIO))
+            if zone_balanced(m, z, order, gap, end_zone):
+                continue
+            target = max(SWAP_CLUSTER_MAX, m.v_zone[zb + Z_WMARK + WMARK_HIGH])
+            progress += shrink_lruvec(cpu, z, priority, target)[1]
+        if pgdat_balanced(m, nid, order, classzone_idx):
+            return
+
+
+def _kswapd_wait(cpu, timeout_ms):
+    """Sleep on kswapd_wait (the doorbell) for up to timeout_ms (None: until woken); True if woken."""
+    m = cpu.m
+    poller = select.poll()
+    poller.register(m.doorbells[cpu.id], select.POLLIN)
+    deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000
+    while not m.v_glob[G_STOP]:
+        left = 50 if deadline is None else min(50, max(0, int((deadline - time.monotonic()) * 1000)))
+        if poller.poll(left) and sync.drain_doorbell(m, cpu.id):
+            return True
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+    return False
+
+
+def kswapd_try_to_sleep(cpu, nid, order, classzone_idx):
+    """Nap HZ/10; if still balanced, sleep until woken. Follows: mm/vmscan.c kswapd_try_to_sleep(), 3.14."""
+    m = cpu.m
+    row_base = cpu.id * m.cpu.shape[1]
+    hz = m.v_glob[G_HZ]
+    m.v_cpu[row_base + C_KSWAPD_SLEEPING] = 1
+    if not pgdat_balanced(m, nid, order, classzone_idx):
+        m.v_cpu[row_base + C_KSWAPD_SLEEPING] = 0
+        return
+    if _kswapd_wait(cpu, 1000 * (hz // 10) / hz):
+        return  # woken during the nap: the low watermark was hit quickly
+    m.v_cpu[row_base + C_KSWAPD_SLEEPING] = 1
+    if pgdat_balanced(m, nid, order, classzone_idx):
+        tp.trace_mm_vmscan_kswapd_sleep(cpu, nid)
+        _kswapd_wait(cpu, None)
+    m.v_cpu[row_base + C_KSWAPD_SLEEPING] = 0
+
+
+def kswapd(cpu):
+    """The body of node cpu.nid's kswapd: balance, try to sleep, repeat until the machine stops.
+
+    Follows: mm/vmscan.c kswapd(), 3.14. Runs as its own OS process with PF_MEMALLOC|PF_KSWAPD.
+    """
+    m = cpu.m
+    nid = cpu.nid
+    row_base = cpu.id * m.cpu.shape[1]
+    vcpu = m.v_cpu
+    vcpu[row_base + C_KSWAPD_CLASSZONE] = MAX_NR_ZONES - 1
+    order, classzone_idx = 0, MAX_NR_ZONES - 1
+    while not m.v_glob[G_STOP]:
+        kswapd_try_to_sleep(cpu, nid, order, classzone_idx)
+        if m.v_glob[G_STOP]:
+            break
+        order = vcpu[row_base + C_KSWAPD_MAX_ORDER]
+        classzone_idx = vcpu[row_base + C_KSWAPD_CLASSZONE]
+        vcpu[row_base + C_KSWAPD_MAX_ORDER] = 0
+        vcpu[row_base + C_KSWAPD_CLASSZONE] = MAX_NR_ZONES - 1
+        tp.trace_mm_vmscan_kswapd_wake(cpu, nid, order)
+        balance_pgdat(cpu, nid, order, classzone_idx)
+

@@ -1,0 +1,50 @@
+"""Event counters kept per CPU (and per kswapd) in the segment, summed for the report.
+
+Follows the spirit of include/linux/vm_event_item.h (per-CPU event counters, summed on read); the names
+are the emulator's own, one per figure report.json shows.
+"""
+from oomemu.machine import C_COUNTERS
+
+COUNTERS = (
+    "fast_path_allocs",     # pages handed out by get_page_from_freelist's first (low-watermark) pass
+    "allocs",               # every successful __alloc_pages_nodemask
+    "alloc_failures",       # __alloc_pages_nodemask returned NULL
+    "slowpath_entries",
+    "kswapd_wakeups",       # wakeup_kswapd actually woke a sleeping kswapd
+    "direct_reclaims",      # __perform_reclaim calls
+    "direct_reclaim_progress0",  # direct reclaims that reported no progress
+    "pages_reclaimed",      # pages freed by reclaim (direct and kswapd)
+    "pages_swapped_out",
+    "oom_invocations",      # out_of_memory calls
+    "oom_lock_busy",        # try_set_zonelist_oom returned 0
+    "scan_aborts",          # select_bad_process returned ABORT
+    "kills",                # oom_kill_process sent SIGKILL to a victim
+    "sharer_kills",
+    "self_memdie",          # out_of_memory marked a dying current TIF_MEMDIE
+    "panics",
+    "pages_freed",          # pages returned to the buddy allocator
+    "user_steps",           # user-space steps run by tasks on this CPU
+    "signals_delivered",
+    "task_exits",
+    "kswapd_runs",          # balance_pgdat passes
+    "no_watermark_allocs",  # pages allocated with ALLOC_NO_WATERMARKS
+)
+_INDEX = {name: C_COUNTERS + i for i, name in enumerate(COUNTERS)}
+globals().update({"NR_" + name.upper(): C_COUNTERS + i for i, name in enumerate(COUNTERS)})
+
+
+def count_vm_event(cpu, item, delta=1):
+    """Add `delta` to counter column `item` of this CPU's row. Follows: count_vm_events()."""
+    v = cpu.m.v_cpu
+    i = cpu.id * cpu.m.cpu.shape[1] + item
+    v[i] += delta
+
+
+def counters_of(m, row):
+    """Counter name → value for one CPU/kswapd row."""
+    return {name: int(m.cpu[row, col]) for name, col in _INDEX.items()}
+
+
+def counters_total(m):
+    """Counter name → value summed over all rows."""
+    return {name: int(m.cpu[:, col].sum()) for name, col in _INDEX.items()}

@@ -1,0 +1,32 @@
+"""The per-process CPU context passed explicitly to every emulated kernel function.
+
+In the kernel, `current` and `smp_processor_id()` are implicit; here each CPU (or kswapd) process builds one
+`CpuContext` at attach and hands it down as the first argument, so no module-level state differs between
+processes.
+"""
+import os
+
+
+class CpuContext:
+    """What one CPU (or kswapd) process knows about itself.
+
+    `id` is its row in the machine's per-CPU table (CPUs first, then one kswapd per node); `current` is the task
+    row executing now (-1 when idle).
+    """
+
+    def __init__(self, machine, row, scenario, *, tracer=None, printk_fd=-1):
+        self.m = machine
+        self.id = row
+        self.os_pid = os.getpid()
+        self.current = -1
+        self.scenario = scenario
+        self.trace = tracer
+        self.printk_fd = printk_fd
+        self.is_kswapd = row >= machine.nr_cpus
+        self.nid = row - machine.nr_cpus if self.is_kswapd else 0
+        self.sched = None          # the CPU's scheduler (kernel/sched.py), None in kswapd and unit tests
+        self.debug_break = frozenset(scenario.debug_break) if scenario is not None else frozenset()
+
+    def smp_processor_id(self):
+        """This CPU's number. Follows: smp_processor_id()."""
+        return self.id

@@ -1,0 +1,135 @@
+"""The run's report: report.json, the verdict, `[expect]` results, the summary table and the exit status.
+
+Exit status (DESIGN §7): 0 ran and met [expect]; 1 an invariant broke or [expect] was not met; 2 the scenario
+or command line is wrong; 3 the emulator itself failed (a worker died, a lock timed out); 130 interrupted.
+"""
+import json
+
+from oomemu.check.conservation import check_page_conservation
+from oomemu.include.mmzone import MAX_NR_ZONES, NR_FREE_PAGES, ZONE_NAMES
+from oomemu.machine import (G_NR_KILLS, K_CPU, K_KILLER_PID, K_KIND, K_NS, K_PID, K_POINTS, MAX_KILLS,
+                            Z_MANAGED, Z_STAT)
+from oomemu.mm import vmstat
+from oomemu.mm.oom_kill import KILL_KINDS
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_EMULATOR = 3
+EXIT_INTERRUPTED = 130
+
+
+def kills_of(m):
+    """The kill log as dicts, in kill order."""
+    n = min(int(m.glob[G_NR_KILLS]), MAX_KILLS)
+    out = []
+    for i in range(n):
+        k = m.kill[i]
+        out.append({"pid": int(k[K_PID]), "comm": m.kill_comm[i].decode("ascii", "replace"),
+                    "points": int(k[K_POINTS]), "kind": KILL_KINDS.get(int(k[K_KIND]), "?"),
+                    "by_cpu": int(k[K_CPU]), "by_pid": int(k[K_KILLER_PID]), "time_s": round(int(k[K_NS]) / 1e9, 6)})
+    return out
+
+
+def verdict_of(outcome, kills):
+    """The run's outcome in one word."""
+    if outcome.reason == "worker-died":
+        return "emulator-failure"
+    if outcome.reason == "interrupted":
+        return "interrupted"
+    if outcome.reason == "panic":
+        return "panic"
+    return "oom-kill" if kills else "no-oom-kill"
+
+
+def check_expect(expect, verdict, kills):
+    """Each stated expectation with whether it held."""
+    results = []
+    n = len(kills)
+    victims = [k["comm"] for k in kills]
+    if expect.kills_min is not None:
+        results.append({"what": f"kills >= {expect.kills_min}", "ok": n >= expect.kills_min, "seen": n})
+    if expect.kills_max is not None:
+        results.append({"what": f"kills <= {expect.kills_max}", "ok": n <= expect.kills_max, "seen": n})
+    if expect.victims is not None:
+        bad = sorted({v for v in victims if v not in expect.victims})
+        results.append({"what": f"victims in {list(expect.victims)}", "ok": not bad, "seen": sorted(set(victims))})
+    if expect.never_killed:
+        bad = sorted({v for v in victims if v in expect.never_killed})
+        results.append({"what": f"never killed: {list(expect.never_killed)}", "ok": not bad, "seen": bad})
+    if expect.panic is not None:
+        results.append({"what": f"panic = {str(expect.panic).lower()}", "ok": (verdict == "panic") == expect.panic,
+                        "seen": verdict == "panic"})
+    if expect.verdict is not None:
+        results.append({"what": f"verdict = {expect.verdict}", "ok": verdict == expect.verdict, "seen": verdict})
+    return results
+
+
+def zones_of(m):
+    out = []
+    for z in range(m.nr_zones):
+        if m.zone[z, Z_MANAGED]:
+            out.append({"node": z // MAX_NR_ZONES, "zone": ZONE_NAMES[z % MAX_NR_ZONES],
+                        "managed": int(m.zone[z, Z_MANAGED]), "free": int(m.zone[z, Z_STAT + NR_FREE_PAGES])})
+    return out
+
+
+def build_report(scenario, m, outcome, run_dir):
+    """Everything report.json holds, from the quiescent machine and the supervisor's outcome."""
+    kills = kills_of(m)
+    verdict = verdict_of(outcome, kills)
+    conservation = check_page_conservation(m) if outcome.reason != "worker-died" else []
+    expect = check_expect(scenario.expect, verdict, kills)
+    checks = [{"invariant": "page-conservation", "ok": not conservation, "details": conservation[:20]}]
+    if outcome.trace_lost:
+        checks.append({"invariant": "trace-complete", "ok": False,
+                       "details": [f"{outcome.trace_lost} trace records were lost"]})
+    if outcome.reason == "worker-died":
+        code = EXIT_EMULATOR
+    elif outcome.reason == "interrupted":
+        code = EXIT_INTERRUPTED
+    elif not all(c["ok"] for c in checks) or not all(e["ok"] for e in expect):
+        code = EXIT_FAILED
+    else:
+        code = EXIT_OK
+    per_cpu = {}
+    for row in range(m.nr_rows_cpu):
+        name = f"cpu{row}" if row < m.nr_cpus else f"kswapd{row - m.nr_cpus}"
+        per_cpu[name] = vmstat.counters_of(m, row)
+    return {
+        "scenario": scenario.name, "source": scenario.source, "run_dir": str(run_dir),
+        "verdict": verdict, "exit_code": code, "ended_by": outcome.reason, "error": outcome.error,
+        "elapsed_s": round(outcome.elapsed, 3), "kills": kills,
+        "counters": vmstat.counters_total(m), "per_cpu": per_cpu,
+        "zones": zones_of(m), "min_free_kbytes": m.min_free_kbytes,
+        "checks": checks, "expect": expect,
+        "workers": {"pids": outcome.worker_pids, "cpu_seconds": outcome.worker_cpu_seconds},
+        "trace": {"records": outcome.trace_records, "lost": outcome.trace_lost},
+        "timing": {"boot_to_first_alloc_s": outcome.boot_to_first_alloc_s, "teardown_s": round(outcome.teardown_s, 3)},
+    }
+
+
+def write_report(report, run_dir):
+    (run_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+def summary_lines(report):
+    """A short plain-text summary of a run."""
+    c = report["counters"]
+    lines = [f"oomemu: {report['scenario']}: {report['verdict']} after {report['elapsed_s']:.2f}s "
+             f"(ended by {report['ended_by']}); run directory {report['run_dir']}"]
+    if report["error"]:
+        lines.append(f"  error: {report['error']}")
+    lines.append(f"  allocations {c['allocs']} (fast path {c['fast_path_allocs']}), slowpath {c['slowpath_entries']}, "
+                 f"kswapd wake-ups {c['kswapd_wakeups']}, direct reclaims {c['direct_reclaims']}")
+    lines.append(f"  OOM: invocations {c['oom_invocations']}, lock busy {c['oom_lock_busy']}, "
+                 f"scan aborts {c['scan_aborts']}, kills {c['kills']}, panics {c['panics']}")
+    for k in report["kills"]:
+        lines.append(f"  killed pid {k['pid']} ({k['comm']}) score {k['points']} [{k['kind']}] "
+                     f"by cpu {k['by_cpu']} pid {k['by_pid']} at {k['time_s']:.3f}s")
+    for chk in report["checks"]:
+        lines.append(f"  invariant {chk['invariant']}: {'ok' if chk['ok'] else 'BROKEN'}")
+        lines += [f"    {d}" for d in chk["details"][:5]]
+    for e in report["expect"]:
+        lines.append(f"  expect {e['what']}: {'ok' if e['ok'] else 'NOT MET (saw ' + json.dumps(e['seen']) + ')'}")
+    return lines

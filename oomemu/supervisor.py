@@ -1,0 +1,285 @@
+"""The supervisor: boot the machine, fork the CPU and kswapd processes, watch them, and tear everything down.
+
+Every exit path (the run ends, a deadline, a panic, Ctrl-C, a worker that dies) goes through one `finally`
+that stops the workers, waits for them, kills stragglers and closes the segment's file descriptors. The
+segment is an anonymous shared mapping, so it disappears with the last process that maps it.
+"""
+import importlib
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgpack
+import psutil
+
+from oomemu import sync
+from oomemu.boot import create_machine
+from oomemu.config import scenario_to_dict
+from oomemu.errors import WorkerDied
+from oomemu.kernel import time as ktime
+from oomemu.machine import (C_PID, G_GO, G_NR_KILLS, G_NR_USER_LIVE, G_PANIC, G_PANIC_CPU, G_STOP)
+from oomemu.trace import ring
+from oomemu.trace.events import CATALOGUE
+
+WORKERS = {"cpu": "workers.cpu:main", "kswapd": "workers.kswapd:main"}
+POLL_S = 0.02
+STOP_GRACE_S = 3.0
+TRACE_FORMAT = "oomemu-trace"
+TRACE_VERSION = 1
+
+log = logging.getLogger("oomemu")
+
+
+@dataclass
+class Outcome:
+    """How the run ended, as the supervisor saw it."""
+
+    reason: str = "deadline"            # deadline | all-exited | panic | worker-died | interrupted
+    error: str | None = None
+    elapsed: float = 0.0
+    worker_pids: dict = field(default_factory=dict)
+    worker_cpu_seconds: dict = field(default_factory=dict)
+    trace_records: int = 0
+    trace_lost: int = 0
+    boot_to_first_alloc_s: float | None = None
+    teardown_s: float = 0.0
+
+
+def _resolve(spec):
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+class _ErrorCollector(logging.Handler):
+    """Keeps the workers' error records so the run's failure message can quote them."""
+
+    def __init__(self):
+        super().__init__(logging.ERROR)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage().splitlines()[0])
+
+
+def make_run_dir(scenario, out=None):
+    """runs/<time>-<scenario>/ (or `out`), created empty."""
+    if out is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        base = Path("runs") / f"{stamp}-{scenario.name}"
+        path, n = base, 1
+        while path.exists():
+            n += 1
+            path = Path(f"{base}-{n}")
+    else:
+        path = Path(out)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class TraceFile:
+    """trace.msgpack: a header map, then one map per drained batch of one CPU's ring (see README)."""
+
+    def __init__(self, path, m, scenario):
+        self.f = open(path, "wb")
+        self.packer = msgpack.Packer()
+        self.records = 0
+        header = {"format": TRACE_FORMAT, "version": TRACE_VERSION, "scenario": scenario.name,
+                  "nr_cpus": m.nr_cpus, "nr_nodes": m.nr_nodes, "hz": scenario.machine.hz,
+                  "fields": ["ts_ns", "seq", "event", "pid", "a0", "a1", "a2", "a3", "a4"],
+                  "events": [{"id": i, "name": n, "system": s, "args": list(a)}
+                             for i, (n, s, a) in enumerate(CATALOGUE)]}
+        self.f.write(self.packer.pack(header))
+
+    def drain(self, m):
+        for row in range(m.nr_rows_cpu):
+            recs = ring.drain_ring(m, row)
+            if len(recs):
+                flat = [[int(r["ts"]), int(r["seq"]), int(r["event"]), int(r["pid"]), *map(int, r["a"])]
+                        for r in recs]
+                self.f.write(self.packer.pack({"cpu": row, "records": flat}))
+                self.records += len(flat)
+
+    def close(self, m):
+        lost = int(m.ring_head[:, ring.H_LOST].sum())
+        self.f.write(self.packer.pack({"end": True, "records": self.records, "lost": lost}))
+        self.f.close()
+        return lost
+
+
+def run_scenario(scenario, run_dir, progress=None):
+    """Run `scenario` once in `run_dir`; returns (machine, Outcome). The machine is quiescent afterwards."""
+    (run_dir / "scenario.json").write_text(_json(scenario_to_dict(scenario)))
+    t_boot = time.monotonic()
+    m = create_machine(scenario)
+    dmesg_fd = os.open(run_dir / "dmesg.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC, 0o644)
+    trace = TraceFile(run_dir / "trace.msgpack", m, scenario) if scenario.run.trace else None
+    errors = _ErrorCollector()
+    outcome = Outcome()
+    procs = []
+    restore = _install_logging(run_dir, errors)
+    try:
+        procs = _start_workers(m, scenario, dmesg_fd)
+        outcome.worker_pids = {p.name: p.pid for p in procs}
+        m.glob[G_GO] = 1
+        _watch(m, scenario, procs, trace, outcome, errors, progress, t_boot)
+    except KeyboardInterrupt:
+        outcome.reason = "interrupted"
+    finally:
+        t_stop = time.monotonic()
+        outcome.worker_cpu_seconds = _cpu_seconds(procs)
+        _stop_workers(m, procs)
+        outcome.teardown_s = time.monotonic() - t_stop
+        if trace is not None:
+            trace.drain(m)
+            outcome.trace_records = trace.records
+            outcome.trace_lost = trace.close(m)
+        os.close(dmesg_fd)
+        restore()
+        m.close()
+    if errors.messages and outcome.reason != "worker-died":
+        outcome.reason, outcome.error = "worker-died", errors.messages[0]
+    return m, outcome
+
+
+def _json(doc):
+    import json
+    return json.dumps(doc, indent=2, sort_keys=False) + "\n"
+
+
+def _install_logging(run_dir, errors):
+    """Workers' log records reach the supervisor (multiprocessing-logging) and land in oomemu.log."""
+    import multiprocessing_logging
+    root = logging.getLogger()
+    saved = list(root.handlers), root.level
+    file_handler = logging.FileHandler(run_dir / "oomemu.log", mode="w")
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(processName)s %(levelname)s %(message)s"))
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    root.addHandler(file_handler)
+    root.addHandler(errors)
+    root.setLevel(logging.INFO)
+    multiprocessing_logging.install_mp_handler(root)
+
+    def restore():
+        for h in list(root.handlers):
+            root.removeHandler(h)
+            try:
+                h.close()
+            except Exception:  # noqa: BLE001 - closing a log handler must not mask the run's result
+                pass
+        for h in saved[0]:
+            root.addHandler(h)
+        root.setLevel(saved[1])
+    return restore
+
+
+def _start_workers(m, scenario, dmesg_fd):
+    ctx = multiprocessing.get_context("fork")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    procs = []
+    for row in range(m.nr_rows_cpu):
+        kind = "cpu" if row < m.nr_cpus else "kswapd"
+        name = f"cpu{row}" if kind == "cpu" else f"kswapd{row - m.nr_cpus}"
+        p = ctx.Process(target=_resolve(WORKERS[kind]), args=(m, scenario, row, dmesg_fd), name=name, daemon=True)
+        p.start()
+        procs.append(p)
+    return procs
+
+
+def _watch(m, scenario, procs, trace, outcome, errors, progress, t_boot):
+    """Poll until the run ends; fill `outcome`."""
+    start = time.monotonic()
+    deadline = start + scenario.run.seconds
+    sentinels = {p.sentinel: p for p in procs}
+    from multiprocessing.connection import wait
+    while True:
+        ready = wait(list(sentinels), timeout=POLL_S)
+        now = time.monotonic()
+        outcome.elapsed = now - start
+        if outcome.boot_to_first_alloc_s is None and _allocs(m) > 0:
+            outcome.boot_to_first_alloc_s = now - t_boot
+        if trace is not None:
+            trace.drain(m)
+        if ready and not m.glob[G_STOP]:
+            dead = sentinels[ready[0]]
+            dead.join(0.1)
+            outcome.reason = "worker-died"
+            outcome.error = describe_dead_worker(m, dead, errors)
+            return
+        if m.glob[G_PANIC]:
+            outcome.reason = "panic"
+            return
+        if m.glob[G_NR_USER_LIVE] <= 1:
+            outcome.reason = "all-exited"
+            return
+        if now >= deadline:
+            outcome.reason = "deadline"
+            return
+        if progress is not None:
+            progress(m, outcome)
+
+
+def _allocs(m):
+    from oomemu.mm import vmstat
+    return int(m.cpu[:, vmstat.NR_ALLOCS].sum())
+
+
+def describe_dead_worker(m, proc, errors):
+    """One line: which worker died, how, and which locks it held."""
+    code = proc.exitcode
+    how = f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exited with {code}"
+    held = sync.locks_held_by(m, proc.pid)
+    line = f"{proc.name} (pid {proc.pid}) {how}"
+    if held:
+        line += "; it held " + ", ".join(held)
+    if errors.messages:
+        line += f": {errors.messages[0]}"
+    return line
+
+
+def _cpu_seconds(procs):
+    out = {}
+    for p in procs:
+        try:
+            t = psutil.Process(p.pid).cpu_times()
+            out[p.name] = round(t.user + t.system, 3)
+        except (psutil.Error, ValueError, TypeError):
+            pass  # already gone
+    return out
+
+
+def _stop_workers(m, procs):
+    """Stop every worker: ask (G_STOP + doorbells), wait, then kill what is left."""
+    m.glob[G_STOP] = 1
+    for row in range(m.nr_rows_cpu):
+        sync.ring_doorbell(m, row)
+    deadline = time.monotonic() + STOP_GRACE_S
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+            p.join(1.0)
+
+
+def worker_rows_alive(m):
+    """Worker pids recorded in the segment (for diagnostics)."""
+    return [int(pid) for pid in m.cpu[:, C_PID] if pid > 0]
+
+
+def panic_cpu(m):
+    return int(m.glob[G_PANIC_CPU])
+
+
+def nr_kills(m):
+    return int(m.glob[G_NR_KILLS])
+
+
+def jiffies_now(m):
+    return ktime.jiffies(m)

@@ -1,0 +1,217 @@
+"""The cross-CPU primitives: the only place one CPU process touches another's state (DESIGN §2).
+
+Spinlocks are inherited process-shared semaphores whose owner (cpu, OS pid, task row) is recorded in the
+segment; they never sleep, so the CPU process genuinely spins (blocks) while another CPU holds them. Every
+blocking acquire gives up after `LOCK_TIMEOUT` seconds with a LockTimeout that names the lock and its holder,
+and notices a stopped run, so a dead holder is reported rather than hanging the machine. Doorbells are
+eventfds made before fork: ringing one is the emulated IPI. Wait queues are FIFO lists of task rows.
+
+These calls are the preemption points a later deterministic mode will gate.
+"""
+import os
+import time
+
+from oomemu.errors import EmulatorError, LockTimeout
+from oomemu.machine import C_CURRENT, G_STOP
+
+LOCK_TIMEOUT = 10.0
+_SPIN_SLICE = 0.05
+
+
+class RunStopped(EmulatorError):
+    """The supervisor stopped the run while this CPU was waiting for a lock (not a failure)."""
+
+
+def spin_lock(cpu, index):
+    """Take spinlock `index` for CPU context `cpu`, spinning (blocking the CPU) until it is free.
+
+    Follows: include/linux/spinlock.h spin_lock(). Differs: gives up after LOCK_TIMEOUT with LockTimeout.
+    """
+    m = cpu.m
+    lock = m.locks[index]
+    if not lock.acquire(False):
+        _spin_lock_slow(cpu, m, lock, index)
+    owner = m.v_lock_owner
+    base = index * 3
+    owner[base] = cpu.id
+    owner[base + 1] = cpu.os_pid
+    owner[base + 2] = cpu.current
+
+
+def _spin_lock_slow(cpu, m, lock, index):
+    deadline = time.monotonic() + LOCK_TIMEOUT
+    while not lock.acquire(True, _SPIN_SLICE):
+        if m.v_glob[G_STOP]:
+            raise RunStopped(f"run stopped while cpu {cpu.id} waited for {m.lock_name(index)}")
+        if time.monotonic() > deadline:
+            holder = m.lock_owner[index]
+            raise LockTimeout(f"cpu {cpu.id} waited {LOCK_TIMEOUT:.0f}s for {m.lock_name(index)}, "
+                              f"held by cpu {holder[0]} (pid {holder[1]}, task row {holder[2]})")
+
+
+def spin_unlock(cpu, index):
+    """Release spinlock `index`. Follows: include/linux/spinlock.h spin_unlock()."""
+    m = cpu.m
+    owner = m.v_lock_owner
+    base = index * 3
+    owner[base] = -1
+    owner[base + 1] = -1
+    owner[base + 2] = -1
+    m.locks[index].release()
+
+
+def spin_trylock(cpu, index):
+    """Take spinlock `index` if it is free; True on success. Follows: spin_trylock()."""
+    m = cpu.m
+    if not m.locks[index].acquire(False):
+        return False
+    base = index * 3
+    m.v_lock_owner[base] = cpu.id
+    m.v_lock_owner[base + 1] = cpu.os_pid
+    m.v_lock_owner[base + 2] = cpu.current
+    return True
+
+
+class spinlock:
+    """`with spinlock(cpu, index):` for acquire and release in one function (P4)."""
+
+    __slots__ = ("cpu", "index")
+
+    def __init__(self, cpu, index):
+        self.cpu = cpu
+        self.index = index
+
+    def __enter__(self):
+        spin_lock(self.cpu, self.index)
+
+    def __exit__(self, *exc):
+        spin_unlock(self.cpu, self.index)
+
+
+def locks_held_by(m, os_pid):
+    """Names of the locks whose recorded owner is OS process `os_pid` (for a dead worker's report)."""
+    return [m.lock_name(i) for i in range(m.nr_locks) if m.lock_owner[i, 1] == os_pid]
+
+
+def force_release_all(m):
+    """Emulator-only teardown: nothing may wait on these locks once the run has stopped."""
+    for i, lock in enumerate(m.locks):
+        if m.lock_owner[i, 1] != -1:
+            try:
+                lock.release()
+            except ValueError:
+                pass  # already released by its owner between the test and the release
+
+
+# --- doorbells (the emulated IPI) ---------------------------------------------------------------------------
+
+def ring_doorbell(m, row):
+    """Kick CPU (or kswapd) `row`: it re-examines its runqueue at once. Like smp_send_reschedule()."""
+    try:
+        os.eventfd_write(m.doorbells[row], 1)
+    except BlockingIOError:
+        pass  # the counter is saturated: the target is certainly going to look
+
+
+def drain_doorbell(m, row):
+    """Consume pending rings of `row`'s doorbell; True if any."""
+    try:
+        os.eventfd_read(m.doorbells[row])
+        return True
+    except BlockingIOError:
+        return False
+
+
+# --- wake-ups ---------------------------------------------------------------------------------------------
+
+def try_to_wake_up(cpu, task, state_mask):
+    """Make `task` runnable if it sleeps in a state within `state_mask`; ring its CPU. True if woken.
+
+    Follows: kernel/sched/core.c try_to_wake_up(), 3.14, with the task's runqueue lock standing in for
+    p->pi_lock so a wake-up cannot land on a later, different sleep of the same task.
+    """
+    m = cpu.m
+    target = m.v_task_cpu[task]
+    lk = m.rq_lock(target)
+    spin_lock(cpu, lk)
+    state = m.v_task_state[task]
+    woken = bool(state & state_mask)
+    if woken:
+        m.v_task_state[task] = 0  # TASK_RUNNING
+    spin_unlock(cpu, lk)
+    if woken:
+        ring_doorbell(m, target)
+    return woken
+
+
+def set_task_state(cpu, task, state):
+    """Store `task`'s state under its runqueue lock (pairs with try_to_wake_up)."""
+    m = cpu.m
+    lk = m.rq_lock(m.v_task_cpu[task])
+    spin_lock(cpu, lk)
+    m.v_task_state[task] = state
+    spin_unlock(cpu, lk)
+
+
+def is_running_on_cpu(m, task):
+    """True if `task` is the one executing on its CPU right now (then a kick, not a wake, is needed)."""
+    return m.v_cpu[m.v_task_cpu[task] * m.cpu.shape[1] + C_CURRENT] == task
+
+
+# --- wait queues (FIFO of task rows; caller holds the queue's lock) ----------------------------------------
+
+def wq_add_tail(m, wq, task):
+    """Append `task` to wait queue `wq`. Caller holds the lock guarding wq."""
+    v, nxt = m.v_wq, m.v_task_wq_next
+    nxt[task] = -1
+    tail = v[wq * 2 + 1]
+    if tail == -1:
+        v[wq * 2] = task
+    else:
+        nxt[tail] = task
+    v[wq * 2 + 1] = task
+
+
+def wq_pop_head(m, wq):
+    """Remove and return the first waiter of `wq`, or -1. Caller holds the lock guarding wq."""
+    v, nxt = m.v_wq, m.v_task_wq_next
+    head = v[wq * 2]
+    if head != -1:
+        v[wq * 2] = nxt[head]
+        if v[wq * 2] == -1:
+            v[wq * 2 + 1] = -1
+        nxt[head] = -1
+    return head
+
+
+def wq_peek(m, wq):
+    """The first waiter of `wq` without removing it, or -1."""
+    return m.v_wq[wq * 2]
+
+
+def wq_remove(m, wq, task):
+    """Unlink `task` from `wq` if it is queued there. Caller holds the lock guarding wq."""
+    v, nxt = m.v_wq, m.v_task_wq_next
+    prev, cur = -1, v[wq * 2]
+    while cur != -1:
+        if cur == task:
+            following = nxt[cur]
+            if prev == -1:
+                v[wq * 2] = following
+            else:
+                nxt[prev] = following
+            if v[wq * 2 + 1] == cur:
+                v[wq * 2 + 1] = prev
+            nxt[cur] = -1
+            return True
+        prev, cur = cur, nxt[cur]
+    return False
+
+
+def wq_tasks(m, wq):
+    """Rows queued on `wq`, in order (diagnostics and wake-all)."""
+    out, cur = [], m.v_wq[wq * 2]
+    while cur != -1 and len(out) <= m.max_tasks:
+        out.append(cur)
+        cur = m.v_task_wq_next[cur]
+    return out

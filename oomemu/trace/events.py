@@ -1,0 +1,79 @@
+"""The event catalogue: one place that names every record, its system and its argument names.
+
+Events carry the kernel tracepoint name where one exists (systems kmem, vmscan, oom, signal, sched; P11) and
+live in the emulator's own system "oomemu" otherwise. Each event gets an emitter `trace_<name>(cpu, ...)`
+that costs one attribute test when tracing is off.
+"""
+from oomemu.machine import C_CURRENT
+
+# (name, system, argument names) — the order fixes the event ids; append only.
+CATALOGUE = (
+    ("mm_page_alloc", "kmem", ("pfn", "order", "gfp_flags", "migratetype", "alloc_flags")),
+    ("mm_page_free", "kmem", ("pfn", "order")),
+    ("mm_page_alloc_zone_locked", "kmem", ("pfn", "order", "migratetype", "zone")),
+    ("mm_vmscan_kswapd_wake", "vmscan", ("nid", "order")),
+    ("mm_vmscan_kswapd_sleep", "vmscan", ("nid",)),
+    ("mm_vmscan_wakeup_kswapd", "vmscan", ("nid", "zid", "order")),
+    ("mm_vmscan_direct_reclaim_begin", "vmscan", ("order", "may_writepage", "gfp_flags")),
+    ("mm_vmscan_direct_reclaim_end", "vmscan", ("nr_reclaimed", "progress")),
+    ("oom_score_adj_update", "oom", ("pid", "oom_score_adj")),
+    ("mark_victim", "oom", ("pid", "self")),
+    ("signal_generate", "signal", ("sig", "pid", "group", "result")),
+    ("signal_deliver", "signal", ("sig",)),
+    ("sched_process_exit", "sched", ("pid",)),
+    ("sched_process_free", "sched", ("pid",)),
+    ("sched_process_fork", "sched", ("parent_pid", "child_pid", "clone_vm")),
+    ("slowpath_enter", "oomemu", ("gfp_flags", "order")),
+    ("slowpath_exit", "oomemu", ("pfn", "order", "restarts")),
+    ("oom_lock_try", "oomemu", ("acquired", "zone_mask")),
+    ("oom_lock_release", "oomemu", ("zone_mask",)),
+    ("out_of_memory", "oomemu", ("constraint", "totalpages", "gfp_flags", "order", "force_kill")),
+    ("oom_scan_candidate", "oomemu", ("pid", "points", "verdict")),
+    ("oom_scan_result", "oomemu", ("chosen_pid", "points", "abort_pid", "nr_candidates")),
+    ("oom_kill", "oomemu", ("victim_pid", "points", "kind", "mm", "victim_row")),
+    ("oom_kill_sharer", "oomemu", ("pid", "mm")),
+    ("oom_sacrifice_child", "oomemu", ("parent_pid", "child_pid", "child_points")),
+    ("exit_mm", "oomemu", ("mm",)),
+    ("mmput", "oomemu", ("mm", "mm_users", "pages_freed")),
+    ("panic", "oomemu", ("reason",)),
+    ("sleep", "oomemu", ("state", "wait_kind", "wait_obj")),
+    ("wakeup", "oomemu", ("pid", "state", "reason")),
+    ("oom_stall", "oomemu", ("jiffies",)),
+)
+EVENT_ID = {name: i for i, (name, _, _) in enumerate(CATALOGUE)}
+EVENT_NAME = {i: name for name, i in EVENT_ID.items()}
+EVENT_ARGS = {EVENT_ID[name]: args for name, _, args in CATALOGUE}
+EVENT_SYSTEM = {EVENT_ID[name]: system for name, system, _ in CATALOGUE}
+
+# wait kinds recorded with `sleep` (and in task_wait_kind)
+WAIT_NONE = 0
+WAIT_TIMER = 1
+WAIT_MMAP_SEM_READ = 2
+WAIT_MMAP_SEM_WRITE = 3
+WAIT_CHILD = 4
+WAIT_PFMEMALLOC = 5
+WAIT_NAMES = ("none", "timer", "mmap_sem (read)", "mmap_sem (write)", "child exit", "pfmemalloc_wait")
+
+
+def _make_emitter(event):
+    def emit(cpu, a0=0, a1=0, a2=0, a3=0, a4=0, *, pid=None, seq=0):
+        t = cpu.trace
+        if t is None:
+            return
+        if pid is None:
+            task = cpu.current
+            pid = t.pid_of[task] if task >= 0 else 0
+        t.emit(event, pid, a0, a1, a2, a3, a4, seq)
+    emit.__name__ = "trace_" + EVENT_NAME[event]
+    emit.__doc__ = f"Emit `{EVENT_NAME[event]}` ({EVENT_SYSTEM[event]}): {', '.join(EVENT_ARGS[event])}."
+    return emit
+
+
+for _name, _id in EVENT_ID.items():
+    globals()["trace_" + _name] = _make_emitter(_id)
+del _name, _id
+
+
+def current_row(cpu):
+    """The task row current on `cpu` (C_CURRENT mirror), for emitters called outside a task."""
+    return cpu.m.cpu[cpu.id, C_CURRENT]

@@ -1,0 +1,260 @@
+"""User space: the programs a scenario gives its tasks, run one user step at a time.
+
+Each op of a program enters the kernel (a page fault, a read, an mmap_sem hold, a fork, ...) and every user
+step ends with the return to user space, where a pending SIGKILL is acted on (DESIGN §1). Programs are
+numbered once at boot (`build_programs`), so any CPU can start a task from its row's program number.
+"""
+import time
+
+from oomemu.config.schema import Op
+from oomemu.include.gfp import GFP_HIGHUSER_MOVABLE
+from oomemu.include.sched import CAP_SYS_RESOURCE, PF_KTHREAD, TIF_SIGPENDING
+from oomemu.kernel import exit as kexit
+from oomemu.kernel import fork, rwsem
+from oomemu.kernel import sched as ksched
+from oomemu.kernel import signal as ksignal
+from oomemu.kernel import time as ktime
+from oomemu.mm import filemap, memory, mmap, oom_kill, slab, vmstat
+from oomemu.trace import events as tp
+
+INIT_PROGRAM = (Op("wait", {}), Op("repeat", {"times": 0}))
+
+
+def build_programs(scenario):
+    """Number every program of the scenario (nested ones included); program 0 is init's.
+
+    Returns (programs, ids) where ids maps id(program tuple) to its number.
+    """
+    programs, ids = [], {}
+
+    def add(program):
+        ids[id(program)] = len(programs)
+        programs.append(program)
+        for op in program:
+            if op.op in ("fork", "clone_vm", "thread"):
+                add(op["program"])
+
+    add(INIT_PROGRAM)
+    for task in scenario.tasks:
+        add(task.program)
+    return programs, ids
+
+
+class UserState:
+    """What a task's user space remembers between ops: held mmap_sem, kernel pages it kmalloc'd."""
+
+    __slots__ = ("mmap_sem", "kpages", "repeats")
+
+    def __init__(self):
+        self.mmap_sem = None   # "read" or "write" while the program holds it
+        self.kpages = []
+        self.repeats = 0
+
+
+async def ret_to_user(cpu):
+    """The end of a user step: the tick (other tasks may run), then pending signals. Follows the x86
+    exit-to-user work loop (schedule, then do_notify_resume → do_signal)."""
+    vmstat.count_vm_event(cpu, vmstat.NR_USER_STEPS)
+    await ksched.cond_resched(cpu)
+    if cpu.m.v_task_tif[cpu.current] & TIF_SIGPENDING:
+        await ksignal.get_signal_to_deliver(cpu)
+
+
+async def task_main(cpu, row):
+    """A task's whole life: its program, then exit."""
+    try:
+        program = cpu.m.programs[cpu.m.v_task_prog[row]]
+        await run_program(cpu, program, UserState())
+        await kexit.do_exit(cpu, 0)
+    except kexit.TaskExited:
+        return
+
+
+async def run_program(cpu, program, state):
+    """Run the ops in order; `repeat` jumps back to the start."""
+    pc = 0
+    while pc < len(program):
+        op = program[pc]
+        if op.op == "repeat":
+            state.repeats += 1
+            if not op["times"] or state.repeats < op["times"]:
+                pc = 0
+                await ret_to_user(cpu)
+                continue
+            pc += 1
+            continue
+        await OPS[op.op](cpu, op, state)
+        pc += 1
+
+
+def _mm(cpu):
+    return cpu.m.v_task_mm[cpu.current]
+
+
+async def op_fault(cpu, op, state):
+    """Touch `pages` new anonymous pages, `chunk` per user step, under mmap_sem for read."""
+    await _fault_loop(cpu, op, memory.handle_mm_fault)
+
+
+async def op_read(cpu, op, state):
+    """Read `pages` new file pages into the page cache, mapped by the task."""
+    async def read_one(c, mm, gfp):
+        return 0 if await filemap.page_cache_read(c, mm, gfp) else memory.VM_FAULT_OOM
+    await _fault_loop(cpu, op, read_one)
+
+
+async def _fault_loop(cpu, op, fault_one):
+    left, chunk, gfp = op["pages"], op["chunk"], op.get("gfp", GFP_HIGHUSER_MOVABLE)
+    while left > 0:
+        mm = _mm(cpu)
+        await rwsem.down_read(cpu, mm)  # do_page_fault holds mmap_sem for read
+        oom = False
+        n = min(chunk, left)
+        for _ in range(n):
+            if await fault_one(cpu, mm, gfp):
+                oom = True
+                break
+            left -= 1
+        rwsem.up_read(cpu, mm)
+        if oom:
+            await oom_kill.pagefault_out_of_memory(cpu)  # then return to user and fault again
+        await ret_to_user(cpu)
+
+
+async def op_kmalloc(cpu, op, state):
+    """Allocate `pages` of unreclaimable kernel memory in 2^order blocks, one block per step."""
+    order = op["order"]
+    blocks = max(1, op["pages"] >> order)
+    for _ in range(blocks):
+        pfn = await slab.kmalloc_large(cpu, op["gfp"], order)
+        if pfn is not None:
+            state.kpages.append((pfn, order))
+        await ret_to_user(cpu)
+
+
+async def op_free(cpu, op, state):
+    """munmap anonymous pages (all, or the newest `pages`) under mmap_sem for write."""
+    mm = _mm(cpu)
+    await rwsem.down_write(cpu, mm)
+    mmap.do_munmap_anon(cpu, mm, None if op["pages"] == "all" else op["pages"])
+    rwsem.up_write(cpu, mm)
+    await ret_to_user(cpu)
+
+
+async def _spawn(cpu, op, clone_flags):
+    m = cpu.m
+    prog = m.program_ids[id(op["program"])]
+    parent = cpu.current
+    for _ in range(op["count"]):
+        target = fork.pick_cpu(m, parent, op.get("cpu", "same"))
+        comm = op.get("comm") or m.task_comm[parent].decode()
+        fork.copy_process(cpu, parent, clone_flags, prog, comm, target,
+                          oom_score_adj=op.get("oom_score_adj"),
+                          flags=int(m.task_flags[parent] & PF_KTHREAD))
+    await ret_to_user(cpu)
+
+
+async def op_fork(cpu, op, state):
+    """fork(): a child process with its own (new) mm."""
+    await _spawn(cpu, op, 0)
+
+
+async def op_clone_vm(cpu, op, state):
+    """clone(CLONE_VM): a new process sharing this task's mm."""
+    await _spawn(cpu, op, fork.CLONE_VM)
+
+
+async def op_thread(cpu, op, state):
+    """clone(CLONE_VM|CLONE_THREAD|CLONE_SIGHAND): a new thread of this process."""
+    await _spawn(cpu, op, fork.CLONE_VM | fork.CLONE_THREAD | fork.CLONE_SIGHAND)
+
+
+async def op_lock(cpu, op, state):
+    """Take mmap_sem (read or write) and keep it across the following ops."""
+    mm = _mm(cpu)
+    if op["mode"] == "write":
+        await rwsem.down_write(cpu, mm)
+    else:
+        await rwsem.down_read(cpu, mm)
+    state.mmap_sem = op["mode"]
+    await ret_to_user(cpu)
+
+
+async def op_unlock(cpu, op, state):
+    """Release the mmap_sem hold taken by `lock`."""
+    if state.mmap_sem == "write":
+        rwsem.up_write(cpu, _mm(cpu))
+    elif state.mmap_sem == "read":
+        rwsem.up_read(cpu, _mm(cpu))
+    state.mmap_sem = None
+    await ret_to_user(cpu)
+
+
+async def op_oom_score_adj(cpu, op, state):
+    """Write /proc/self/oom_score_adj. Follows: fs/proc/base.c oom_score_adj_write(), 3.14 (KERNEL §4.3)."""
+    m = cpu.m
+    cur = cpu.current
+    leader = m.v_task_leader[cur]
+    value = op["value"]
+    has_resource = bool(m.v_task_caps[cur] & CAP_SYS_RESOURCE) or m.v_task_uid[cur] == 0
+    if m.v_task_mm[cur] == -1:
+        pass  # -EINVAL: no mm
+    elif value < m.v_sig_oom_score_adj_min[leader] and not has_resource:
+        pass  # -EACCES: lowering below the floor needs CAP_SYS_RESOURCE
+    else:
+        m.v_sig_oom_score_adj[leader] = value
+        if has_resource:
+            m.v_sig_oom_score_adj_min[leader] = value
+        tp.trace_oom_score_adj_update(cpu, m.v_task_pid[cur], value)
+    await ret_to_user(cpu)
+
+
+async def op_sleep(cpu, op, state):
+    """nanosleep(): an interruptible sleep of `ms`; a signal ends it early."""
+    m = cpu.m
+    left = ktime.msecs_to_jiffies(m, op["ms"])
+    while left > 0 and not ksignal.signal_pending(m, cpu.current):
+        tp.trace_sleep(cpu, 1, tp.WAIT_TIMER, left)
+        left = await ksched.schedule_timeout_interruptible(cpu, left)
+    await ret_to_user(cpu)
+
+
+async def op_spin(cpu, op, state):
+    """Burn CPU in user space for `ms`, a tick (~1 ms) per user step."""
+    end = time.monotonic() + op["ms"] / 1000
+    while time.monotonic() < end:
+        tick_end = min(end, time.monotonic() + 0.001)
+        while time.monotonic() < tick_end:
+            pass
+        await ret_to_user(cpu)
+
+
+async def op_exit(cpu, op, state):
+    """exit_group(code)."""
+    await kexit.do_group_exit(cpu, op["code"])
+
+
+async def op_wait(cpu, op, state):
+    """wait4(-1): reap exited children, sleeping until one exits."""
+    await kexit.do_wait(cpu)
+    await ret_to_user(cpu)
+
+
+async def op_sysrq(cpu, op, state):
+    """Write 'f' to /proc/sysrq-trigger: a manual OOM kill with force_kill and no zonelist lock.
+
+    Follows: drivers/tty/sysrq.c moom_callback(), 3.14 (KERNEL §1.8). Differs: runs in the writing task
+    rather than a kworker, with the "current is dying" shortcut skipped as it would be for a kworker.
+    """
+    from oomemu.include.gfp import GFP_KERNEL
+    await oom_kill.out_of_memory(cpu, cpu.m.zonelists[0], GFP_KERNEL, 0, None, True, from_kworker=True)
+    await ret_to_user(cpu)
+
+
+OPS = {
+    "fault": op_fault, "read": op_read, "kmalloc": op_kmalloc, "free": op_free, "fork": op_fork,
+    "clone_vm": op_clone_vm, "thread": op_thread, "lock": op_lock, "unlock": op_unlock,
+    "oom_score_adj": op_oom_score_adj, "sleep": op_sleep, "spin": op_spin, "exit": op_exit, "wait": op_wait,
+    "sysrq": op_sysrq,
+}
+
