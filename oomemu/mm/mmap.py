@@ -20,27 +20,23 @@ def _free_mm_pages(cpu, mm, pfns):
     from oomemu.mm import page_alloc, vmscan
     m = cpu.m
     anon = file = 0
-    double = "double_free_victim" in cpu.debug_break
     zones = m.page_zone[pfns]
-    for z in np.unique(zones).tolist():
-        sel = pfns[zones == z].tolist()
-        freed = 0
+    for z in range(m.nr_zones):
+        sel = pfns[zones == z]
+        if not len(sel):
+            continue
         with sync.spinlock(cpu, m.zone_lock(z)):
-            for pfn in sel:
-                if m.v_page_owner[pfn] != mm:
-                    continue
-                kind = m.v_page_kind[pfn]
-                if kind == PAGE_ANON:
-                    if m.v_page_flags[pfn] & PG_lru:
-                        vmscan.del_page_from_lru_list(m, z, pfn, LRU_ANON)
-                    tp.trace_mm_page_free(cpu, pfn, 0)
-                    page_alloc.__free_one_page(cpu, pfn, z, 0)
-                    if double:
-                        tp.trace_mm_page_free(cpu, pfn, 0)
-                    freed += 1
-                elif kind == PAGE_FILE:
-                    m.v_page_owner[pfn] = -1  # stays in the page cache, still on the LRU
-                    file += 1
+            sel = sel[m.page_owner[sel] == mm]
+            kinds = m.page_kind[sel]
+            files = sel[kinds == PAGE_FILE]
+            m.page_owner[files] = -1  # they stay in the page cache, still on the LRU
+            file += len(files)
+            anons = sel[kinds == PAGE_ANON]
+            for pfn in anons[(m.page_flags[anons] & PG_lru) != 0].tolist():
+                vmscan.del_page_from_lru_list(m, z, pfn, LRU_ANON)
+            freed = page_alloc.free_hot_cold_page_list(cpu, z, anons)
+            if "double_free_victim" in cpu.debug_break and freed:
+                page_alloc.__free_one_page(cpu, int(anons[0]), z, 0)  # the injected bug: one page freed twice
             if freed:
                 page_alloc._note_freed(cpu, z, freed)
         anon += freed

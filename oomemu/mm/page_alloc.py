@@ -4,6 +4,8 @@ Follows mm/page_alloc.c of Linux 3.14 (KERNEL §1.4–1.5, §6), in that file's 
 per-CPU lists), allocating (__rmqueue, buffered_rmqueue), the watermark check, get_page_from_freelist, then
 the slowpath pieces and __alloc_pages_nodemask. A page is its PFN; a zone is its global index; NULL is None.
 """
+import numpy as np
+
 from oomemu import sync
 from oomemu.include.gfp import (__GFP_HARDWALL, __GFP_HIGH, __GFP_MEMALLOC, __GFP_MOVABLE, __GFP_NOFAIL,
                                 __GFP_NOMEMALLOC, __GFP_NORETRY, __GFP_NOWARN, __GFP_NO_KSWAPD, __GFP_REPEAT,
@@ -16,8 +18,8 @@ from oomemu.kernel import sched as ksched
 from oomemu.kernel import time as ktime
 from oomemu.lib import ratelimit
 from oomemu.machine import (C_DRAIN, G_HZ, G_LAST_FREE_JIFFY, G_NOPAGE_RS, G_OOM_KILLER_DISABLED, PAGE_BUDDY,
-                            PAGE_KERNEL, PAGE_PCP, PG_buddy, Z_FREE_HEAD, Z_IDX, Z_LOWMEM_RESERVE, Z_NCOLS,
-                            Z_NODE, Z_NR_FREE, Z_STAT, Z_WMARK)
+                            PAGE_KERNEL, PAGE_PCP, PG_buddy, Z_FREE_HEAD, Z_IDX, Z_LOWMEM_RESERVE, Z_MANAGED, Z_NCOLS,
+                            Z_NODE, Z_NR_FREE, Z_START_PFN, Z_STAT, Z_WMARK)
 from oomemu.mm import backing_dev, oom_kill, vmscan, vmstat
 from oomemu.mm.internal import (ALLOC_CPUSET, ALLOC_HARDER, ALLOC_HIGH, ALLOC_NO_WATERMARKS,
                                 ALLOC_WMARK_HIGH, ALLOC_WMARK_LOW, ALLOC_WMARK_MASK, ALLOC_WMARK_MIN)
@@ -26,6 +28,7 @@ from oomemu.trace import events as tp
 _FREE = Z_STAT + NR_FREE_PAGES
 _SCANNED = Z_STAT + NR_PAGES_SCANNED
 BLK_RW_ASYNC = 0
+_BULK_FREE_MIN = 64   # above this many pages, free_hot_cold_page_list rebuilds the free lists
 
 
 # --- free-list primitives (zone->lock held) ------------------------------------------------------------------
@@ -178,6 +181,46 @@ def free_hot_cold_page(cpu, pfn, cold=False):
     pcp[base] += 1
     if pcp[base] >= pcp[base + 1]:
         free_pcppages_bulk(cpu, z, pcp[base + 2])
+
+
+def free_hot_cold_page_list(cpu, z, pfns):
+    """Free many order-0 pages of zone z at once (an exiting mm's pages). Caller holds zone->lock.
+
+    Follows: mm/page_alloc.c free_hot_cold_page_list(), 3.14. Differs: the pages go straight to the buddy
+    allocator instead of through the per-CPU lists; a large batch rebuilds the zone's free lists in one
+    vectorised pass, which leaves the same blocks as freeing the pages one by one would (the buddy
+    decomposition of a set of free pages is unique), only in PFN order within each list.
+    """
+    if len(pfns) <= _BULK_FREE_MIN:
+        for pfn in pfns.tolist():
+            tp.trace_mm_page_free(cpu, pfn, 0)
+            __free_one_page(cpu, pfn, z, 0)
+        return len(pfns)
+    m = cpu.m
+    start = m.v_zone[z * Z_NCOLS + Z_START_PFN]
+    end = start + m.v_zone[z * Z_NCOLS + Z_MANAGED]
+    for pfn in pfns.tolist():
+        tp.trace_mm_page_free(cpu, pfn, 0)
+    m.page_kind[pfns] = PAGE_BUDDY
+    m.page_owner[pfns] = -1
+    free = m.page_kind[start:end] == PAGE_BUDDY
+    m.page_flags[start:end] &= ~PG_buddy
+    zrow = m.zone[z]
+    for order in range(MAX_ORDER - 1, -1, -1):
+        size = 1 << order
+        blocks = free.reshape(-1, size).all(axis=1).nonzero()[0]
+        free.reshape(-1, size)[blocks] = False
+        heads = (start + blocks * size).astype(np.int32)
+        zrow[Z_NR_FREE + order] = len(heads)
+        zrow[Z_FREE_HEAD + order] = heads[0] if len(heads) else -1
+        if len(heads):
+            m.page_flags[heads] |= PG_buddy
+            m.page_order[heads] = order
+            m.page_next[heads[:-1]] = heads[1:]
+            m.page_next[heads[-1]] = -1
+            m.page_prev[heads[1:]] = heads[:-1]
+            m.page_prev[heads[0]] = -1
+    return len(pfns)
 
 
 def __free_pages(cpu, pfn, order):

@@ -1,0 +1,43 @@
+"""Load a run's trace.msgpack into one time-ordered numpy array (shared by check/, export and `trace show`)."""
+from pathlib import Path
+
+import msgpack
+import numpy as np
+
+TRACE_DTYPE = np.dtype([("ts", "<i8"), ("seq", "<i8"), ("event", "<i4"), ("pid", "<i4"), ("cpu", "<i4"),
+                        ("a", "<i8", (5,))])
+
+
+class Trace:
+    """A whole trace: `header` (the catalogue), `records` (sorted by timestamp, ties by cpu then ring order),
+    `lost` (records dropped on overflow) and `complete` (the end marker was written)."""
+
+    def __init__(self, header, records, lost, complete):
+        self.header = header
+        self.records = records
+        self.lost = lost
+        self.complete = complete
+        self.event_id = {e["name"]: e["id"] for e in header["events"]}
+        self.event_name = {e["id"]: e["name"] for e in header["events"]}
+
+    def of(self, name):
+        """The records of event `name`, in order."""
+        return self.records[self.records["event"] == self.event_id[name]]
+
+
+def load_trace(run_dir):
+    """Read RUN_DIR/trace.msgpack."""
+    path = Path(run_dir) / "trace.msgpack"
+    rows, header, lost, complete = [], None, 0, False
+    with open(path, "rb") as f:
+        for obj in msgpack.Unpacker(f, raw=False, strict_map_key=False):
+            if header is None:
+                header = obj
+            elif obj.get("end"):
+                lost, complete = obj["lost"], True
+            else:
+                cpu = obj["cpu"]
+                rows.extend((r[0], r[1], r[2], r[3], cpu, r[4:9]) for r in obj["records"])
+    records = np.array(rows, dtype=TRACE_DTYPE) if rows else np.empty(0, dtype=TRACE_DTYPE)
+    order = np.lexsort((np.arange(len(records)), records["cpu"], records["ts"]))
+    return Trace(header, records[order], lost, complete)
