@@ -8,7 +8,8 @@ import time
 
 from oomemu.config.schema import Op
 from oomemu.include.gfp import GFP_HIGHUSER_MOVABLE
-from oomemu.include.sched import CAP_SYS_RESOURCE, PF_KTHREAD, TIF_SIGPENDING
+from oomemu.include.sched import (CAP_SYS_RESOURCE, PF_KTHREAD, TASK_INTERRUPTIBLE, TASK_KILLABLE,
+                                  TASK_UNINTERRUPTIBLE, TIF_SIGPENDING)
 from oomemu.kernel import exit as kexit
 from oomemu.kernel import fork, rwsem
 from oomemu.kernel import sched as ksched
@@ -51,12 +52,13 @@ class UserState:
         self.repeats = 0
 
 
-async def ret_to_user(cpu):
+async def ret_to_user(cpu, state=None):
     """The end of a user step: the tick (other tasks may run), then pending signals. Follows the x86
-    exit-to-user work loop (schedule, then do_notify_resume → do_signal)."""
+    exit-to-user work loop (schedule, then do_notify_resume → do_signal). While a program holds mmap_sem
+    (`lock` … `unlock`) its ops run as one long system call, so signals wait until it returns."""
     vmstat.count_vm_event(cpu, vmstat.NR_USER_STEPS)
     await ksched.cond_resched(cpu)
-    if cpu.m.v_task_tif[cpu.current] & TIF_SIGPENDING:
+    if (state is None or state.mmap_sem is None) and cpu.m.v_task_tif[cpu.current] & TIF_SIGPENDING:
         await ksignal.get_signal_to_deliver(cpu)
 
 
@@ -79,7 +81,7 @@ async def run_program(cpu, program, state):
             state.repeats += 1
             if not op["times"] or state.repeats < op["times"]:
                 pc = 0
-                await ret_to_user(cpu)
+                await ret_to_user(cpu, state)
                 continue
             pc += 1
             continue
@@ -93,17 +95,17 @@ def _mm(cpu):
 
 async def op_fault(cpu, op, state):
     """Touch `pages` new anonymous pages, `chunk` per user step, under mmap_sem for read."""
-    await _fault_loop(cpu, op, memory.handle_mm_fault)
+    await _fault_loop(cpu, op, state, memory.handle_mm_fault)
 
 
 async def op_read(cpu, op, state):
     """Read `pages` new file pages into the page cache, mapped by the task."""
     async def read_one(c, mm, gfp):
         return 0 if await filemap.page_cache_read(c, mm, gfp) else memory.VM_FAULT_OOM
-    await _fault_loop(cpu, op, read_one)
+    await _fault_loop(cpu, op, state, read_one)
 
 
-async def _fault_loop(cpu, op, fault_one):
+async def _fault_loop(cpu, op, state, fault_one):
     left, chunk, gfp = op["pages"], op["chunk"], op.get("gfp", GFP_HIGHUSER_MOVABLE)
     while left > 0:
         mm = _mm(cpu)
@@ -118,7 +120,7 @@ async def _fault_loop(cpu, op, fault_one):
         rwsem.up_read(cpu, mm)
         if oom:
             await oom_kill.pagefault_out_of_memory(cpu)  # then return to user and fault again
-        await ret_to_user(cpu)
+        await ret_to_user(cpu, state)
 
 
 async def op_kmalloc(cpu, op, state):
@@ -129,7 +131,7 @@ async def op_kmalloc(cpu, op, state):
         pfn = await slab.kmalloc_large(cpu, op["gfp"], order)
         if pfn is not None:
             state.kpages.append((pfn, order))
-        await ret_to_user(cpu)
+        await ret_to_user(cpu, state)
 
 
 async def op_free(cpu, op, state):
@@ -138,10 +140,10 @@ async def op_free(cpu, op, state):
     await rwsem.down_write(cpu, mm)
     mmap.do_munmap_anon(cpu, mm, None if op["pages"] == "all" else op["pages"])
     rwsem.up_write(cpu, mm)
-    await ret_to_user(cpu)
+    await ret_to_user(cpu, state)
 
 
-async def _spawn(cpu, op, clone_flags):
+async def _spawn(cpu, op, state, clone_flags):
     m = cpu.m
     prog = m.program_ids[id(op["program"])]
     parent = cpu.current
@@ -151,22 +153,22 @@ async def _spawn(cpu, op, clone_flags):
         fork.copy_process(cpu, parent, clone_flags, prog, comm, target,
                           oom_score_adj=op.get("oom_score_adj"),
                           flags=int(m.task_flags[parent] & PF_KTHREAD))
-    await ret_to_user(cpu)
+    await ret_to_user(cpu, state)
 
 
 async def op_fork(cpu, op, state):
     """fork(): a child process with its own (new) mm."""
-    await _spawn(cpu, op, 0)
+    await _spawn(cpu, op, state, 0)
 
 
 async def op_clone_vm(cpu, op, state):
     """clone(CLONE_VM): a new process sharing this task's mm."""
-    await _spawn(cpu, op, fork.CLONE_VM)
+    await _spawn(cpu, op, state, fork.CLONE_VM)
 
 
 async def op_thread(cpu, op, state):
     """clone(CLONE_VM|CLONE_THREAD|CLONE_SIGHAND): a new thread of this process."""
-    await _spawn(cpu, op, fork.CLONE_VM | fork.CLONE_THREAD | fork.CLONE_SIGHAND)
+    await _spawn(cpu, op, state, fork.CLONE_VM | fork.CLONE_THREAD | fork.CLONE_SIGHAND)
 
 
 async def op_lock(cpu, op, state):
@@ -177,7 +179,7 @@ async def op_lock(cpu, op, state):
     else:
         await rwsem.down_read(cpu, mm)
     state.mmap_sem = op["mode"]
-    await ret_to_user(cpu)
+    await ret_to_user(cpu, state)
 
 
 async def op_unlock(cpu, op, state):
@@ -187,7 +189,7 @@ async def op_unlock(cpu, op, state):
     elif state.mmap_sem == "read":
         rwsem.up_read(cpu, _mm(cpu))
     state.mmap_sem = None
-    await ret_to_user(cpu)
+    await ret_to_user(cpu, state)
 
 
 async def op_oom_score_adj(cpu, op, state):
@@ -206,17 +208,25 @@ async def op_oom_score_adj(cpu, op, state):
         if has_resource:
             m.v_sig_oom_score_adj_min[leader] = value
         tp.trace_oom_score_adj_update(cpu, m.v_task_pid[cur], value)
-    await ret_to_user(cpu)
+    await ret_to_user(cpu, state)
+
+
+_SLEEP_STATES = {"interruptible": TASK_INTERRUPTIBLE, "killable": TASK_KILLABLE,
+                 "uninterruptible": TASK_UNINTERRUPTIBLE}
 
 
 async def op_sleep(cpu, op, state):
-    """nanosleep(): an interruptible sleep of `ms`; a signal ends it early."""
+    """Sleep `ms` in the given task state: nanosleep (interruptible, the default) ends early on a signal, a
+    killable sleep only on a fatal one, an uninterruptible sleep never (as msleep() in a driver would)."""
     m = cpu.m
+    task_state = _SLEEP_STATES[op.get("state", "interruptible")]
     left = ktime.msecs_to_jiffies(m, op["ms"])
-    while left > 0 and not ksignal.signal_pending(m, cpu.current):
-        tp.trace_sleep(cpu, 1, tp.WAIT_TIMER, left)
-        left = await ksched.schedule_timeout_interruptible(cpu, left)
-    await ret_to_user(cpu)
+    while left > 0 and not ksched.signal_pending_state(m, task_state, cpu.current):
+        tp.trace_sleep(cpu, task_state, tp.WAIT_TIMER, left)
+        ksched.set_current_state(cpu, task_state)
+        left = await ksched.schedule_timeout(cpu, left)
+        tp.trace_wakeup(cpu, m.v_task_pid[cpu.current], task_state, 0 if left == 0 else 3)
+    await ret_to_user(cpu, state)
 
 
 async def op_spin(cpu, op, state):
@@ -226,7 +236,7 @@ async def op_spin(cpu, op, state):
         tick_end = min(end, time.monotonic() + 0.001)
         while time.monotonic() < tick_end:
             pass
-        await ret_to_user(cpu)
+        await ret_to_user(cpu, state)
 
 
 async def op_exit(cpu, op, state):
@@ -237,7 +247,7 @@ async def op_exit(cpu, op, state):
 async def op_wait(cpu, op, state):
     """wait4(-1): reap exited children, sleeping until one exits."""
     await kexit.do_wait(cpu)
-    await ret_to_user(cpu)
+    await ret_to_user(cpu, state)
 
 
 async def op_sysrq(cpu, op, state):
@@ -248,7 +258,7 @@ async def op_sysrq(cpu, op, state):
     """
     from oomemu.include.gfp import GFP_KERNEL
     await oom_kill.out_of_memory(cpu, cpu.m.zonelists[0], GFP_KERNEL, 0, None, True, from_kworker=True)
-    await ret_to_user(cpu)
+    await ret_to_user(cpu, state)
 
 
 OPS = {

@@ -1,0 +1,53 @@
+"""Build small machines in-process for unit tests and drive kernel coroutines without a CPU process."""
+import textwrap
+
+from oomemu.boot import create_machine
+from oomemu.config import load_scenario_text
+from oomemu.include.sched import CAP_SYS_ADMIN
+from oomemu.kernel import fork
+from oomemu.machine import MM_ANONPAGES, MM_FILEPAGES, MM_NR_PTES, MM_SWAPENTS, MM_TOTAL_VM
+from oomemu.percpu import CpuContext
+
+BASE = """
+[machine]
+cpus = 2
+max_tasks = 64
+[[machine.node]]
+zones = { DMA = "16MiB", DMA32 = "0", Normal = "48MiB" }
+"""
+
+
+def make_machine(extra="", tasks=""):
+    """A booted machine with no scenario tasks (unless `tasks` TOML is given) and a CPU-0 context."""
+    sc = load_scenario_text(textwrap.dedent(BASE) + textwrap.dedent(extra) + textwrap.dedent(tasks), name="unit")
+    m = create_machine(sc, ring_records=64)
+    cpu = CpuContext(m, 0, sc)
+    return m, cpu
+
+
+def add_process(m, cpu, comm, *, rss=0, file=0, swap=0, ptes=None, adj=0, uid=1000, caps=0, parent=0,
+                clone_flags=0, flags=0):
+    """A task row (a new process unless clone_flags say otherwise) with the given mm counters."""
+    row = fork.copy_process(cpu, parent, clone_flags, 0, comm, 0, uid=uid, caps=caps, oom_score_adj=adj,
+                            flags=flags)
+    mm = int(m.task_mm[row])
+    if mm >= 0 and not clone_flags & fork.CLONE_VM:
+        m.mm[mm, MM_ANONPAGES] = rss
+        m.mm[mm, MM_FILEPAGES] = file
+        m.mm[mm, MM_SWAPENTS] = swap
+        m.mm[mm, MM_NR_PTES] = (rss + file + 511) // 512 if ptes is None else ptes
+        m.mm[mm, MM_TOTAL_VM] = rss + file
+    m.task_state[row] = 0  # not adopted by any CPU: these rows never run
+    return row
+
+
+def run_to_completion(coro):
+    """Drive a kernel coroutine that must not sleep; returns its value."""
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+    raise AssertionError("the coroutine tried to sleep")
+
+
+SYS_ADMIN = CAP_SYS_ADMIN
