@@ -38,4 +38,6 @@ def execute(args):
         print(json.dumps(report, indent=2))
     elif not args.quiet:
         print("\n".join(summary_lines(report)))
+    if report["error"]:
+        print(f"oomemu: error: {report['error']}", file=sys.stderr)
     return report["exit_code"]
