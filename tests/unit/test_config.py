@@ -185,7 +185,7 @@ def test_full_file_resolves_every_field(gfp_names):
     assert (fork["count"], fork["comm"], fork["cpu"], fork["oom_score_adj"]) == (2, "child", 3, -17)
     assert fork["program"] == (Op("fault", FrozenMap(pages=1, chunk=16, gfp=gfp_names["GFP_HIGHUSER_MOVABLE"],
                                                      gfp_name="GFP_HIGHUSER_MOVABLE")),)
-    assert dict(ops[5].args) == {"program": (Op("sleep", FrozenMap(ms=1.0)),), "count": 1, "comm": None,
+    assert dict(ops[5].args) == {"program": (Op("sleep", FrozenMap(ms=1.0, state="interruptible")),), "count": 1, "comm": None,
                                  "cpu": "same", "oom_score_adj": None}
     assert dict(ops[6].args) == {"program": (Op("spin", FrozenMap(ms=2.5)),), "count": 1, "cpu": "any"}
     assert dict(ops[7].args) == {"what": "mmap_sem", "mode": "write"}
@@ -270,7 +270,7 @@ ONE_OP = '[[task]]\nprogram = [{op}]\n'
     (ONE_OP.format(op='{ op = "fault", pages = 1, chunks = 4 }'),
      'task[0].program[0].chunks: unknown key for op "fault"; allowed: op, pages, chunk, gfp (did you mean "chunk"?)'),
     (ONE_OP.format(op='{ op = "fork", program = [{ op = "sleep", msec = 1 }] }'),
-     'task[0].program[0].program[0].msec: unknown key for op "sleep"; allowed: op, ms (did you mean "ms"?)'),
+     'task[0].program[0].program[0].msec: unknown key for op "sleep"; allowed: op, ms, state (did you mean "ms"?)'),
     ("[expect]\nkills = { mni = 1 }", 'expect.kills.mni: unknown key; allowed: min, max (did you mean "min"?)'),
     ('["odd key"]\nx = 1', '"odd key": unknown key; allowed: machine, sysctl, task, run, expect, debug'),
     # wrong type
