@@ -762,7 +762,7 @@ def test_kill_dmesg_lines_exact_format(mc, tmp_path):
     expected_tail = [
         # dump_tasks: init and the kernel threads are skipped; memory columns in pages
         _c_row(pp, 1000, pp, 1200, 1200, 3, 50, 250, "hog"),
-        _c_row(sp, 0, sp, 1200, 1200, 3, 50, 250, "hog-sharer"),
+        _c_row(sp, 0, sp, 1200, 1200, 3, 50, 0, "hog-sharer"),      # own signal_struct: adj 0
         _c_row(dp, 0, dp, 20, 20, 1, 0, -1000, "sshd"),
         f"Out of memory: Kill process {pp} (hog) score 321 or sacrifice child",
         f"Killed process {pp} (hog) total-vm:4800kB, anon-rss:4000kB, file-rss:800kB",
