@@ -4,6 +4,9 @@ import sys
 
 COMMANDS = {
     "run": ("oomemu.cli.run", "run a scenario on the emulated machine"),
+    "check": ("oomemu.cli.check", "re-check a finished run's invariants offline"),
+    "trace": ("oomemu.cli.trace", "show or export a run's trace"),
+    "bench": ("oomemu.cli.bench", "measure the emulator's speed, scaling and footprint"),
 }
 
 
@@ -11,8 +14,12 @@ def build_parser():
     parser = argparse.ArgumentParser(prog="oomemu", description="A multi-process emulator of the Linux 3.14 OOM path.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, summary) in COMMANDS.items():
+        try:
+            mod = __import__(module, fromlist=["add_arguments"])
+        except ModuleNotFoundError:
+            continue  # a subcommand still being written
         p = sub.add_parser(name, help=summary, description=summary)
-        __import__(module, fromlist=["add_arguments"]).add_arguments(p)
+        mod.add_arguments(p)
     return parser
 
 
