@@ -54,6 +54,7 @@ G_DROPPED_TRACE = 19
 G_OOM_RS = 20         # 3 slots: oom_rs ratelimit state (begin jiffy + 1, printed, missed)
 G_NOPAGE_RS = 23      # 3 slots: nopage_rs ratelimit state
 G_KILL_SEQ = 26
+G_PAUSE = 27          # 1: every worker parks at its next quiescent point (a snapshot is being taken)
 G_NR = 32
 
 # --- zone columns ---------------------------------------------------------------------------------------------
@@ -113,7 +114,8 @@ C_EXIT = 4            # 1 once the worker left its loop cleanly
 C_KSWAPD_SLEEPING = 5     # kswapd rows: 1 while kswapd sleeps on kswapd_wait (waitqueue_active)
 C_KSWAPD_MAX_ORDER = 6    # kswapd rows: pgdat->kswapd_max_order
 C_KSWAPD_CLASSZONE = 7    # kswapd rows: pgdat->classzone_idx
-C_COUNTERS = 8        # start of the event counters (oomemu.kernel.vmstat names them)
+C_PAUSED = 8          # 1 while the worker is parked for a snapshot
+C_COUNTERS = 10       # start of the event counters (oomemu.mm.vmstat names them)
 C_NCOLS = 40
 
 # --- kill log -------------------------------------------------------------------------------------------------

@@ -5,12 +5,15 @@ or command line is wrong; 3 the emulator itself failed (a worker died, a lock ti
 """
 import json
 
-from oomemu.check.conservation import check_page_conservation
+from oomemu.check import run_all
+from oomemu.check.signals import stuck_tasks
+from oomemu.check.state import state_of
 from oomemu.include.mmzone import MAX_NR_ZONES, NR_FREE_PAGES, ZONE_NAMES
 from oomemu.machine import (G_NR_KILLS, K_CPU, K_KILLER_PID, K_KIND, K_NS, K_PID, K_POINTS, MAX_KILLS,
                             Z_MANAGED, Z_STAT)
 from oomemu.mm import vmstat
 from oomemu.mm.oom_kill import KILL_KINDS
+from oomemu.trace.reader import load_trace
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -78,12 +81,10 @@ def build_report(scenario, m, outcome, run_dir):
     """Everything report.json holds, from the quiescent machine and the supervisor's outcome."""
     kills = kills_of(m)
     verdict = verdict_of(outcome, kills)
-    conservation = check_page_conservation(m) if outcome.reason != "worker-died" else []
     expect = check_expect(scenario.expect, verdict, kills)
-    checks = [{"invariant": "page-conservation", "ok": not conservation, "details": conservation[:20]}]
-    if outcome.trace_lost:
-        checks.append({"invariant": "trace-complete", "ok": False,
-                       "details": [f"{outcome.trace_lost} trace records were lost"]})
+    state = state_of(m)
+    trace = load_trace(run_dir) if scenario.run.trace else None
+    checks = [] if outcome.reason == "worker-died" else run_all(trace, state, outcome.snapshots)
     if outcome.reason == "worker-died":
         code = EXIT_EMULATOR
     elif outcome.reason == "interrupted":
@@ -102,7 +103,7 @@ def build_report(scenario, m, outcome, run_dir):
         "elapsed_s": round(outcome.elapsed, 3), "kills": kills,
         "counters": vmstat.counters_total(m), "per_cpu": per_cpu,
         "zones": zones_of(m), "min_free_kbytes": m.min_free_kbytes,
-        "checks": checks, "expect": expect,
+        "checks": checks, "expect": expect, "stuck": stuck_tasks(state),
         "workers": {"pids": outcome.worker_pids, "cpu_seconds": outcome.worker_cpu_seconds},
         "trace": {"records": outcome.trace_records, "lost": outcome.trace_lost},
         "timing": {"boot_to_first_alloc_s": outcome.boot_to_first_alloc_s, "teardown_s": round(outcome.teardown_s, 3)},

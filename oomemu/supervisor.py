@@ -22,12 +22,13 @@ from oomemu.boot import create_machine
 from oomemu.config import scenario_to_dict
 from oomemu.errors import WorkerDied
 from oomemu.kernel import time as ktime
-from oomemu.machine import (C_PID, G_GO, G_NR_KILLS, G_NR_USER_LIVE, G_PANIC, G_PANIC_CPU, G_STOP)
+from oomemu.machine import C_PAUSED, C_PID, G_GO, G_NR_KILLS, G_NR_USER_LIVE, G_PANIC, G_PANIC_CPU, G_PAUSE, G_STOP
 from oomemu.trace import ring
 from oomemu.trace.events import CATALOGUE
 
 WORKERS = {"cpu": "workers.cpu:main", "kswapd": "workers.kswapd:main"}
 POLL_S = 0.02
+SNAPSHOT_S = 0.5      # a quiescent page-conservation snapshot this often
 STOP_GRACE_S = 3.0
 TRACE_FORMAT = "oomemu-trace"
 TRACE_VERSION = 1
@@ -48,6 +49,7 @@ class Outcome:
     trace_lost: int = 0
     boot_to_first_alloc_s: float | None = None
     teardown_s: float = 0.0
+    snapshots: list = field(default_factory=list)   # conservation problems found at each quiescent snapshot
 
 
 def _resolve(spec):
@@ -140,6 +142,8 @@ def run_scenario(scenario, run_dir, progress=None):
             outcome.trace_lost = trace.close(m)
         os.close(dmesg_fd)
         restore()
+        from oomemu.check.state import save_state
+        save_state(m, run_dir / "machine.npz")
         m.close()
     if errors.messages and outcome.reason != "worker-died":
         outcome.reason, outcome.error = "worker-died", errors.messages[0]
@@ -196,6 +200,7 @@ def _watch(m, scenario, procs, trace, outcome, errors, progress, t_boot):
     """Poll until the run ends; fill `outcome`."""
     start = time.monotonic()
     deadline = start + scenario.run.seconds
+    next_snapshot = start + SNAPSHOT_S
     sentinels = {p.sentinel: p for p in procs}
     from multiprocessing.connection import wait
     while True:
@@ -221,8 +226,30 @@ def _watch(m, scenario, procs, trace, outcome, errors, progress, t_boot):
         if now >= deadline:
             outcome.reason = "deadline"
             return
+        if now >= next_snapshot:
+            take_snapshot(m, procs, outcome)
+            next_snapshot = time.monotonic() + SNAPSHOT_S
         if progress is not None:
             progress(m, outcome)
+
+
+def take_snapshot(m, procs, outcome, timeout=1.0):
+    """Park every worker at a quiescent point, check page conservation, release them. Skipped (not failed)
+    if a worker does not park in time."""
+    from oomemu.check.conservation import check_page_conservation
+    m.glob[G_PAUSE] = 1
+    try:
+        for row in range(m.nr_cpus):
+            sync.ring_doorbell(m, row)
+        deadline = time.monotonic() + timeout
+        live = [row for row, p in enumerate(procs) if p.is_alive()]
+        while not all(m.cpu[row, C_PAUSED] for row in live):
+            if time.monotonic() > deadline or m.glob[G_STOP]:
+                return
+            time.sleep(0.0005)
+        outcome.snapshots.append(check_page_conservation(m))
+    finally:
+        m.glob[G_PAUSE] = 0
 
 
 def _allocs(m):

@@ -12,7 +12,7 @@ import os
 import time
 
 from oomemu.errors import EmulatorError, LockTimeout
-from oomemu.machine import C_CURRENT, G_STOP
+from oomemu.machine import C_CURRENT, C_PAUSED, G_PAUSE, G_STOP
 
 LOCK_TIMEOUT = 10.0
 _SPIN_SLICE = 0.05
@@ -103,6 +103,17 @@ def force_release_all(m):
                 pass  # already released by its owner between the test and the release
 
 
+def pause_point(m, row):
+    """Park here while the supervisor takes a quiescent snapshot (no lock is held at a pause point)."""
+    if not m.v_glob[G_PAUSE]:
+        return
+    i = row * m.cpu.shape[1] + C_PAUSED
+    m.v_cpu[i] = 1
+    while m.v_glob[G_PAUSE] and not m.v_glob[G_STOP]:
+        time.sleep(0.0005)
+    m.v_cpu[i] = 0
+
+
 # --- doorbells (the emulated IPI) ---------------------------------------------------------------------------
 
 def ring_doorbell(m, row):
@@ -125,7 +136,8 @@ def drain_doorbell(m, row):
 # --- wake-ups ---------------------------------------------------------------------------------------------
 
 def try_to_wake_up(cpu, task, state_mask):
-    """Make `task` runnable if it sleeps in a state within `state_mask`; ring its CPU. True if woken.
+    """Make `task` runnable if it sleeps in a state within `state_mask`; ring its CPU. Returns the state it
+    slept in if woken, else 0.
 
     Follows: kernel/sched/core.c try_to_wake_up(), 3.14, with the task's runqueue lock standing in for
     p->pi_lock so a wake-up cannot land on a later, different sleep of the same task.
@@ -135,7 +147,7 @@ def try_to_wake_up(cpu, task, state_mask):
     lk = m.rq_lock(target)
     spin_lock(cpu, lk)
     state = m.v_task_state[task]
-    woken = bool(state & state_mask)
+    woken = state if state & state_mask else 0
     if woken:
         m.v_task_state[task] = 0  # TASK_RUNNING
     spin_unlock(cpu, lk)

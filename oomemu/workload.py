@@ -225,7 +225,7 @@ async def op_sleep(cpu, op, state):
         tp.trace_sleep(cpu, task_state, tp.WAIT_TIMER, left)
         ksched.set_current_state(cpu, task_state)
         left = await ksched.schedule_timeout(cpu, left)
-        tp.trace_wakeup(cpu, m.v_task_pid[cpu.current], task_state, 0 if left == 0 else 3)
+        tp.trace_wakeup(cpu, m.v_task_pid[cpu.current], task_state, tp.WAKE_TIMER if left == 0 else tp.WAKE_EARLY)
     await ret_to_user(cpu, state)
 
 

@@ -118,3 +118,25 @@ def _check_mm_counters(m):
         for mm in bad[:3].tolist():
             problems.append(f"mm {mm}: {label} = {int(m.mm[mm, col])} but the frame table gives it {int(counted[mm])}")
     return problems
+
+
+def check_no_double_free(trace):
+    """From the trace: no page is freed while free, and none is allocated while allocated (owned twice)."""
+    alloc_id, free_id = trace.event_id["mm_page_alloc"], trace.event_id["mm_page_free"]
+    recs = trace.records[(trace.records["event"] == alloc_id) | (trace.records["event"] == free_id)]
+    allocated = set()
+    problems = []
+    for ev, pfn, order, ts, cpu in zip(recs["event"].tolist(), recs["a"][:, 0].tolist(), recs["a"][:, 1].tolist(),
+                                       recs["ts"].tolist(), recs["cpu"].tolist()):
+        pages = range(pfn, pfn + (1 << order))
+        if ev == alloc_id:
+            if allocated.intersection(pages):
+                problems.append(f"{ts / 1e9:.6f}s cpu {cpu}: pfn {pfn} (order {order}) allocated while owned")
+            allocated.update(pages)
+        else:
+            if not allocated.issuperset(pages):
+                problems.append(f"{ts / 1e9:.6f}s cpu {cpu}: pfn {pfn} (order {order}) freed while free")
+            allocated.difference_update(pages)
+        if len(problems) > 50:
+            break
+    return problems

@@ -33,3 +33,26 @@ def oom_lock_busy_count(trace):
     """How many trylocks found the zones busy."""
     tries = trace.of("oom_lock_try")
     return int((tries["a"][:, 0] == 0).sum())
+
+
+_LEAVES = ("oom_lock_release", "oom_lock_try", "slowpath_enter", "slowpath_exit", "signal_deliver",
+           "sched_process_exit")
+
+
+def check_oom_lock_released(trace):
+    """Whoever takes the zonelist OOM lock clears it before leaving the OOM path (KERNEL §1.4 step 5)."""
+    ids = {trace.event_id[n]: n for n in _LEAVES}
+    recs = trace.records[[e in ids for e in trace.records["event"].tolist()]]
+    open_by = {}
+    problems = []
+    for ev, pid, ts, a0 in zip(recs["event"].tolist(), recs["pid"].tolist(), recs["ts"].tolist(),
+                               recs["a"][:, 0].tolist()):
+        name = ids[ev]
+        if pid in open_by:
+            if name != "oom_lock_release":
+                problems.append(f"pid {pid} took the OOM lock at {open_by[pid] / 1e9:.6f}s and left the OOM path "
+                                f"({name} at {ts / 1e9:.6f}s) without clearing it")
+            del open_by[pid]
+        if name == "oom_lock_try" and a0 == 1:
+            open_by[pid] = ts
+    return problems

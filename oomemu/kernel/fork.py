@@ -82,8 +82,8 @@ def copy_process(cpu, parent, clone_flags, prog, comm, target_cpu, *, uid=None, 
     if mm is None and not flags & PF_KTHREAD:
         mm = mm_alloc(cpu, row)
     m.task_mm[row] = -1 if mm is None else mm
-    tp.trace_sched_process_fork(cpu, int(m.task_pid[parent]) if parent >= 0 else 0, pid,
-                                int(bool(clone_flags & CLONE_VM)))
+    tp.trace_sched_process_fork(cpu, int(m.task_pid[parent]) if parent >= 0 else 0, pid, clone_flags,
+                                int(m.task_tgid[row]))
     m.task_state[row] = TASK_NEW  # publish last: the target CPU adopts it from here on
     sync.ring_doorbell(m, target_cpu)
     return row

@@ -98,8 +98,8 @@ def _grant(cpu, t):
     m = cpu.m
     m.v_task_wait_kind[t] = WAIT_NONE
     m.v_task_wait_obj[t] = -1
-    sync.try_to_wake_up(cpu, t, TASK_NORMAL)
-    tp.trace_wakeup(cpu, m.v_task_pid[t], TASK_UNINTERRUPTIBLE, 2)
+    old_state = sync.try_to_wake_up(cpu, t, TASK_NORMAL)
+    tp.trace_wakeup(cpu, m.v_task_pid[t], old_state, tp.WAKE_LOCK)
 
 
 def mmap_sem_holders(m, mm):

@@ -133,6 +133,7 @@ class Scheduler:
         self.adopt_new_tasks()
         while not g[G_STOP]:
             vcpu[base + C_HEARTBEAT] = time.monotonic_ns()
+            sync.pause_point(m, cpu.id)
             if sync.drain_doorbell(m, cpu.id):
                 self.on_doorbell()
             if self.timers and self.timers[0][0] <= time.monotonic_ns():

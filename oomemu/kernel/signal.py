@@ -35,8 +35,9 @@ def signal_wake_up(cpu, t, resume):
     mask = TASK_INTERRUPTIBLE | (TASK_WAKEKILL if resume else 0)
     if "sigkill_wakes_uninterruptible" in cpu.debug_break:
         mask |= TASK_UNINTERRUPTIBLE
-    if sync.try_to_wake_up(cpu, t, mask):
-        tp.trace_wakeup(cpu, m.v_task_pid[t], mask, 1)
+    old_state = sync.try_to_wake_up(cpu, t, mask)
+    if old_state:
+        tp.trace_wakeup(cpu, m.v_task_pid[t], old_state, tp.WAKE_SIGNAL)
     else:
         sync.ring_doorbell(m, m.v_task_cpu[t])
 

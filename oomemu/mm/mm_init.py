@@ -142,7 +142,7 @@ def zone_batchsize(managed_pages):
     if batch < 1:
         batch = 1
     x = batch + batch // 2
-    return (1 << (x.bit_length() - 1)) - 1 if x > 1 else 1
+    return (1 << (x.bit_length() - 1)) - 1  # rounddown_pow_of_two() - 1: 0 for the smallest zones
 
 
 def setup_pageset(m):
@@ -151,9 +151,9 @@ def setup_pageset(m):
     Follows: mm/page_alloc.c setup_pageset()/pageset_set_batch(), 3.14.
     """
     for z in range(m.nr_zones):
-        batch = max(1, zone_batchsize(int(m.zone[z, Z_MANAGED])))
-        m.pcp[:, z, 1] = 6 * batch
-        m.pcp[:, z, 2] = batch
+        batch = zone_batchsize(int(m.zone[z, Z_MANAGED]))
+        m.pcp[:, z, 1] = 6 * batch  # high 0: every free goes straight back to the buddy allocator
+        m.pcp[:, z, 2] = max(1, batch)
 
 
 def boot_memory(m, scenario):

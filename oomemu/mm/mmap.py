@@ -36,7 +36,8 @@ def _free_mm_pages(cpu, mm, pfns):
                 vmscan.del_page_from_lru_list(m, z, pfn, LRU_ANON)
             freed = page_alloc.free_hot_cold_page_list(cpu, z, anons)
             if "double_free_victim" in cpu.debug_break and freed:
-                page_alloc.__free_one_page(cpu, int(anons[0]), z, 0)  # the injected bug: one page freed twice
+                tp.trace_mm_page_free(cpu, int(anons[0]), 0)  # the injected bug: one page freed twice
+                page_alloc.__free_one_page(cpu, int(anons[0]), z, 0)
             if freed:
                 page_alloc._note_freed(cpu, z, freed)
         anon += freed

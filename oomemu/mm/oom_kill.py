@@ -221,7 +221,7 @@ def select_bad_process(cpu, totalpages, nodemask, force_kill):
         ok = order[verdict == OOM_SCAN_OK]
         points = badness_vector(m, ok, totalpages, _oom_score_adj_min_honoured(cpu))
         for row, pts in zip(ok.tolist(), points.tolist()):
-            tp.trace_oom_scan_candidate(cpu, m.v_task_pid[row], pts, OOM_SCAN_OK)
+            tp.trace_oom_scan_candidate(cpu, m.v_task_pid[row], pts, tp.CAND_SCAN, 0)
         chosen, chosen_points = _pick(m, ok, points, "pick_lowest_badness" in cpu.debug_break)
     if chosen == -1:
         tp.trace_oom_scan_result(cpu, 0, 0, 0, len(order))
@@ -388,7 +388,8 @@ def oom_kill_process(cpu, p, gfp_mask, order, points, totalpages, memcg, nodemas
     _kill_sharers(cpu, victim, mm)
     mark_tsk_oom_victim(cpu, victim)
     vmstat.count_vm_event(cpu, vmstat.NR_KILLS)
-    tp.trace_oom_kill(cpu, m.v_task_pid[victim], points, kind, mm, victim)
+    tp.trace_oom_kill(cpu, m.v_task_pid[victim], points, kind, m.v_sig_oom_score_adj[m.v_task_leader[victim]],
+                      int(bool(m.v_task_flags[victim] & PF_KTHREAD)))
     _record_kill(cpu, victim, points, kind)
     ksignal.do_send_sig_info(cpu, SIGKILL, victim, True)
 
@@ -408,6 +409,8 @@ def _sacrifice_child(cpu, p, memcg, nodemask, totalpages):
                 if m.v_task_mm[child] == p_mm:
                     continue
                 child_points = oom_badness(cpu, child, memcg, nodemask, totalpages)
+                tp.trace_oom_scan_candidate(cpu, m.v_task_pid[child], child_points, tp.CAND_CHILD,
+                                            m.v_task_pid[p])
                 if child_points > victim_points:
                     victim, victim_points = child, child_points
     if victim != p:
@@ -429,7 +432,7 @@ def _kill_sharers(cpu, victim, mm):
                                             "sharing same memory")
         task_unlock(cpu, q)
         vmstat.count_vm_event(cpu, vmstat.NR_SHARER_KILLS)
-        tp.trace_oom_kill_sharer(cpu, m.v_task_pid[q], mm)
+        tp.trace_oom_kill_sharer(cpu, m.v_task_pid[q], mm, m.v_sig_oom_score_adj[q], 0)
         ksignal.do_send_sig_info(cpu, SIGKILL, q, True)
 
 

@@ -382,12 +382,13 @@ def get_page_from_freelist(cpu, gfp_mask, nodemask, order, zonelist, high_zoneid
             continue
         if nodemask is not None and vz[zb + Z_NODE] not in nodemask:
             continue
+        free_at_check = vz[zb + _FREE]
         if check and not __zone_watermark_ok(m, z, order, vz[zb + wmark_col], classzone_idx, alloc_flags,
-                                             vz[zb + _FREE]):
+                                             free_at_check):
             continue
         pfn = buffered_rmqueue(cpu, preferred_zone, z, order, gfp_mask, migratetype)
         if pfn is not None:
-            tp.trace_mm_page_alloc(cpu, pfn, order, gfp_mask, migratetype, alloc_flags)
+            tp.trace_mm_page_alloc(cpu, pfn, order, gfp_mask, free_at_check, alloc_flags)
             if not check:
                 vmstat.count_vm_event(cpu, vmstat.NR_NO_WATERMARK_ALLOCS)
             return pfn

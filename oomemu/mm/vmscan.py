@@ -113,6 +113,7 @@ def _reclaim_page(cpu, m, z, pfn, lru):
     if lru == LRU_ANON:
         vmstat.count_vm_event(cpu, vmstat.NR_PAGES_SWAPPED_OUT)
     from oomemu.mm import page_alloc
+    tp.trace_mm_page_free(cpu, pfn, 0)
     page_alloc.__free_one_page(cpu, pfn, z, 0)
     return True
 
@@ -264,6 +265,7 @@ def balance_pgdat(cpu, nid, order, classzone_idx):
     m = cpu.m
     vmstat.count_vm_event(cpu, vmstat.NR_KSWAPD_RUNS)
     for priority in range(DEF_PRIORITY, 0, -1):
+        sync.pause_point(m, cpu.id)
         zones = _node_zones(m, nid, MAX_NR_ZONES - 1)
         unbalanced = [z for z in zones if not zone_balanced(m, z, order, 0, 0)]
         if not unbalanced or m.v_glob[G_STOP]:
@@ -294,6 +296,7 @@ def _kswapd_wait(cpu, timeout_ms):
     poller.register(m.doorbells[cpu.id], select.POLLIN)
     deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000
     while not m.v_glob[G_STOP]:
+        sync.pause_point(m, cpu.id)
         left = 50 if deadline is None else min(50, max(0, int((deadline - time.monotonic()) * 1000)))
         if poller.poll(left) and sync.drain_doorbell(m, cpu.id):
             return True

@@ -8,7 +8,7 @@ from oomemu.machine import C_CURRENT
 
 # (name, system, argument names) — the order fixes the event ids; append only.
 CATALOGUE = (
-    ("mm_page_alloc", "kmem", ("pfn", "order", "gfp_flags", "migratetype", "alloc_flags")),
+    ("mm_page_alloc", "kmem", ("pfn", "order", "gfp_flags", "free_at_check", "alloc_flags")),
     ("mm_page_free", "kmem", ("pfn", "order")),
     ("mm_page_alloc_zone_locked", "kmem", ("pfn", "order", "migratetype", "zone")),
     ("mm_vmscan_kswapd_wake", "vmscan", ("nid", "order")),
@@ -22,22 +22,22 @@ CATALOGUE = (
     ("signal_deliver", "signal", ("sig",)),
     ("sched_process_exit", "sched", ("pid",)),
     ("sched_process_free", "sched", ("pid",)),
-    ("sched_process_fork", "sched", ("parent_pid", "child_pid", "clone_vm")),
+    ("sched_process_fork", "sched", ("parent_pid", "child_pid", "clone_flags", "tgid")),
     ("slowpath_enter", "oomemu", ("gfp_flags", "order")),
     ("slowpath_exit", "oomemu", ("pfn", "order", "restarts")),
     ("oom_lock_try", "oomemu", ("acquired", "zone_mask")),
     ("oom_lock_release", "oomemu", ("zone_mask",)),
     ("out_of_memory", "oomemu", ("constraint", "totalpages", "gfp_flags", "order", "force_kill")),
-    ("oom_scan_candidate", "oomemu", ("pid", "points", "verdict")),
+    ("oom_scan_candidate", "oomemu", ("pid", "points", "kind", "parent_pid")),
     ("oom_scan_result", "oomemu", ("chosen_pid", "points", "abort_pid", "nr_candidates")),
-    ("oom_kill", "oomemu", ("victim_pid", "points", "kind", "mm", "victim_row")),
-    ("oom_kill_sharer", "oomemu", ("pid", "mm")),
+    ("oom_kill", "oomemu", ("victim_pid", "points", "kind", "oom_score_adj", "kthread")),
+    ("oom_kill_sharer", "oomemu", ("pid", "mm", "oom_score_adj", "kthread")),
     ("oom_sacrifice_child", "oomemu", ("parent_pid", "child_pid", "child_points")),
     ("exit_mm", "oomemu", ("mm",)),
     ("mmput", "oomemu", ("mm", "mm_users", "pages_freed")),
     ("panic", "oomemu", ("reason",)),
     ("sleep", "oomemu", ("state", "wait_kind", "wait_obj")),
-    ("wakeup", "oomemu", ("pid", "state", "reason")),
+    ("wakeup", "oomemu", ("pid", "old_state", "reason")),
     ("oom_stall", "oomemu", ("jiffies",)),
 )
 EVENT_ID = {name: i for i, (name, _, _) in enumerate(CATALOGUE)}
@@ -53,6 +53,16 @@ WAIT_MMAP_SEM_WRITE = 3
 WAIT_CHILD = 4
 WAIT_PFMEMALLOC = 5
 WAIT_NAMES = ("none", "timer", "mmap_sem (read)", "mmap_sem (write)", "child exit", "pfmemalloc_wait")
+
+# `wakeup` reasons
+WAKE_TIMER = 0
+WAKE_SIGNAL = 1
+WAKE_LOCK = 2      # a lock or wait queue was handed over
+WAKE_EARLY = 3     # a sleep ended before its timeout (woken by someone)
+
+# oom_scan_candidate kinds
+CAND_SCAN = 0      # a thread select_bad_process scored
+CAND_CHILD = 1     # a child oom_kill_process scored for sacrifice
 
 
 def _make_emitter(event):
@@ -73,7 +83,3 @@ for _name, _id in EVENT_ID.items():
     globals()["trace_" + _name] = _make_emitter(_id)
 del _name, _id
 
-
-def current_row(cpu):
-    """The task row current on `cpu` (C_CURRENT mirror), for emitters called outside a task."""
-    return cpu.m.cpu[cpu.id, C_CURRENT]

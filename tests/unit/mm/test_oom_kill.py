@@ -18,7 +18,7 @@ from oomemu.include.oom import (OOM_FLAG_ORIGIN, OOM_SCAN_ABORT, OOM_SCAN_CONTIN
 from oomemu.include.sched import EXIT_ZOMBIE, PF_EXITING, PF_KTHREAD, TIF_MEMDIE, TIF_SIGPENDING
 from oomemu.kernel import fork
 from oomemu.machine import (G_NR_TASK_ROWS, G_TOTAL_SWAP, G_TOTALRAM, MM_ANONPAGES, MM_FILEPAGES, MM_NR_PTES,
-                            MM_SWAPENTS, MM_TOTAL_VM, Z_FLAGS)
+                            MM_SWAPENTS, Z_FLAGS)
 from oomemu.mm import oom_kill
 from oomemu.percpu import CpuContext
 

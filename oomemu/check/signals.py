@@ -1,0 +1,44 @@
+"""SIGKILL delivery (KERNEL §5.2): it wakes only interruptible and killable sleepers; a killed task either
+exits or is reported stuck with what it waits on."""
+from oomemu.include.sched import (EXIT_DEAD, EXIT_ZOMBIE, SIGKILL, TASK_DEAD, TASK_INTERRUPTIBLE, TASK_WAKEKILL)
+from oomemu.machine import MM_SEM_READERS, MM_SEM_WRITER
+from oomemu.trace.events import WAIT_MMAP_SEM_READ, WAIT_MMAP_SEM_WRITE, WAIT_NAMES, WAKE_SIGNAL
+
+
+def check_sigkill_delivery(trace, state):
+    """No signal wake-up of a TASK_UNINTERRUPTIBLE sleeper."""
+    problems = []
+    for r in trace.of("wakeup"):
+        pid, old_state, reason = (int(x) for x in r["a"][:3])
+        if reason == WAKE_SIGNAL and not old_state & (TASK_INTERRUPTIBLE | TASK_WAKEKILL):
+            problems.append(f"{r['ts'] / 1e9:.6f}s: a signal woke pid {pid} out of an uninterruptible sleep "
+                            f"(state {old_state})")
+    return problems
+
+
+def stuck_tasks(state):
+    """SIGKILLed tasks that had not exited when the run ended, each with the chain it waits on."""
+    out = []
+    pid_of = state.task_pid.tolist()
+    for row in range(state.nr_tasks):
+        if not state.task_pending[row] & (1 << SIGKILL):
+            continue
+        if state.task_exit_state[row] in (EXIT_ZOMBIE, EXIT_DEAD) or state.task_state[row] == TASK_DEAD:
+            continue
+        out.append({"pid": pid_of[row], "comm": state.task_comm[row].decode("ascii", "replace"),
+                    "chain": wait_chain(state, row)})
+    return out
+
+
+def wait_chain(state, row):
+    """task → what it waits on → who holds it, as text."""
+    pid_of = state.task_pid.tolist()
+    kind, obj = int(state.task_wait_kind[row]), int(state.task_wait_obj[row])
+    head = f"pid {pid_of[row]}"
+    if kind in (WAIT_MMAP_SEM_READ, WAIT_MMAP_SEM_WRITE):
+        writer, readers = int(state.mm[obj, MM_SEM_WRITER]), int(state.mm[obj, MM_SEM_READERS])
+        holder = f"held for write by pid {pid_of[writer]}" if writer >= 0 else f"held by {readers} reader(s)"
+        return f"{head} → {WAIT_NAMES[kind]} of mm {obj} → {holder}"
+    if state.task_state[row] == 0:
+        return f"{head} → runnable (looping in the kernel)"
+    return f"{head} → sleeping (state {int(state.task_state[row])}, {WAIT_NAMES[kind]})"

@@ -1,0 +1,130 @@
+"""Who the OOM killer chose and marked (KERNEL §2.1, §3.2, §5.1), judged from the trace."""
+import numpy as np
+
+from oomemu.include.oom import OOM_SCORE_ADJ_MIN
+from oomemu.include.sched import PF_KTHREAD, SIGKILL
+from oomemu.trace.events import CAND_CHILD, CAND_SCAN
+
+ULONG_MAX = (1 << 64) - 1
+
+
+def _per_cpu(trace, names):
+    ids = {trace.event_id[n]: n for n in names}
+    recs = trace.records[np.isin(trace.records["event"], list(ids))]
+    out = {}
+    for r in recs:
+        out.setdefault(int(r["cpu"]), []).append((ids[int(r["event"])], r))
+    return out
+
+
+def _tgid_of(state):
+    return dict(zip(state.task_pid.tolist(), state.task_tgid.tolist()))
+
+
+def _is_leader(state):
+    return dict(zip(state.task_pid.tolist(), (state.task_pid == state.task_tgid).tolist()))
+
+
+def _expected_choice(cands, leader):
+    """select_bad_process's choice over (pid, points) in scan order: max points; a tie keeps a leader."""
+    chosen, best = 0, 0
+    for pid, pts in cands:
+        if pts == 0 or pts < best:
+            continue
+        if pts == best and chosen and leader.get(chosen, True):
+            continue
+        chosen, best = pid, pts
+    return chosen, best
+
+
+def check_victim_selection(trace, state=None):
+    """Each scan chose the eligible thread with the highest badness (ties as §2.1); each kill then took that
+    task, or its child with the highest badness above 0 (§5.1)."""
+    problems = []
+    leader = _is_leader(state) if state is not None else {}
+    tgid = _tgid_of(state) if state is not None else {}
+    streams = _per_cpu(trace, ("oom_scan_candidate", "oom_scan_result", "oom_kill", "out_of_memory"))
+    for cpu, events in streams.items():
+        cands, children, chosen = [], [], None
+        for name, r in events:
+            a = [int(x) for x in r["a"]]
+            if name == "out_of_memory":
+                cands, children, chosen = [], [], None
+            elif name == "oom_scan_candidate":
+                (cands if a[2] == CAND_SCAN else children).append((a[0], a[1]))
+            elif name == "oom_scan_result":
+                chosen = None
+                if a[2]:
+                    continue  # ABORT: nothing chosen
+                if a[1] == ULONG_MAX:
+                    chosen = a[0]
+                    continue
+                want, best = _expected_choice(cands, leader)
+                if a[0] != want:
+                    problems.append(f"cpu {cpu} at {r['ts'] / 1e9:.6f}s: the scan chose pid {a[0]} with {a[1]} points, "
+                                    f"but pid {want} had {best} (candidates: {cands[:8]})")
+                chosen = a[0]
+                cands = []
+            elif name == "oom_kill" and chosen is not None:
+                victim = a[0]
+                want = chosen
+                best_child = 0
+                for pid, pts in children:
+                    if pts > best_child:
+                        want, best_child = pid, pts
+                if victim != want and tgid.get(victim, victim) != tgid.get(want, want):
+                    problems.append(f"cpu {cpu} at {r['ts'] / 1e9:.6f}s: killed pid {victim}, but the choice was "
+                                    f"pid {chosen} and its worst child {want if want != chosen else 'none'}")
+                chosen, children = None, []
+    return problems
+
+
+def check_never_killed(trace, state):
+    """Never killed: pid 1, kernel threads, OOM_SCORE_ADJ_MIN tasks (victims and sharers alike)."""
+    flags = dict(zip(state.task_pid.tolist(), state.task_flags.tolist()))
+    problems = []
+    for name in ("oom_kill", "oom_kill_sharer"):
+        for r in trace.of(name):
+            pid = int(r["a"][0])
+            adj, kthread = int(r["a"][3 if name == "oom_kill" else 2]), int(r["a"][4 if name == "oom_kill" else 3])
+            why = ("it is init (pid 1)" if pid == 1 else
+                   "it is a kernel thread" if kthread or flags.get(pid, 0) & PF_KTHREAD else
+                   "its oom_score_adj is -1000" if adj == OOM_SCORE_ADJ_MIN else None)
+            if why:
+                problems.append(f"{name} of pid {pid} at {r['ts'] / 1e9:.6f}s: {why}")
+    return problems
+
+
+def check_memdie_marking(trace, state=None):
+    """TIF_MEMDIE only on a victim oom_kill_process chose, or on a dying task that marked itself (§3.2 step 2)."""
+    tgid = _tgid_of(state) if state is not None else {}
+    problems = []
+    killed_groups, exiting = set(), set()
+    ids = {trace.event_id[n]: n for n in ("signal_generate", "sched_process_exit", "mark_victim", "oom_kill",
+                                          "oom_scan_result")}
+    recs = trace.records[np.isin(trace.records["event"], list(ids))]
+    last_choice = {}
+    pending = {}   # cpu -> pid marked, waiting for its oom_kill record
+    for r in recs:
+        name, cpu, a = ids[int(r["event"])], int(r["cpu"]), [int(x) for x in r["a"]]
+        if name == "signal_generate" and a[0] == SIGKILL:
+            killed_groups.add(tgid.get(a[1], a[1]))
+        elif name == "sched_process_exit":
+            exiting.add(a[0])
+        elif name == "oom_scan_result":
+            last_choice[cpu] = a[0]
+        elif name == "oom_kill":
+            pending.pop(cpu, None)
+        elif name == "mark_victim":
+            pid, self_marked = a[0], a[1]
+            if self_marked:
+                if tgid.get(pid, pid) not in killed_groups and pid not in exiting:
+                    problems.append(f"pid {pid} marked itself TIF_MEMDIE at {r['ts'] / 1e9:.6f}s without a fatal "
+                                    "signal or PF_EXITING")
+            elif last_choice.get(cpu) == pid or int(r["pid"]) == pid:
+                continue  # the scan's choice (PF_EXITING shortcut) or the allocating task itself
+            else:
+                pending[cpu] = (pid, float(r["ts"]))
+    for cpu, (pid, ts) in pending.items():
+        problems.append(f"pid {pid} got TIF_MEMDIE on cpu {cpu} at {ts / 1e9:.6f}s without being chosen or killed")
+    return problems
