@@ -23,7 +23,7 @@ def test_page_cache_pressure_is_reclaimed_without_oom(tmp_path):
     assert r["counters"]["kswapd_wakeups"] > 0
     assert r["per_cpu"]["kswapd0"]["pages_reclaimed"] > 0
     assert r["counters"]["oom_invocations"] == 0
-    assert r["checks"][0]["ok"]
+    assert all(c["ok"] for c in r["checks"]), r["checks"]
 
 
 def test_swap_absorbs_anonymous_pressure(tmp_path):
@@ -32,7 +32,7 @@ def test_swap_absorbs_anonymous_pressure(tmp_path):
              'program = [{ op = "fault", pages = "40MiB" }, { op = "sleep", ms = 50 }]\n')
     assert r["verdict"] == "no-oom-kill"
     assert r["counters"]["pages_swapped_out"] > 0
-    assert r["checks"][0]["ok"]
+    assert all(c["ok"] for c in r["checks"]), r["checks"]
 
 
 def test_anonymous_pressure_without_swap_ends_in_oom_kill(tmp_path):
@@ -42,4 +42,4 @@ def test_anonymous_pressure_without_swap_ends_in_oom_kill(tmp_path):
     assert r["verdict"] == "oom-kill"
     assert r["counters"]["direct_reclaim_progress0"] > 0
     assert all(k["comm"] == "hog" for k in r["kills"])
-    assert r["checks"][0]["ok"]
+    assert all(c["ok"] for c in r["checks"]), r["checks"]

@@ -234,7 +234,8 @@ def test_a_slice_crossing_another_tasks_sleep_is_split(tmp_path):
     doc, slices = slices_of(run_dir)
     cpu0 = slices[0]
     sleep = [s for s in cpu0 if s[0] == "sleep (timer)"]
-    assert [(s[1], s[2]) for s in sleep] == [(100.0, 200.0)] and sleep[0][3]["ended_by"] == "wakeup"
+    assert [(s[1], s[2]) for s in sleep] == [(100.0, 200.0)]
+    assert sleep[0][3]["ended_by"] == "wakeup" and sleep[0][3]["ended_by_pid"] == 3
     slow = sorted((s[1], s[2], "continued" in s[3]) for s in cpu0 if s[0] == SLICE_SLOWPATH)
     assert slow == [(150.0, 200.0, False), (200.0, 250.0, True)]
     assert any("split" in k for k in doc["otherData"]["notes"])

@@ -93,16 +93,22 @@ def _show(trace, args):
     idx = select(trace, args.task, event_ids)
     if args.limit is not None:
         idx = idx[:args.limit]
-    fmt = Formatter(trace)
     try:
         out = sys.stdout
-        for i in idx.tolist():
-            out.write(fmt(i) + "\n")
+        for line in Formatter(trace).lines(idx):
+            out.write(line + "\n")
         out.flush()
-    except BrokenPipeError:  # `| head`: stop quietly
-        import os
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+    except BrokenPipeError:
+        return _stdout_closed()
+    if not len(idx):
+        print("oomemu: no records match", file=sys.stderr)
+    return 0
+
+
+def _stdout_closed():
+    """The reader went away (`| head`): stop quietly, and keep the interpreter's final flush from failing."""
+    import os
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
@@ -111,6 +117,8 @@ def _export(trace, args):
     out = args.output if args.output is not None else str(Path(args.run_dir) / "trace.chrome.json")
     try:
         write_chrome_trace(trace, out, source=args.run_dir)
+    except BrokenPipeError:
+        return _stdout_closed()
     except OSError as exc:
         return _error(f"{out}: cannot write: {exc.strerror or exc}")
     if out != "-":

@@ -504,9 +504,9 @@ def try_set_zonelist_oom(cpu, zonelist, gfp_mask):
 
 
 def ksched_yield_window():
-    """Debug break only: widen the check-then-set window the missing lock leaves open."""
-    import os
-    os.sched_yield()
+    """Debug break only: widen the check-then-set window the missing lock leaves open (2 ms)."""
+    import time
+    time.sleep(0.002)
 
 
 def clear_zonelist_oom(cpu, zonelist, gfp_mask):

@@ -10,6 +10,9 @@ Each row gets
       kswapd balance        mm_vmscan_kswapd_wake -> the row's next kswapd_sleep or next kswapd_wake
       sleep (<wait kind>)   sleep -> the first `wakeup` naming the pid, or the pid's next record (any row)
   - instant events ("i", scope "t") for the OOM-relevant point events (INSTANT_EVENTS).
+Args: the record's named arguments (names from the trace header) and its `pid`; a slice adds "ended_by" (the
+end record's event, "trace end", ...), the end record's arguments as "<end event>.<arg>", and "ended_by_pid"
+when another task's record ended it (a waker).
 
 Several tasks share a CPU row, so their slices can overlap without nesting (a task's sleep covers another
 task's slowpath on the same CPU). Such a slice is cut where its enclosing slice ends and continued from
@@ -17,7 +20,7 @@ there ("split" / "continued" in its args): the output never has an "E" without i
 A slice still open when the trace ends is closed at the last timestamp ("ended_by": "trace end").
 What could not be matched cleanly is counted in otherData["notes"].
 
-`format_record` / `select` serve `oomemu trace show`.
+`select`, `match_events` and `Formatter` serve `oomemu trace show`.
 """
 import fnmatch
 import heapq
@@ -104,7 +107,7 @@ class _Builder:
             end_name = self.names.get(self.ev[end_i], f"event#{self.ev[end_i]}")
             args["ended_by"] = ended_by or end_name
             if self.pid[end_i] != self.pid[i]:
-                args[f"{end_name}.pid"] = self.pid[end_i]
+                args["ended_by_pid"] = self.pid[end_i]
             for k, v in self.named(end_i).items():
                 args[f"{end_name}.{k}"] = v
         self.slices.append(_Slice(self.row[i], self.ts[i], end, name, cat, args, _RANK[kind or name]))
@@ -300,6 +303,7 @@ def write_chrome_trace(trace, out, source=None):
     if str(out) == "-":
         json.dump(doc, sys.stdout, separators=(",", ":"))
         sys.stdout.write("\n")
+        sys.stdout.flush()
         return doc
     tmp = f"{out}.tmp{os.getpid()}"
     try:
@@ -351,14 +355,21 @@ class Formatter:
         self.args = event_args(trace.header)
         self.nr_cpus = int(trace.header.get("nr_cpus", 0))
 
+    def lines(self, idx):
+        """The text lines of the records at indices `idx` (in that order)."""
+        rec = self.trace.records[idx]
+        names, args, nr_cpus = self.trace.event_name, self.args, self.nr_cpus
+        rows = {}
+        for ts, seq, ev, pid, row, a in zip(rec["ts"].tolist(), rec["seq"].tolist(), rec["event"].tolist(),
+                                            rec["pid"].tolist(), rec["cpu"].tolist(), rec["a"].tolist()):
+            if row not in rows:
+                rows[row] = row_name(row, nr_cpus)
+            parts = [f"[{ts / 1e9:12.6f}] {rows[row]} pid {pid} {names.get(ev, f'event#{ev}')}"]
+            for k, arg in enumerate(args.get(ev, ())):
+                parts.append(f"{arg}={a[k]:#x}" if arg in HEX_ARGS else f"{arg}={a[k]}")
+            if seq:
+                parts.append(f"seq={seq}")
+            yield " ".join(parts)
+
     def __call__(self, i):
-        r = self.trace.records[i]
-        ev = int(r["event"])
-        name = self.trace.event_name.get(ev, f"event#{ev}")
-        a = r["a"].tolist()
-        parts = [f"[{r['ts'] / 1e9:12.6f}]", row_name(int(r["cpu"]), self.nr_cpus), f"pid {int(r['pid'])}", name]
-        for k, arg in enumerate(self.args.get(ev, ())):
-            parts.append(f"{arg}={a[k]:#x}" if arg in HEX_ARGS else f"{arg}={a[k]}")
-        if r["seq"]:
-            parts.append(f"seq={int(r['seq'])}")
-        return " ".join(parts)
+        return next(self.lines([i]))
