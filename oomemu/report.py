@@ -6,6 +6,7 @@ or command line is wrong; 3 the emulator itself failed (a worker died, a lock ti
 import json
 
 from oomemu.check import run_all
+from oomemu.check.races import detect_races
 from oomemu.check.signals import stuck_tasks
 from oomemu.check.state import state_of
 from oomemu.include.mmzone import MAX_NR_ZONES, NR_FREE_PAGES, ZONE_NAMES
@@ -34,14 +35,16 @@ def kills_of(m):
     return out
 
 
-def verdict_of(outcome, kills):
-    """The run's outcome in one word."""
+def outcome_of(outcome, kills):
+    """The run's plain outcome in one word (before any race is recognised)."""
     if outcome.reason == "worker-died":
         return "emulator-failure"
     if outcome.reason == "interrupted":
         return "interrupted"
     if outcome.reason == "panic":
         return "panic"
+    if outcome.reason == "stall":
+        return "stall"
     return "oom-kill" if kills else "no-oom-kill"
 
 
@@ -63,8 +66,11 @@ def check_expect(expect, verdict, kills):
     if expect.panic is not None:
         results.append({"what": f"panic = {str(expect.panic).lower()}", "ok": (verdict == "panic") == expect.panic,
                         "seen": verdict == "panic"})
-    if expect.verdict is not None:
+    if expect.verdict is not None and expect.min_rate is None:
         results.append({"what": f"verdict = {expect.verdict}", "ok": verdict == expect.verdict, "seen": verdict})
+    if expect.verdict_not:
+        results.append({"what": f"verdict not in {list(expect.verdict_not)}", "ok": verdict not in expect.verdict_not,
+                        "seen": verdict})
     return results
 
 
@@ -80,11 +86,14 @@ def zones_of(m):
 def build_report(scenario, m, outcome, run_dir):
     """Everything report.json holds, from the quiescent machine and the supervisor's outcome."""
     kills = kills_of(m)
-    verdict = verdict_of(outcome, kills)
-    expect = check_expect(scenario.expect, verdict, kills)
+    plain = outcome_of(outcome, kills)
     state = state_of(m)
     trace = load_trace(run_dir) if scenario.run.trace else None
-    checks = [] if outcome.reason == "worker-died" else run_all(trace, state, outcome.snapshots)
+    failed = outcome.reason in ("worker-died", "interrupted")
+    checks = [] if failed else run_all(trace, state, outcome.snapshots)
+    races = [] if failed or trace is None else detect_races(trace, state, outcome.reason)
+    verdict = races[0]["race"] if races else plain
+    expect = check_expect(scenario.expect, verdict, kills)
     if outcome.reason == "worker-died":
         code = EXIT_EMULATOR
     elif outcome.reason == "interrupted":
@@ -99,7 +108,7 @@ def build_report(scenario, m, outcome, run_dir):
         per_cpu[name] = vmstat.counters_of(m, row)
     return {
         "scenario": scenario.name, "source": scenario.source, "run_dir": str(run_dir),
-        "verdict": verdict, "exit_code": code, "ended_by": outcome.reason, "error": outcome.error,
+        "verdict": verdict, "outcome": plain, "races": races, "exit_code": code, "ended_by": outcome.reason, "error": outcome.error,
         "elapsed_s": round(outcome.elapsed, 3), "kills": kills,
         "counters": vmstat.counters_total(m), "per_cpu": per_cpu,
         "zones": zones_of(m), "min_free_kbytes": m.min_free_kbytes,
@@ -121,6 +130,10 @@ def summary_lines(report):
              f"(ended by {report['ended_by']}); run directory {report['run_dir']}"]
     if report["error"]:
         lines.append(f"  error: {report['error']}")
+    for race in report["races"]:
+        lines.append(f"  race {race['race']}: {race['details'][0]}")
+    for s in report["stuck"]:
+        lines.append(f"  stuck after SIGKILL: {s['chain']}")
     lines.append(f"  allocations {c['allocs']} (fast path {c['fast_path_allocs']}), slowpath {c['slowpath_entries']}, "
                  f"kswapd wake-ups {c['kswapd_wakeups']}, direct reclaims {c['direct_reclaims']}")
     lines.append(f"  OOM: invocations {c['oom_invocations']}, lock busy {c['oom_lock_busy']}, "

@@ -40,7 +40,7 @@ log = logging.getLogger("oomemu")
 class Outcome:
     """How the run ended, as the supervisor saw it."""
 
-    reason: str = "deadline"            # deadline | all-exited | panic | worker-died | interrupted
+    reason: str = "deadline"            # deadline | all-exited | panic | stall | worker-died | interrupted
     error: str | None = None
     elapsed: float = 0.0
     worker_pids: dict = field(default_factory=dict)
@@ -201,6 +201,7 @@ def _watch(m, scenario, procs, trace, outcome, errors, progress, t_boot):
     start = time.monotonic()
     deadline = start + scenario.run.seconds
     next_snapshot = start + SNAPSHOT_S
+    stall = _StallWatch(m, scenario.run.stall_jiffies)
     sentinels = {p.sentinel: p for p in procs}
     from multiprocessing.connection import wait
     while True:
@@ -226,11 +227,37 @@ def _watch(m, scenario, procs, trace, outcome, errors, progress, t_boot):
         if now >= deadline:
             outcome.reason = "deadline"
             return
+        if stall.stalled():
+            outcome.reason = "stall"
+            return
         if now >= next_snapshot:
             take_snapshot(m, procs, outcome)
             next_snapshot = time.monotonic() + SNAPSHOT_S
         if progress is not None:
             progress(m, outcome)
+
+
+class _StallWatch:
+    """No page freed and no kill for `limit` jiffies while allocators keep looping (slowpath entries, direct
+    reclaims or OOM-lock back-offs still counting up)."""
+
+    def __init__(self, m, limit):
+        self.m, self.limit = m, limit
+        self.marker = None
+        self.slowpath_at_marker = 0
+
+    def stalled(self):
+        if not self.limit:
+            return False
+        from oomemu.machine import G_LAST_FREE_JIFFY, G_LAST_KILL_JIFFY
+        from oomemu.mm import vmstat
+        m = self.m
+        marker = max(int(m.glob[G_LAST_FREE_JIFFY]), int(m.glob[G_LAST_KILL_JIFFY]))
+        slowpath = int(m.cpu[:, [vmstat.NR_SLOWPATH_ENTRIES, vmstat.NR_DIRECT_RECLAIMS, vmstat.NR_OOM_LOCK_BUSY]].sum())
+        if marker != self.marker:
+            self.marker, self.slowpath_at_marker = marker, slowpath
+            return False
+        return ktime.jiffies(m) - marker >= self.limit and slowpath > self.slowpath_at_marker
 
 
 def take_snapshot(m, procs, outcome, timeout=1.0):

@@ -13,7 +13,7 @@ def test_default_scenario_kills_and_conserves_pages(tmp_path):
     assert res.returncode == 0, res.stderr
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["scenario"] == "default"
-    assert report["verdict"] == "oom-kill"
+    assert report["outcome"] == "oom-kill"
     assert report["kills"] and all(k["comm"] not in ("init", "sshd") for k in report["kills"])
     assert all(c["ok"] for c in report["checks"])
     for cpu in ("cpu0", "cpu1"):

@@ -19,7 +19,7 @@ def _run(tmp_path, swap, tasks):
 def test_page_cache_pressure_is_reclaimed_without_oom(tmp_path):
     """Reading 3× RAM through the page cache: kswapd wakes and reclaims, nobody is killed."""
     r = _run(tmp_path, "0", '[[task]]\ncomm = "reader"\ncount = 2\nprogram = [{ op = "read", pages = "96MiB" }]\n')
-    assert r["verdict"] == "no-oom-kill" and r["ended_by"] == "all-exited"
+    assert r["outcome"] == "no-oom-kill" and r["ended_by"] == "all-exited"
     assert r["counters"]["kswapd_wakeups"] > 0
     assert r["per_cpu"]["kswapd0"]["pages_reclaimed"] > 0
     assert r["counters"]["oom_invocations"] == 0
@@ -30,7 +30,7 @@ def test_swap_absorbs_anonymous_pressure(tmp_path):
     """Anonymous memory beyond RAM fits once swap can take the overflow: pages are swapped, nobody is killed."""
     r = _run(tmp_path, "64MiB", '[[task]]\ncomm = "hog"\ncount = 2\n'
              'program = [{ op = "fault", pages = "40MiB" }, { op = "sleep", ms = 50 }]\n')
-    assert r["verdict"] == "no-oom-kill"
+    assert r["outcome"] == "no-oom-kill"
     assert r["counters"]["pages_swapped_out"] > 0
     assert all(c["ok"] for c in r["checks"]), r["checks"]
 
@@ -39,7 +39,7 @@ def test_anonymous_pressure_without_swap_ends_in_oom_kill(tmp_path):
     """The same hogs without swap: reclaim finds nothing (zone_reclaimable is false), the OOM killer runs."""
     r = _run(tmp_path, "0", '[[task]]\ncomm = "hog"\ncount = 2\n'
              'program = [{ op = "fault", pages = "40MiB" }, { op = "sleep", ms = 50 }]\n')
-    assert r["verdict"] == "oom-kill"
+    assert r["outcome"] == "oom-kill"
     assert r["counters"]["direct_reclaim_progress0"] > 0
     assert all(k["comm"] == "hog" for k in r["kills"])
     assert all(c["ok"] for c in r["checks"]), r["checks"]

@@ -136,6 +136,8 @@ class ExpectCfg:
     never_killed: tuple[str, ...]
     panic: bool | None
     verdict: str | None
+    min_rate: float | None = None
+    verdict_not: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -635,14 +637,22 @@ RUN = Table((
 _COMMS = ListOf(Comm(), allowed="a list of task names (comm)")
 _KILLS = Table((Key("min", Int(0), None), Key("max", Int(0), None)), allowed=_KILLS_ALLOWED)
 
+# Every verdict a run can reach (oomemu/report.py and oomemu/check/races.py decide them).
+VERDICTS = ("no-oom-kill", "oom-kill", "panic", "livelock", "extra-kill", "parallel-kills", "pinned-mm", "abort-storm", "allocating-task-storm", "stall")
+
 EXPECT = Table((
     Key("kills", Kills(), None, "how many OOM kills"),
     Key("victims", _COMMS, None, "every victim's comm is one of these"),
     Key("never_killed", _COMMS, (), "comms no kill may hit"),
     Key("panic", Bool(), None, "whether the run panics"),
-    Key("verdict", Text(), None, "the verdict the run must reach"),
+    Key("verdict", Choice(VERDICTS, noun="verdict"), None, "the verdict the run must reach"),
+    Key("min_rate", Number(0, 1), None, "with --repeat: the least fraction of runs that reach `verdict` "
+                                         "(a single run then does not require it)"),
+    Key("verdict_not", ListOf(Choice(VERDICTS, noun="verdict"), allowed="a list of verdicts", dedupe=True), (),
+        "verdicts the run must not reach"),
 ), build=lambda r, _: ExpectCfg(*(r["kills"] or (None, None)), victims=r["victims"],
-                                never_killed=r["never_killed"], panic=r["panic"], verdict=r["verdict"]))
+                                never_killed=r["never_killed"], panic=r["panic"], verdict=r["verdict"],
+                                min_rate=r["min_rate"], verdict_not=r["verdict_not"]))
 
 DEBUG = Table((
     Key("break", ListOf(Choice(BREAKS, noun="break"), allowed="a list of " + ", ".join(BREAKS), dedupe=True),
@@ -718,4 +728,8 @@ def _expect_to_dict(expect: ExpectCfg) -> dict[str, Any]:
         table["panic"] = expect.panic
     if expect.verdict is not None:
         table["verdict"] = expect.verdict
+    if expect.min_rate is not None:
+        table["min_rate"] = expect.min_rate
+    if expect.verdict_not:
+        table["verdict_not"] = list(expect.verdict_not)
     return table

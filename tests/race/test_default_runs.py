@@ -11,4 +11,4 @@ def test_default_scenario_is_clean_every_time(tmp_path, batch):
     for i in range(5):
         report = run(scenario, out=tmp_path / f"run{i}")
         assert report["exit_code"] == 0, (report["expect"], [c for c in report["checks"] if not c["ok"]])
-        assert report["verdict"] == "oom-kill"
+        assert report["outcome"] == "oom-kill"

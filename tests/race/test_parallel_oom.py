@@ -29,7 +29,7 @@ def test_oom_lock_exclusion_under_contention(tmp_path, batch):
         trace = load_trace(tmp_path / f"run{i}")
         assert trace.complete and trace.lost == 0
         assert check_oom_lock_exclusion(trace) == [], json.dumps(report["kills"])
-        assert report["verdict"] == "oom-kill", report
+        assert report["outcome"] == "oom-kill", report
         assert all(c["ok"] for c in report["checks"]), [c for c in report["checks"] if not c["ok"]]
         busy = report["counters"]["oom_lock_busy"]
         assert busy == oom_lock_busy_count(trace)

@@ -1,0 +1,157 @@
+"""Recognise the 3.x OOM races of KERNEL §9 in a finished run and name them.
+
+Each detector reads the trace (kills, scans, exits, frees) and the final machine state (who waits on what),
+and returns findings with the tasks involved. The run's verdict is the first race found in PRIORITY order,
+else its plain outcome.
+"""
+import numpy as np
+
+from oomemu.check.signals import wait_chain
+from oomemu.machine import MM_USERS
+
+PRIORITY = ("livelock", "abort-storm", "pinned-mm", "allocating-task-storm", "parallel-kills", "extra-kill")
+ABORT_STORM_MIN = 10           # scan aborts naming the same exiting task
+KIND_ALLOCATING, KIND_SYSRQ = 2, 3
+
+
+class _Run:
+    """What the detectors share: kills with their victims' mms and when those mms were freed."""
+
+    def __init__(self, trace, state):
+        self.trace, self.state = trace, state
+        pids = state.task_pid.tolist()
+        self.row_of = {p: r for r, p in enumerate(pids)}
+        self.tgid = dict(zip(pids, state.task_tgid.tolist()))
+        self.comm = {p: c.decode("ascii", "replace") for p, c in zip(pids, state.task_comm.tolist())}
+        self.mm_of_group = {}
+        for r in trace.of("exit_mm"):
+            self.mm_of_group.setdefault(self.tgid.get(int(r["pid"]), int(r["pid"])), int(r["a"][0]))
+        self.freed_at = {}
+        for r in trace.of("mmput"):
+            if r["a"][2] > 0:
+                self.freed_at.setdefault(int(r["a"][0]), int(r["ts"]))
+        self.kills = [{"ts": int(r["ts"]), "killer": int(r["pid"]), "cpu": int(r["cpu"]), "victim": int(r["a"][0]),
+                       "kind": int(r["a"][2])} for r in trace.of("oom_kill")]
+        for k in self.kills:
+            k["mm"] = self.mm_of_group.get(self.tgid.get(k["victim"], k["victim"]))
+            k["freed"] = self.freed_at.get(k["mm"]) if k["mm"] is not None else None
+
+    def name(self, pid):
+        return f"pid {pid} ({self.comm.get(pid, '?')})"
+
+    def in_flight(self, earlier, later):
+        """`later` happened before `earlier`'s victim gave its memory back."""
+        return earlier["freed"] is None or earlier["freed"] > later["ts"]
+
+
+def _aborts(run):
+    res = run.trace.of("oom_scan_result")
+    return res[res["a"][:, 2] != 0]
+
+
+def detect_livelock(run, ended_by):
+    """R1: the run stalled (no page freed, no kill) while every scan aborted on a TIF_MEMDIE victim."""
+    if ended_by != "stall":
+        return []
+    victims = {int(r["a"][0]) for r in run.trace.of("mark_victim")}
+    aborts = _aborts(run)
+    if not len(aborts):
+        return []
+    on = int(aborts[-1]["a"][2])
+    if on not in victims:
+        return []
+    group = run.tgid.get(on, on)
+    rows = [run.row_of[p] for p, g in run.tgid.items() if g == group and p in run.row_of]
+    chains = [wait_chain(run.state, r) for r in rows if run.state.task_wait_kind[r]] or \
+             [wait_chain(run.state, run.row_of[on])]
+    return [f"every OOM scan aborts on TIF_MEMDIE victim {run.name(on)} ({len(aborts)} aborts) while allocators "
+            f"loop; " + "; ".join(chains)]
+
+
+def detect_abort_storm(run, ended_by):
+    """R6: scans keep aborting on an exiting task that no OOM kill chose (PF_EXITING with its mm)."""
+    victims = {int(r["a"][0]) for r in run.trace.of("mark_victim")}
+    aborts = _aborts(run)
+    out = []
+    for pid, count in zip(*np.unique(aborts["a"][:, 2], return_counts=True)):
+        pid = int(pid)
+        if pid not in victims and count >= ABORT_STORM_MIN:
+            row = run.row_of.get(pid)
+            chain = f"; {wait_chain(run.state, row)}" if row is not None else ""
+            out.append(f"{int(count)} OOM scans aborted on exiting {run.name(pid)}{chain}")
+    return out
+
+
+def detect_pinned_mm(run, ended_by):
+    """R5: a victim's mm stayed alive after it died (a surviving sharer pins it) and the kills went on."""
+    out = []
+    for i, k in enumerate(run.kills):
+        mm = k["mm"]
+        if mm is None or i + 1 >= len(run.kills):
+            continue
+        later = run.kills[i + 1]
+        if k["freed"] is not None and k["freed"] < later["ts"]:
+            continue
+        if run.state.mm[mm, MM_USERS] <= 0 and k["freed"] is not None:
+            continue
+        holders = [run.name(int(p)) for p, m in zip(run.state.task_pid.tolist(), run.state.task_mm.tolist())
+                   if m == mm]
+        out.append(f"{run.name(k['victim'])} died but its mm {mm} was never freed (held by "
+                   f"{', '.join(holders) or 'another user'}); {len(run.kills) - i - 1} more kill(s) followed")
+        break
+    return out
+
+
+def _concurrent(run, predicate):
+    out = []
+    for j, later in enumerate(run.kills):
+        for earlier in run.kills[:j]:
+            if run.in_flight(earlier, later) and predicate(earlier, later):
+                out.append(f"{run.name(later['victim'])} killed by {run.name(later['killer'])} at "
+                           f"{later['ts'] / 1e9:.3f}s while {run.name(earlier['victim'])}'s kill was still in flight")
+                break
+    return out
+
+
+def detect_allocating_task_storm(run, ended_by):
+    """R9: with oom_kill_allocating_task, several allocators killed themselves in one OOM episode."""
+    return _concurrent(run, lambda a, b: a["kind"] == KIND_ALLOCATING and b["kind"] == KIND_ALLOCATING)
+
+
+def detect_parallel_kills(run, ended_by):
+    """R4: a second kill while another was in flight, one of them from SysRq-F (which takes no OOM lock)."""
+    return _concurrent(run, lambda a, b: KIND_SYSRQ in (a["kind"], b["kind"]))
+
+
+def detect_extra_kill(run, ended_by):
+    """R3: a CPU that entered the slowpath before a victim's memory came back killed another task after it had."""
+    enters = run.trace.of("slowpath_enter")
+    out = []
+    for j, later in enumerate(run.kills):
+        mine = enters[(enters["pid"] == later["killer"]) & (enters["ts"] <= later["ts"])]
+        if not len(mine):
+            continue
+        began = int(mine["ts"][-1])
+        for earlier in run.kills[:j]:
+            if earlier["freed"] is not None and began < earlier["freed"] < later["ts"]:
+                out.append(f"{run.name(later['victim'])} killed by {run.name(later['killer'])} although "
+                           f"{run.name(earlier['victim'])}'s memory was freed {(later['ts'] - earlier['freed']) / 1e6:.1f}"
+                           f" ms earlier, during the killer's allocation attempt")
+                break
+    return out
+
+
+DETECTORS = {"livelock": detect_livelock, "abort-storm": detect_abort_storm, "pinned-mm": detect_pinned_mm,
+             "allocating-task-storm": detect_allocating_task_storm, "parallel-kills": detect_parallel_kills,
+             "extra-kill": detect_extra_kill}
+
+
+def detect_races(trace, state, ended_by):
+    """[{"race", "details"}] for every race found, in PRIORITY order."""
+    run = _Run(trace, state)
+    found = []
+    for name in PRIORITY:
+        details = DETECTORS[name](run, ended_by)
+        if details:
+            found.append({"race": name, "details": details[:5]})
+    return found
