@@ -30,6 +30,7 @@ class _Run:
         for r in trace.of("mmput"):
             if r["a"][2] > 0:
                 self.freed_at.setdefault(int(r["a"][0]), int(r["ts"]))
+        self.enters = trace.of("slowpath_enter")
         self.kills = [{"ts": int(r["ts"]), "killer": int(r["pid"]), "cpu": int(r["cpu"]), "victim": int(r["a"][0]),
                        "kind": int(r["a"][2])} for r in trace.of("oom_kill")]
         for k in self.kills:
@@ -38,6 +39,16 @@ class _Run:
 
     def name(self, pid):
         return f"pid {pid} ({self.comm.get(pid, '?')})"
+
+    def slowpath_began(self, kill):
+        """When the killer's current slowpath began (its latest slowpath_enter before the kill), or None."""
+        mine = self.enters[(self.enters["pid"] == kill["killer"]) & (self.enters["ts"] <= kill["ts"])]
+        return int(mine["ts"][-1]) if len(mine) else None
+
+    def began_before_free(self, later, earlier):
+        """`later`'s killer was already in the slowpath when `earlier`'s victim gave its memory back."""
+        began = self.slowpath_began(later)
+        return began is not None and earlier["freed"] is not None and began < earlier["freed"] < later["ts"]
 
     def in_flight(self, earlier, later):
         """`later` happened before `earlier`'s victim gave its memory back."""
@@ -102,11 +113,14 @@ def detect_pinned_mm(run, ended_by):
     return out
 
 
-def _concurrent(run, predicate):
+def _concurrent(run, predicate, same_episode=False):
+    """Kills made while an earlier one was still in flight (or, with same_episode, by a task that was already
+    short of memory before the earlier victim's memory came back)."""
     out = []
     for j, later in enumerate(run.kills):
         for earlier in run.kills[:j]:
-            if run.in_flight(earlier, later) and predicate(earlier, later):
+            overlap = run.in_flight(earlier, later) or (same_episode and run.began_before_free(later, earlier))
+            if overlap and predicate(earlier, later):
                 out.append(f"{run.name(later['victim'])} killed by {run.name(later['killer'])} at "
                            f"{later['ts'] / 1e9:.3f}s while {run.name(earlier['victim'])}'s kill was still in flight")
                 break
@@ -115,7 +129,8 @@ def _concurrent(run, predicate):
 
 def detect_allocating_task_storm(run, ended_by):
     """R9: with oom_kill_allocating_task, several allocators killed themselves in one OOM episode."""
-    return _concurrent(run, lambda a, b: a["kind"] == KIND_ALLOCATING and b["kind"] == KIND_ALLOCATING)
+    return _concurrent(run, lambda a, b: a["kind"] == KIND_ALLOCATING and b["kind"] == KIND_ALLOCATING,
+                       same_episode=True)
 
 
 def detect_parallel_kills(run, ended_by):
@@ -125,15 +140,10 @@ def detect_parallel_kills(run, ended_by):
 
 def detect_extra_kill(run, ended_by):
     """R3: a CPU that entered the slowpath before a victim's memory came back killed another task after it had."""
-    enters = run.trace.of("slowpath_enter")
     out = []
     for j, later in enumerate(run.kills):
-        mine = enters[(enters["pid"] == later["killer"]) & (enters["ts"] <= later["ts"])]
-        if not len(mine):
-            continue
-        began = int(mine["ts"][-1])
         for earlier in run.kills[:j]:
-            if earlier["freed"] is not None and began < earlier["freed"] < later["ts"]:
+            if run.began_before_free(later, earlier):
                 out.append(f"{run.name(later['victim'])} killed by {run.name(later['killer'])} although "
                            f"{run.name(earlier['victim'])}'s memory was freed {(later['ts'] - earlier['freed']) / 1e6:.1f}"
                            f" ms earlier, during the killer's allocation attempt")
