@@ -147,3 +147,59 @@ def summary_lines(report):
     for e in report["expect"]:
         lines.append(f"  expect {e['what']}: {'ok' if e['ok'] else 'NOT MET (saw ' + json.dumps(e['seen']) + ')'}")
     return lines
+
+
+def wilson_interval(k, n, z=1.959964):
+    """The 95% Wilson score interval for k successes in n trials."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def build_batch_report(scenario, reports, batch_dir, repeat):
+    """How often each verdict occurred over the runs, and whether the batch met [expect]."""
+    n = len(reports)
+    counts = {}
+    for r in reports:
+        counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
+    verdicts = {v: {"count": c, "rate": round(c / n, 4), "ci95": [round(x, 4) for x in wilson_interval(c, n)]}
+                for v, c in sorted(counts.items(), key=lambda kv: -kv[1])}
+    codes = [r["exit_code"] for r in reports]
+    expect = []
+    want = scenario.expect
+    if want.verdict is not None:
+        k = counts.get(want.verdict, 0)
+        minimum = want.min_rate if want.min_rate is not None else 1.0
+        expect.append({"what": f"rate of {want.verdict} >= {minimum}", "ok": n > 0 and k / n >= minimum,
+                       "seen": round(k / n, 4) if n else None})
+    if 130 in codes or n < repeat:
+        code = EXIT_INTERRUPTED
+    elif EXIT_EMULATOR in codes:
+        code = EXIT_EMULATOR
+    elif EXIT_FAILED in codes or not all(e["ok"] for e in expect):
+        code = EXIT_FAILED
+    else:
+        code = EXIT_OK
+    return {"scenario": scenario.name, "batch_dir": str(batch_dir), "runs": n, "requested": repeat,
+            "verdicts": verdicts, "expect": expect, "exit_code": code, "exit_codes": codes,
+            "errors": [r["error"] for r in reports if r["error"]],
+            "run_dirs": [r["run_dir"] for r in reports]}
+
+
+def batch_lines(batch):
+    """The batch summary: one line per verdict with its rate and 95% interval."""
+    lines = [f"oomemu: {batch['scenario']}: {batch['runs']} runs; batch directory {batch['batch_dir']}",
+             f"  {'verdict':24s} {'runs':>5s} {'rate':>7s}   95% CI"]
+    for v, d in batch["verdicts"].items():
+        lo, hi = d["ci95"]
+        lines.append(f"  {v:24s} {d['count']:5d} {d['rate']:7.1%}   [{lo:.1%}, {hi:.1%}]")
+    for e in batch["expect"]:
+        lines.append(f"  expect {e['what']}: {'ok' if e['ok'] else 'NOT MET (saw ' + str(e['seen']) + ')'}")
+    bad = sum(1 for c in batch["exit_codes"] if c)
+    if bad:
+        lines.append(f"  {bad} run(s) did not pass on their own (see their report.json)")
+    return lines

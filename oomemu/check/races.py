@@ -138,15 +138,39 @@ def detect_parallel_kills(run, ended_by):
     return _concurrent(run, lambda a, b: KIND_SYSRQ in (a["kind"], b["kind"]))
 
 
+def _sections(run):
+    """OOM critical sections (pid, acquired ts, released ts) and busy trylocks (pid, ts), from the trace."""
+    tries, rels = run.trace.of("oom_lock_try"), run.trace.of("oom_lock_release")
+    sections = []
+    for t in tries[tries["a"][:, 0] == 1]:
+        pid, ts = int(t["pid"]), int(t["ts"])
+        later = rels[(rels["pid"] == pid) & (rels["ts"] >= ts)]
+        sections.append((pid, ts, int(later["ts"][0]) if len(later) else None))
+    busy = [(int(t["pid"]), int(t["ts"])) for t in tries[tries["a"][:, 0] == 0]]
+    return sections, busy
+
+
 def detect_extra_kill(run, ended_by):
-    """R3: a CPU that entered the slowpath before a victim's memory came back killed another task after it had."""
+    """R3: a CPU that waited on the OOM lock while one kill was under way, and was still in that same
+    allocation attempt, killed a second task after that victim's memory had already been freed."""
+    sections, busy = _sections(run)
     out = []
     for j, later in enumerate(run.kills):
         for earlier in run.kills[:j]:
-            if run.began_before_free(later, earlier):
-                out.append(f"{run.name(later['victim'])} killed by {run.name(later['killer'])} although "
-                           f"{run.name(earlier['victim'])}'s memory was freed {(later['ts'] - earlier['freed']) / 1e6:.1f}"
-                           f" ms earlier, during the killer's allocation attempt")
+            if earlier["freed"] is None or not earlier["freed"] < later["ts"] or later["killer"] == earlier["killer"]:
+                continue
+            held = [s for s in sections if s[0] == earlier["killer"] and s[1] <= earlier["ts"]
+                    and (s[2] is None or s[2] >= earlier["ts"])]
+            if not held:
+                continue
+            start, end = held[-1][1], held[-1][2] or earlier["ts"]
+            waited = any(pid == later["killer"] and start <= ts <= end for pid, ts in busy)
+            own_kill_between = any(k["killer"] == later["killer"] and earlier["ts"] < k["ts"] < later["ts"]
+                                   for k in run.kills)
+            if waited and not own_kill_between and run.began_before_free(later, earlier):
+                out.append(f"{run.name(later['victim'])} killed by {run.name(later['killer'])}, which had waited "
+                           f"on the OOM lock during {run.name(earlier['victim'])}'s kill, in the same allocation, "
+                           f"{(later['ts'] - earlier['freed']) / 1e6:.1f} ms after that victim's memory was freed")
                 break
     return out
 

@@ -1,4 +1,4 @@
-"""`oomemu run [SCENARIO]`: run one scenario and report."""
+"""`oomemu run [SCENARIO] [--repeat N]`: run a scenario (N times, on a fresh machine each) and report."""
 import sys
 
 
@@ -6,24 +6,36 @@ def add_arguments(p):
     p.add_argument("scenario", nargs="?", help="scenario TOML file (default: the built-in default scenario)")
     p.add_argument("--out", metavar="DIR", help="run directory (default: runs/<time>-<scenario>)")
     p.add_argument("--seconds", type=float, metavar="S", help="override run.seconds")
+    p.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="run N times and report how often each verdict occurred (95%% confidence intervals)")
     p.add_argument("--quiet", "-q", action="store_true", help="no live progress and no summary")
     p.add_argument("--json", action="store_true", help="print report.json instead of the summary")
 
 
+def _load(args):
+    from oomemu.config import load_scenario
+    from oomemu.errors import ScenarioError
+    if not 1 <= args.repeat <= 10000:
+        raise ScenarioError(f"--repeat = {args.repeat}: must be an integer from 1 to 10000")
+    scenario = load_scenario(args.scenario)
+    if args.seconds is not None:
+        if not 0 < args.seconds <= 3600:
+            raise ScenarioError(f"--seconds = {args.seconds}: must be a number greater than 0 and at most 3600")
+        import dataclasses
+        scenario = dataclasses.replace(scenario, run=dataclasses.replace(scenario.run, seconds=args.seconds))
+    return scenario
+
+
 def execute(args):
     from oomemu.errors import ScenarioError
-    from oomemu.config import load_scenario
     try:
-        scenario = load_scenario(args.scenario)
-        if args.seconds is not None:
-            if not 0 < args.seconds <= 3600:
-                raise ScenarioError(f"--seconds = {args.seconds}: must be a number greater than 0 and at most 3600")
-            import dataclasses
-            scenario = dataclasses.replace(scenario, run=dataclasses.replace(scenario.run, seconds=args.seconds))
+        scenario = _load(args)
     except ScenarioError as exc:
         where = f"{args.scenario}: " if args.scenario else ""
         print(f"oomemu: error: {where}{exc}", file=sys.stderr)
         return 2
+    if args.repeat > 1:
+        return _execute_batch(args, scenario)
     from oomemu.api import run
     from oomemu.cli.progress import Progress
     from oomemu.report import summary_lines
@@ -41,3 +53,24 @@ def execute(args):
     if report["error"]:
         print(f"oomemu: error: {report['error']}", file=sys.stderr)
     return report["exit_code"]
+
+
+def _execute_batch(args, scenario):
+    import json
+
+    from oomemu.api import run_batch
+    from oomemu.report import batch_lines
+
+    def progress(i, report):
+        if not args.quiet and not args.json:
+            print(f"oomemu: run {i + 1}/{args.repeat}: {report['verdict']} ({report['elapsed_s']:.2f}s)",
+                  file=sys.stderr, flush=True)
+
+    batch = run_batch(scenario, args.repeat, out=args.out, on_run=progress)
+    if args.json:
+        print(json.dumps(batch, indent=2))
+    elif not args.quiet:
+        print("\n".join(batch_lines(batch)))
+    for err in batch["errors"][:3]:
+        print(f"oomemu: error: {err}", file=sys.stderr)
+    return batch["exit_code"]
