@@ -222,10 +222,8 @@ async def op_sleep(cpu, op, state):
     task_state = _SLEEP_STATES[op.get("state", "interruptible")]
     left = ktime.msecs_to_jiffies(m, op["ms"])
     while left > 0 and not ksched.signal_pending_state(m, task_state, cpu.current):
-        tp.trace_sleep(cpu, task_state, tp.WAIT_TIMER, left)
         ksched.set_current_state(cpu, task_state)
         left = await ksched.schedule_timeout(cpu, left)
-        tp.trace_wakeup(cpu, m.v_task_pid[cpu.current], task_state, tp.WAKE_TIMER if left == 0 else tp.WAKE_EARLY)
     await ret_to_user(cpu, state)
 
 

@@ -111,7 +111,9 @@ def __wake_up_parent(cpu, parent):
             t = sync.wq_pop_head(m, wq)
             if t == -1:
                 break
-            sync.try_to_wake_up(cpu, t, TASK_NORMAL)
+            old_state = sync.try_to_wake_up(cpu, t, TASK_NORMAL)
+            if old_state:
+                tp.trace_wakeup(cpu, m.v_task_pid[t], old_state, tp.WAKE_LOCK)
 
 
 def release_task(cpu, p):

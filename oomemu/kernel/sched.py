@@ -19,6 +19,7 @@ from oomemu.kernel import printk
 from oomemu.kernel import time as ktime
 from oomemu.machine import C_CURRENT, C_DRAIN, C_EXIT, C_HEARTBEAT, C_PID, G_GO, G_NR_TASK_ROWS, G_STOP
 from oomemu import sync
+from oomemu.trace import events as tp
 
 _SLEEP = 1
 _PREEMPT = 2
@@ -66,10 +67,15 @@ async def schedule_timeout(cpu, timeout):
         await _SLEEP_TRAP
         return MAX_SCHEDULE_TIMEOUT
     m = cpu.m
+    cur = cpu.current
+    state = m.v_task_state[cur]
+    tp.trace_sleep(cpu, state, tp.WAIT_TIMER, timeout)
     start = ktime.jiffies(m)
     deadline = time.monotonic_ns() + ktime.jiffies_to_ns(m, timeout)
     await _Trap((_SLEEP, deadline))
-    return max(0, timeout - (ktime.jiffies(m) - start))
+    left = max(0, timeout - (ktime.jiffies(m) - start))
+    tp.trace_wakeup(cpu, m.v_task_pid[cur], state, tp.WAKE_EARLY if left else tp.WAKE_TIMER)
+    return left
 
 
 async def schedule_timeout_uninterruptible(cpu, timeout):
