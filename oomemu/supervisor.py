@@ -238,13 +238,14 @@ def _watch(m, scenario, procs, trace, outcome, errors, progress, t_boot):
 
 
 class _StallWatch:
-    """No page freed and no kill for `limit` jiffies while allocators keep looping (slowpath entries, direct
-    reclaims or OOM-lock back-offs still counting up)."""
+    """No page freed, no kill and no allocation for `limit` jiffies while allocators keep looping (slowpath
+    entries, direct reclaims or OOM-lock back-offs still counting up)."""
 
     def __init__(self, m, limit):
         self.m, self.limit = m, limit
         self.marker = None
-        self.slowpath_at_marker = 0
+        self.since = 0
+        self.looping_at_marker = 0
 
     def stalled(self):
         if not self.limit:
@@ -252,12 +253,13 @@ class _StallWatch:
         from oomemu.machine import G_LAST_FREE_JIFFY, G_LAST_KILL_JIFFY
         from oomemu.mm import vmstat
         m = self.m
-        marker = max(int(m.glob[G_LAST_FREE_JIFFY]), int(m.glob[G_LAST_KILL_JIFFY]))
-        slowpath = int(m.cpu[:, [vmstat.NR_SLOWPATH_ENTRIES, vmstat.NR_DIRECT_RECLAIMS, vmstat.NR_OOM_LOCK_BUSY]].sum())
+        marker = (int(m.glob[G_LAST_FREE_JIFFY]), int(m.glob[G_LAST_KILL_JIFFY]), int(m.cpu[:, vmstat.NR_ALLOCS].sum()))
+        looping = int(m.cpu[:, [vmstat.NR_SLOWPATH_ENTRIES, vmstat.NR_DIRECT_RECLAIMS, vmstat.NR_OOM_LOCK_BUSY]].sum())
+        now = ktime.jiffies(m)
         if marker != self.marker:
-            self.marker, self.slowpath_at_marker = marker, slowpath
+            self.marker, self.since, self.looping_at_marker = marker, now, looping
             return False
-        return ktime.jiffies(m) - marker >= self.limit and slowpath > self.slowpath_at_marker
+        return now - self.since >= self.limit and looping > self.looping_at_marker
 
 
 def take_snapshot(m, procs, outcome, timeout=1.0):
