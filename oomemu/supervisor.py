@@ -22,7 +22,7 @@ from oomemu.boot import create_machine
 from oomemu.config import scenario_to_dict
 from oomemu.errors import WorkerDied
 from oomemu.kernel import time as ktime
-from oomemu.machine import C_PAUSED, C_PID, G_GO, G_NR_KILLS, G_NR_USER_LIVE, G_PANIC, G_PANIC_CPU, G_PAUSE, G_STOP
+from oomemu.machine import C_PAUSED, G_GO, G_NR_USER_LIVE, G_PANIC, G_PAUSE, G_STOP
 from oomemu.trace import ring
 from oomemu.trace.events import CATALOGUE
 
@@ -323,19 +323,3 @@ def _stop_workers(m, procs):
             p.kill()
             p.join(1.0)
 
-
-def worker_rows_alive(m):
-    """Worker pids recorded in the segment (for diagnostics)."""
-    return [int(pid) for pid in m.cpu[:, C_PID] if pid > 0]
-
-
-def panic_cpu(m):
-    return int(m.glob[G_PANIC_CPU])
-
-
-def nr_kills(m):
-    return int(m.glob[G_NR_KILLS])
-
-
-def jiffies_now(m):
-    return ktime.jiffies(m)

@@ -12,7 +12,7 @@ import os
 import time
 
 from oomemu.errors import EmulatorError, LockTimeout
-from oomemu.machine import C_CURRENT, C_PAUSED, G_PAUSE, G_STOP
+from oomemu.machine import C_PAUSED, G_PAUSE, G_STOP
 
 LOCK_TIMEOUT = 10.0
 _SPIN_SLICE = 0.05
@@ -163,11 +163,6 @@ def set_task_state(cpu, task, state):
     spin_lock(cpu, lk)
     m.v_task_state[task] = state
     spin_unlock(cpu, lk)
-
-
-def is_running_on_cpu(m, task):
-    """True if `task` is the one executing on its CPU right now (then a kick, not a wake, is needed)."""
-    return m.v_cpu[m.v_task_cpu[task] * m.cpu.shape[1] + C_CURRENT] == task
 
 
 # --- wait queues (FIFO of task rows; caller holds the queue's lock) ----------------------------------------

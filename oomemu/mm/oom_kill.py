@@ -491,7 +491,7 @@ def try_set_zonelist_oom(cpu, zonelist, gfp_mask):
                 break
         else:
             if not locked:
-                ksched_yield_window()
+                _widen_race_window()
             for z in zones:
                 vz[z * Z_NCOLS + Z_FLAGS] |= ZONE_OOM_LOCKED
         seq = m.v_glob[G_OOM_SEQ]
@@ -503,7 +503,7 @@ def try_set_zonelist_oom(cpu, zonelist, gfp_mask):
     return ret
 
 
-def ksched_yield_window():
+def _widen_race_window():
     """Debug break only: widen the check-then-set window the missing lock leaves open (2 ms)."""
     import time
     time.sleep(0.002)
