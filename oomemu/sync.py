@@ -9,6 +9,7 @@ eventfds made before fork: ringing one is the emulated IPI. Wait queues are FIFO
 These calls are the preemption points a later deterministic mode will gate.
 """
 import os
+import select
 import time
 
 from oomemu.errors import EmulatorError, LockTimeout
@@ -122,6 +123,18 @@ def ring_doorbell(m, row):
         os.eventfd_write(m.doorbells[row], 1)
     except BlockingIOError:
         pass  # the counter is saturated: the target is certainly going to look
+
+
+class DoorbellWaiter:
+    """Blocks the calling process on its own doorbell (an idle CPU, a sleeping kswapd)."""
+
+    def __init__(self, m, row):
+        self._poll = select.poll()
+        self._poll.register(m.doorbells[row], select.POLLIN)
+
+    def wait(self, timeout_ms):
+        """Return True if the doorbell rang within timeout_ms (it is not consumed: see drain_doorbell)."""
+        return bool(self._poll.poll(timeout_ms))
 
 
 def drain_doorbell(m, row):

@@ -9,7 +9,6 @@ Differs: no preemption inside kernel code and no load balancing; tasks stay on t
 and a task gives up the CPU at the end of every user step (a timer tick) or when it sleeps.
 """
 import heapq
-import select
 import time
 from collections import deque
 
@@ -122,8 +121,7 @@ class Scheduler:
         self.sleeping = {}        # row -> deadline ns (0: no timer)
         self.timers = []          # heap of (deadline ns, seq, row); seq breaks ties deterministically
         self._timer_seq = 0
-        self._poll = select.poll()
-        self._poll.register(self.m.doorbells[cpu.id], select.POLLIN)
+        self._doorbell = sync.DoorbellWaiter(self.m, cpu.id)
         self._ncols = self.m.cpu.shape[1]
 
     # -- the loop ---------------------------------------------------------------------------------------------
@@ -135,7 +133,7 @@ class Scheduler:
         base = cpu.id * self._ncols
         vcpu[base + C_PID] = cpu.os_pid
         while not g[G_GO] and not g[G_STOP]:
-            self._poll.poll(5)
+            self._doorbell.wait(5)
         self.adopt_new_tasks()
         while not g[G_STOP]:
             vcpu[base + C_HEARTBEAT] = time.monotonic_ns()
@@ -224,4 +222,4 @@ class Scheduler:
         timeout = _IDLE_POLL_MS
         if self.timers:
             timeout = min(timeout, max(0, (self.timers[0][0] - time.monotonic_ns()) // 1_000_000 + 1))
-        self._poll.poll(timeout)
+        self._doorbell.wait(timeout)

@@ -6,7 +6,6 @@ anonymous pages (only when swap has free slots), each zone keeping one LRU list 
 Differs: one list per kind (no active/inactive split), lru_lock folded into zone->lock, no dirty or writeback
 pages (every scanned page is reclaimed), no slab shrinkers, no direct-reclaim throttling.
 """
-import select
 import time
 
 from oomemu import sync
@@ -292,13 +291,12 @@ def balance_pgdat(cpu, nid, order, classzone_idx):
 def _kswapd_wait(cpu, timeout_ms):
     """Sleep on kswapd_wait (the doorbell) for up to timeout_ms (None: until woken); True if woken."""
     m = cpu.m
-    poller = select.poll()
-    poller.register(m.doorbells[cpu.id], select.POLLIN)
+    doorbell = sync.DoorbellWaiter(m, cpu.id)
     deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000
     while not m.v_glob[G_STOP]:
         sync.pause_point(m, cpu.id)
         left = 50 if deadline is None else min(50, max(0, int((deadline - time.monotonic()) * 1000)))
-        if poller.poll(left) and sync.drain_doorbell(m, cpu.id):
+        if doorbell.wait(left) and sync.drain_doorbell(m, cpu.id):
             return True
         if deadline is not None and time.monotonic() >= deadline:
             return False
