@@ -510,6 +510,8 @@ def _run_scenario_sampled(text, name, out_dir, warmup):
         rate = (a1 - a0) / (t1 - t0) if t1 > t0 else None
     allocs = sum(v["allocs"] for k, v in report["per_cpu"].items() if k.startswith("cpu"))
     cpu_s = sum(v for k, v in report["workers"]["cpu_seconds"].items() if k.startswith("cpu"))
+    if rate is None and report["elapsed_s"]:
+        rate = allocs / report["elapsed_s"]   # too few samples (a slow trace drain): the whole run's average
     return {"rate": rate, "allocs": allocs, "elapsed_s": report["elapsed_s"], "cpu_s": cpu_s,
             "trace": report["trace"], "ended_by": report["ended_by"], "error": report["error"],
             "window_s": (window[-1][0] - window[0][0]) if len(live) >= 2 else 0.0}
@@ -923,7 +925,7 @@ class Bench:
 
     # -- OOM kill latency ----------------------------------------------------------------------------------------
     def bench_oom(self):
-        rounds = 2 if self.quick else 3
+        rounds = min(self.repeats, 2 if self.quick else 3)
         seconds = 0.5 if self.quick else 1.0
         per_round = []
         total, delivery, teardown = [], [], []
@@ -968,7 +970,7 @@ class Bench:
 
     # -- boot and teardown -----------------------------------------------------------------------------------------
     def bench_boot(self):
-        rounds = 2 if self.quick else 3
+        rounds = min(self.repeats, 2 if self.quick else 3)
         seconds = 0.3 if self.quick else None
         runs = []
         for r in range(rounds):
@@ -987,7 +989,7 @@ class Bench:
 
     # -- shared memory -------------------------------------------------------------------------------------------
     def bench_shm(self):
-        rounds = 2 if self.quick else 3
+        rounds = min(self.repeats, 2 if self.quick else 3)
         sizes = {}
         for _ in range(rounds):
             for gib in (1, 16, 64):
@@ -1018,6 +1020,8 @@ def _fmt(v, unit):
         return f"{v:,.0f}/s"
     if unit == "x":
         return f"{v:.2f}x"
+    if not unit and float(v).is_integer():
+        return f"{v:.0f}"
     a = abs(v)
     s = f"{v:.0f}" if a >= 1000 else f"{v:.1f}" if a >= 100 else f"{v:.2f}" if a >= 1 else f"{v:.3f}"
     return f"{s} {unit}".strip()
