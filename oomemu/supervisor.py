@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgpack
+import numpy as np
 import psutil
 
 from oomemu import sync
@@ -101,8 +102,7 @@ class TraceFile:
         for row in range(m.nr_rows_cpu):
             recs = ring.drain_ring(m, row)
             if len(recs):
-                flat = [[int(r["ts"]), int(r["seq"]), int(r["event"]), int(r["pid"]), *map(int, r["a"])]
-                        for r in recs]
+                flat = np.column_stack((recs["ts"], recs["seq"], recs["event"], recs["pid"], recs["a"])).tolist()
                 self.f.write(self.packer.pack({"cpu": row, "records": flat}))
                 self.records += len(flat)
 

@@ -220,8 +220,7 @@ def select_bad_process(cpu, totalpages, nodemask, force_kill):
     else:
         ok = order[verdict == OOM_SCAN_OK]
         points = badness_vector(m, ok, totalpages, _oom_score_adj_min_honoured(cpu))
-        for row, pts in zip(ok.tolist(), points.tolist()):
-            tp.trace_oom_scan_candidate(cpu, m.v_task_pid[row], pts, tp.CAND_SCAN, 0)
+        tp.trace_many(cpu, "oom_scan_candidate", m.task_pid[ok], points, tp.CAND_SCAN, 0)
         chosen, chosen_points = _pick(m, ok, points, "pick_lowest_badness" in cpu.debug_break)
     if chosen == -1:
         tp.trace_oom_scan_result(cpu, 0, 0, 0, len(order))

@@ -199,8 +199,7 @@ def free_hot_cold_page_list(cpu, z, pfns):
     m = cpu.m
     start = m.v_zone[z * Z_NCOLS + Z_START_PFN]
     end = start + m.v_zone[z * Z_NCOLS + Z_MANAGED]
-    for pfn in pfns.tolist():
-        tp.trace_mm_page_free(cpu, pfn, 0)
+    tp.trace_many(cpu, "mm_page_free", pfns)
     m.page_kind[pfns] = PAGE_BUDDY
     m.page_owner[pfns] = -1
     free = m.page_kind[start:end] == PAGE_BUDDY

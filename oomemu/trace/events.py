@@ -83,3 +83,13 @@ for _name, _id in EVENT_ID.items():
     globals()["trace_" + _name] = _make_emitter(_id)
 del _name, _id
 
+
+def trace_many(cpu, name, a0, a1=0, a2=0, a3=0, a4=0):
+    """Emit event `name` once per element of array `a0` (other arguments broadcast) in one vectorised write:
+    for bulk work such as freeing an exiting mm's pages or scoring every scan candidate."""
+    t = cpu.trace
+    if t is None or not len(a0):
+        return
+    task = cpu.current
+    t.emit_many(EVENT_ID[name], t.pid_of[task] if task >= 0 else 0, a0, a1, a2, a3, a4)
+
