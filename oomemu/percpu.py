@@ -26,6 +26,9 @@ class CpuContext:
         self.nid = row - machine.nr_cpus if self.is_kswapd else 0
         self.sched = None          # the CPU's scheduler (kernel/sched.py), None in kswapd and unit tests
         self.debug_break = frozenset(scenario.debug_break) if scenario is not None else frozenset()
+        ncols = machine.cpu.shape[1]
+        self.vm_events = machine.v_cpu[row * ncols:(row + 1) * ncols]  # this CPU's row: counters it alone writes
+        self.alloc_cache = {}      # (gfp_mask, zonelist id) -> (high_zoneidx, migratetype, preferred_zone)
 
     def smp_processor_id(self):
         """This CPU's number. Follows: smp_processor_id()."""

@@ -641,9 +641,16 @@ async def __alloc_pages_nodemask(cpu, gfp_mask, order, zonelist, nodemask=None):
     """
     m = cpu.m
     gfp_mask &= gfp_allowed_mask
-    high_zoneidx = gfp_zone(gfp_mask)
-    migratetype = 1 if gfp_mask & __GFP_MOVABLE else 0
-    preferred_zone = first_zones_zonelist(m, zonelist, high_zoneidx, nodemask)
+    key = (gfp_mask, id(zonelist))
+    cached = cpu.alloc_cache.get(key) if nodemask is None else None
+    if cached is None:
+        # Zones never change after boot, so this per-CPU cache only skips recomputing the same answer.
+        high_zoneidx = gfp_zone(gfp_mask)
+        cached = (high_zoneidx, 1 if gfp_mask & __GFP_MOVABLE else 0,
+                  first_zones_zonelist(m, zonelist, high_zoneidx, nodemask))
+        if nodemask is None:
+            cpu.alloc_cache[key] = cached
+    high_zoneidx, migratetype, preferred_zone = cached
     if preferred_zone is None:
         return None
     page = get_page_from_freelist(cpu, gfp_mask | __GFP_HARDWALL, nodemask, order, zonelist, high_zoneidx,

@@ -58,9 +58,7 @@ NR_NO_WATERMARK_ALLOCS = C_COUNTERS + 21
 
 def count_vm_event(cpu, item, delta=1):
     """Add `delta` to counter column `item` of this CPU's row. Follows: count_vm_events()."""
-    v = cpu.m.v_cpu
-    i = cpu.id * cpu.m.cpu.shape[1] + item
-    v[i] += delta
+    cpu.vm_events[item] += delta
 
 
 def counters_of(m, row):

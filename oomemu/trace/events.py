@@ -66,6 +66,7 @@ CAND_CHILD = 1     # a child oom_kill_process scored for sacrifice
 
 
 def _make_emitter(event):
+    # RingWriter.emit inlined: an event costs one Python call (measured in `oomemu bench`).
     def emit(cpu, a0=0, a1=0, a2=0, a3=0, a4=0, *, pid=None, seq=0):
         t = cpu.trace
         if t is None:
@@ -73,7 +74,13 @@ def _make_emitter(event):
         if pid is None:
             task = cpu.current
             pid = t.pid_of[task] if task >= 0 else 0
-        t.emit(event, pid, a0, a1, a2, a3, a4, seq)
+        w = t.written
+        if w >= t.limit and not t.room():
+            t.lose(1)
+            return
+        t.pack(t.buf, t.base + ((w & t.mask) << 6), t.clock() - t.boot, seq, event, pid, a0, a1, a2, a3, a4)
+        t.written = w + 1
+        t.head[t.hw] = w + 1
     emit.__name__ = "trace_" + EVENT_NAME[event]
     emit.__doc__ = f"Emit `{EVENT_NAME[event]}` ({EVENT_SYSTEM[event]}): {', '.join(EVENT_ARGS[event])}."
     return emit

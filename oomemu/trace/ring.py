@@ -33,7 +33,8 @@ H_LOST = 2
 class RingWriter:
     """The single writer of one CPU's (or kswapd's) ring."""
 
-    __slots__ = ("buf", "base", "n", "head", "hw", "boot", "pack", "clock", "pid_of", "row", "records")
+    __slots__ = ("buf", "base", "n", "mask", "head", "hw", "boot", "pack", "clock", "pid_of", "row", "records",
+                 "written", "limit")
 
     def __init__(self, m, row):
         self.row = row
@@ -47,30 +48,43 @@ class RingWriter:
         self.clock = time.monotonic_ns
         self.pid_of = m.v_task_pid
         self.records = np.frombuffer(m.buf, dtype=RECORD_DTYPE, count=self.n, offset=self.base)
+        assert self.n & (self.n - 1) == 0, "ring sizes are powers of two"
+        self.mask = self.n - 1
+        # The writer keeps its own copy of `written` (it is the only writer) and re-reads the consumer's
+        # position only when it has used up the room it last saw: one shared read per ring's worth of records.
+        self.written = int(self.head[self.hw + H_WRITTEN])
+        self.limit = 0
+
+    def room(self):
+        """Refresh the room left from the consumer's position; True if a record fits."""
+        self.limit = self.head[self.hw + H_DRAINED] + self.n
+        return self.written < self.limit
+
+    def lose(self, count):
+        self.head[self.hw + H_LOST] += count
 
     def emit(self, event, pid, a0=0, a1=0, a2=0, a3=0, a4=0, seq=0):
-        """Append one record; counts it lost instead if the ring is full."""
-        head, hw = self.head, self.hw
-        written = head[hw]
-        if written - head[hw + H_DRAINED] >= self.n:
-            head[hw + H_LOST] += 1
+        """Append one record; counts it lost instead if the ring is full. (The trace_* emitters inline this.)"""
+        w = self.written
+        if w >= self.limit and not self.room():
+            self.lose(1)
             return
-        self.pack(self.buf, self.base + (written % self.n) * RECORD_SIZE,
-                  self.clock() - self.boot, seq, event, pid, a0, a1, a2, a3, a4)
-        head[hw] = written + 1
-
+        self.pack(self.buf, self.base + ((w & self.mask) << 6), self.clock() - self.boot, seq, event, pid,
+                  a0, a1, a2, a3, a4)
+        self.written = w + 1
+        self.head[self.hw] = w + 1
 
     def emit_many(self, event, pid, a0, a1=0, a2=0, a3=0, a4=0, seq=0):
         """Append one record per element of the array `a0` (other fields broadcast), in one vectorised copy;
         what does not fit is counted lost."""
-        head, hw = self.head, self.hw
-        written = head[hw]
-        count = min(len(a0), self.n - (written - head[hw + H_DRAINED]))
+        self.room()
+        written = self.written
+        count = min(len(a0), self.limit - written)
         if count < len(a0):
-            head[hw + H_LOST] += len(a0) - count
+            self.lose(len(a0) - count)
         if count <= 0:
             return
-        slots = (written + np.arange(count)) % self.n
+        slots = (written + np.arange(count)) & self.mask
         recs = np.zeros(count, dtype=RECORD_DTYPE)
         recs["ts"] = self.clock() - self.boot
         recs["seq"] = seq
@@ -79,7 +93,8 @@ class RingWriter:
         for i, value in enumerate((a0, a1, a2, a3, a4)):
             recs["a"][:, i] = value[:count] if isinstance(value, np.ndarray) else value
         self.records[slots] = recs
-        head[hw] = written + count
+        self.written = written + count
+        self.head[self.hw] = written + count
 
 
 def drain_ring(m, row):
