@@ -21,7 +21,6 @@ import psutil
 from oomemu import sync
 from oomemu.boot import create_machine
 from oomemu.config import scenario_to_dict
-from oomemu.errors import WorkerDied
 from oomemu.kernel import time as ktime
 from oomemu.machine import C_PAUSED, G_GO, G_NR_USER_LIVE, G_PANIC, G_PAUSE, G_STOP
 from oomemu.trace import ring

@@ -1,7 +1,6 @@
 """Layering rules (STYLE §4, DESIGN §2): the emulated kernel touches other CPUs only through oomemu/sync.py,
 and only kernel/sched.py holds the yield that returns control to a CPU's loop."""
 import ast
-from pathlib import Path
 
 import pytest
 

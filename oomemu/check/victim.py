@@ -3,7 +3,7 @@ import numpy as np
 
 from oomemu.include.oom import OOM_SCORE_ADJ_MIN
 from oomemu.include.sched import PF_KTHREAD, SIGKILL
-from oomemu.trace.events import CAND_CHILD, CAND_SCAN
+from oomemu.trace.events import CAND_SCAN
 
 ULONG_MAX = (1 << 64) - 1
 

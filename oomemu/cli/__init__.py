@@ -14,12 +14,8 @@ def build_parser():
     parser = argparse.ArgumentParser(prog="oomemu", description="A multi-process emulator of the Linux 3.14 OOM path.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, summary) in COMMANDS.items():
-        try:
-            mod = __import__(module, fromlist=["add_arguments"])
-        except ModuleNotFoundError:
-            continue  # a subcommand still being written
         p = sub.add_parser(name, help=summary, description=summary)
-        mod.add_arguments(p)
+        __import__(module, fromlist=["add_arguments"]).add_arguments(p)
     return parser
 
 

@@ -11,7 +11,7 @@ from oomemu import sync
 from oomemu.include.sched import PF_FORKNOEXEC, PF_KTHREAD, TASK_NEW
 from oomemu.errors import KernelBug
 from oomemu.machine import (G_NEXT_CPU, G_NEXT_PID, G_NR_MM_ROWS, G_NR_TASK_ROWS, G_NR_USER_LIVE, L_TASKLIST,
-                            MM_COUNT, MM_NCOLS, MM_OWNER, MM_SEM_WRITER, MM_USED, MM_USERS)
+                            MM_COUNT, MM_OWNER, MM_SEM_WRITER, MM_USED, MM_USERS)
 from oomemu.trace import events as tp
 
 CLONE_VM = 0x00000100

@@ -4,7 +4,6 @@ Follows mm/mmap.c of Linux 3.14: exit_mmap() (every page of the last user's mm g
 page-cache pages are only unmapped) and the page-freeing half of do_munmap(). The page frame table is
 searched with numpy; each zone's pages are freed under one hold of its zone->lock.
 """
-import numpy as np
 
 from oomemu import sync
 from oomemu.machine import (G_NR_SWAP_FREE, L_SWAP, LRU_ANON, MM_ANONPAGES, MM_FILEPAGES, MM_NCOLS,

@@ -19,7 +19,7 @@ from oomemu.kernel import signal as ksignal
 from oomemu.kernel import time as ktime
 from oomemu.lib import ratelimit
 from oomemu.machine import (G_LAST_KILL_JIFFY, G_NR_KILLS, G_NR_TASK_ROWS, G_OOM_RS, G_OOM_SEQ, G_TOTAL_SWAP,
-                            G_TOTALRAM, K_CPU, K_KILLER_PID, K_KIND, K_NCOLS, K_NS, K_PID, K_POINTS, K_ROW,
+                            G_TOTALRAM, K_CPU, K_KILLER_PID, K_KIND, K_NS, K_PID, K_POINTS, K_ROW,
                             K_SEQ, L_KILL_LOG, L_TASKLIST, L_ZONE_SCAN, MAX_KILLS, MM_ANONPAGES,
                             MM_FILEPAGES, MM_NCOLS, MM_NR_PTES, MM_SWAPENTS, MM_TOTAL_VM, Z_FLAGS, Z_IDX,
                             Z_LOWMEM_RESERVE, Z_MANAGED, Z_NCOLS, Z_NODE, Z_NR_FREE, Z_STAT, Z_WMARK)

@@ -4,7 +4,6 @@ Events carry the kernel tracepoint name where one exists (systems kmem, vmscan, 
 live in the emulator's own system "oomemu" otherwise. Each event gets an emitter `trace_<name>(cpu, ...)`
 that costs one attribute test when tracing is off.
 """
-from oomemu.machine import C_CURRENT
 
 # (name, system, argument names) — the order fixes the event ids; append only.
 CATALOGUE = (
