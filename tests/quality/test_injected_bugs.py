@@ -1,8 +1,8 @@
 """Each injected bug ([debug] break) is caught by its named invariant, and the same scenario without the
 break passes every invariant (the checker is not always firing).
 
-Rates: each break must be caught in at least 19 of OOMEMU_TRIALS runs (default 20), split over items so
-xdist can spread them; `OOMEMU_TRIALS=5 pytest tests/quality` is a quicker local run.
+Rates: each break must be caught in all but one in twenty of OOMEMU_TRIALS runs. The suite runs 8 of each to
+stay within CI's time; `OOMEMU_TRIALS=20 pytest -n auto tests/quality` is the full acceptance run (README).
 """
 import dataclasses
 import os
@@ -14,7 +14,7 @@ from oomemu.config import load_scenario
 
 from conftest import ROOT
 
-TRIALS = int(os.environ.get("OOMEMU_TRIALS", "20"))
+TRIALS = int(os.environ.get("OOMEMU_TRIALS", "8"))
 HERE = ROOT / "tests" / "quality" / "scenarios"
 PARALLEL = ROOT / "configs" / "parallel-oom.toml"
 
