@@ -18,7 +18,7 @@ from oomemu.kernel import sched as ksched
 from oomemu.kernel import signal as ksignal
 from oomemu.kernel import time as ktime
 from oomemu.lib import ratelimit
-from oomemu.machine import (G_LAST_KILL_JIFFY, G_NR_KILLS, G_NR_TASK_ROWS, G_OOM_RS, G_OOM_SEQ, G_TOTAL_SWAP,
+from oomemu.machine import (G_LAST_KILL_JIFFY, G_NR_KILLS, G_NR_MM_ROWS, G_NR_TASK_ROWS, G_OOM_RS, G_OOM_SEQ, G_TOTAL_SWAP,
                             G_TOTALRAM, K_CPU, K_KILLER_PID, K_KIND, K_NS, K_PID, K_POINTS, K_ROW,
                             K_SEQ, L_KILL_LOG, L_TASKLIST, L_ZONE_SCAN, MAX_KILLS, MM_ANONPAGES,
                             MM_FILEPAGES, MM_NCOLS, MM_NR_PTES, MM_SWAPENTS, MM_TOTAL_VM, Z_FLAGS, Z_IDX,
@@ -129,24 +129,29 @@ def oom_badness(cpu, p, memcg, nodemask, totalpages):
     return points if points > 0 else 1
 
 
-def badness_vector(m, rows, totalpages, honour_adj_min=True):
-    """oom_badness() for many OK-classified rows at once (each has an mm); 0 where not eligible.
+def badness_vector(m, rows, totalpages, honour_adj_min=True, killable=False):
+    """oom_badness() for many rows at once (each with an mm); 0 where not eligible. `killable` says the
+    caller already excluded init and kernel threads (the scan's OK rows).
 
     Emulator-only: the vectorised twin of oom_badness(), tested against it.
     """
-    mm = m.task_mm[rows]
-    counters = m.mm[mm]
-    points = (counters[:, MM_FILEPAGES] + counters[:, MM_ANONPAGES] + counters[:, MM_NR_PTES]
-              + counters[:, MM_SWAPENTS])
+    mmc = m.mm[:int(m.glob[G_NR_MM_ROWS])]
+    # Sum the four columns over the mm rows in use first, then gather once per candidate.
+    per_mm = mmc[:, MM_FILEPAGES] + mmc[:, MM_ANONPAGES] + mmc[:, MM_NR_PTES] + mmc[:, MM_SWAPENTS]
+    points = per_mm[m.task_mm[rows]]
     root = (m.task_uid[rows] == 0) | ((m.task_caps[rows] & CAP_SYS_ADMIN) != 0)
-    points = points - np.where(root, points * 3 // 100, 0)
-    adj = m.sig_oom_score_adj[m.task_leader[rows]].astype(np.int64)
-    points = points + adj * (totalpages // 1000)
-    points = np.where(points > 0, points, 1)
+    if root.any():
+        points[root] -= points[root] * 3 // 100
+    adj = m.sig_oom_score_adj[m.task_leader[rows]]
+    unit = totalpages // 1000
+    if unit:
+        points += adj.astype(np.int64) * unit
+    np.maximum(points, 1, out=points)
     if honour_adj_min:
-        points = np.where(adj == OOM_SCORE_ADJ_MIN, 0, points)
-    unkillable = (m.task_pid[rows] == 1) | ((m.task_flags[rows] & PF_KTHREAD) != 0)
-    return np.where(unkillable, 0, points)
+        points[adj == OOM_SCORE_ADJ_MIN] = 0
+    if not killable:
+        points[(m.task_pid[rows] == 1) | ((m.task_flags[rows] & PF_KTHREAD) != 0)] = 0
+    return points
 
 
 # --- the scan ------------------------------------------------------------------------------------------------
@@ -177,7 +182,10 @@ def scan_order(m):
     """Task rows in for_each_process_thread() order: processes by creation, each followed by its threads."""
     n = int(m.glob[G_NR_TASK_ROWS])
     rows = np.arange(n)
-    return rows[np.lexsort((rows, m.task_seq[m.task_leader[:n]]))]
+    leaders = m.task_leader[:n]
+    if (leaders == rows).all():
+        return rows  # no threads: creation order is row order
+    return rows[np.lexsort((rows, m.task_seq[leaders]))]
 
 
 def classify_all(m, order, force_kill):
@@ -219,7 +227,7 @@ def select_bad_process(cpu, totalpages, nodemask, force_kill):
         chosen, chosen_points = int(selects[-1]), ULONG_MAX
     else:
         ok = order[verdict == OOM_SCAN_OK]
-        points = badness_vector(m, ok, totalpages, _oom_score_adj_min_honoured(cpu))
+        points = badness_vector(m, ok, totalpages, _oom_score_adj_min_honoured(cpu), killable=True)
         tp.trace_many(cpu, "oom_scan_candidate", m.task_pid[ok], points, tp.CAND_SCAN, 0)
         chosen, chosen_points = _pick(m, ok, points, "pick_lowest_badness" in cpu.debug_break)
     if chosen == -1:

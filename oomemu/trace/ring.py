@@ -84,15 +84,17 @@ class RingWriter:
             self.lose(len(a0) - count)
         if count <= 0:
             return
-        slots = (written + np.arange(count)) & self.mask
-        recs = np.zeros(count, dtype=RECORD_DTYPE)
+        recs = np.empty(count, dtype=RECORD_DTYPE)
         recs["ts"] = self.clock() - self.boot
         recs["seq"] = seq
         recs["event"] = event
         recs["pid"] = pid
         for i, value in enumerate((a0, a1, a2, a3, a4)):
             recs["a"][:, i] = value[:count] if isinstance(value, np.ndarray) else value
-        self.records[slots] = recs
+        first = written & self.mask
+        split = min(count, self.n - first)    # the ring wraps at most once
+        self.records[first:first + split] = recs[:split]
+        self.records[:count - split] = recs[split:]
         self.written = written + count
         self.head[self.hw] = written + count
 
