@@ -507,6 +507,8 @@ def try_set_zonelist_oom(cpu, zonelist, gfp_mask):
     finally:
         if locked:
             sync.spin_unlock(cpu, L_ZONE_SCAN)
+    if not ret:
+        vmstat.count_vm_event(cpu, vmstat.NR_OOM_LOCK_BUSY)  # from the allocator and the page-fault path alike
     return ret
 
 

@@ -430,7 +430,6 @@ async def __alloc_pages_may_oom(cpu, gfp_mask, order, zonelist, high_zoneidx, no
     Follows: mm/page_alloc.c __alloc_pages_may_oom(), 3.14 (KERNEL §1.4).
     """
     if not oom_kill.try_set_zonelist_oom(cpu, zonelist, gfp_mask):
-        vmstat.count_vm_event(cpu, vmstat.NR_OOM_LOCK_BUSY)
         await ksched.schedule_timeout_uninterruptible(cpu, 1)  # a parallel OOM kill is running: back off
         return None
     # The last chance: a parallel OOM kill may just have freed memory. The high watermark keeps this from
