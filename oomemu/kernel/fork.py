@@ -37,7 +37,10 @@ def mm_alloc(cpu, owner):
 
 
 def pick_cpu(m, parent, cpu_spec):
-    """The CPU a new task runs on: "same" (the parent's), "any" (round robin) or an index."""
+    """The CPU a new task runs on: "same" (the parent's), "any" (round robin) or an index.
+
+    Emulator-only: tasks do not migrate, so fork chooses once.
+    """
     if cpu_spec == "same" and parent >= 0:
         return int(m.task_cpu[parent])
     if cpu_spec in ("any", "same"):

@@ -19,7 +19,10 @@ KERN_DEBUG = 7
 
 
 def task_comm(m, task):
-    """The comm of task row `task` as text ("swapper" for no task)."""
+    """The comm of task row `task` as text ("swapper" for no task).
+
+    Emulator-only.
+    """
     if task < 0:
         return "swapper"
     return m.task_comm[task].decode("ascii", "replace")

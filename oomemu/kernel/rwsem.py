@@ -14,12 +14,18 @@ from oomemu.trace.events import WAIT_MMAP_SEM_READ, WAIT_MMAP_SEM_WRITE, WAIT_NO
 
 
 async def down_read(cpu, mm):
-    """Take mm's mmap_sem for read, sleeping uninterruptibly behind a writer or queued waiters."""
+    """Take mm's mmap_sem for read, sleeping uninterruptibly behind a writer or queued waiters.
+
+    Follows: kernel/locking/rwsem-spinlock.c __down_read(), 3.14.
+    """
     await _down(cpu, mm, WAIT_MMAP_SEM_READ)
 
 
 async def down_write(cpu, mm):
-    """Take mm's mmap_sem for write, sleeping uninterruptibly until every holder has left."""
+    """Take mm's mmap_sem for write, sleeping uninterruptibly until every holder has left.
+
+    Follows: kernel/locking/rwsem-spinlock.c __down_write(), 3.14.
+    """
     await _down(cpu, mm, WAIT_MMAP_SEM_WRITE)
 
 
@@ -53,7 +59,10 @@ async def _down(cpu, mm, kind):
 
 
 def up_read(cpu, mm):
-    """Release a read hold; the last reader wakes a queued writer."""
+    """Release a read hold; the last reader wakes a queued writer.
+
+    Follows: kernel/locking/rwsem-spinlock.c __up_read(), 3.14.
+    """
     m = cpu.m
     lk = m.mm_lock_index(mm)
     sync.spin_lock(cpu, lk)
@@ -64,7 +73,10 @@ def up_read(cpu, mm):
 
 
 def up_write(cpu, mm):
-    """Release the write hold and wake the head of the queue."""
+    """Release the write hold and wake the head of the queue.
+
+    Follows: kernel/locking/rwsem-spinlock.c __up_write(), 3.14.
+    """
     m = cpu.m
     lk = m.mm_lock_index(mm)
     sync.spin_lock(cpu, lk)
@@ -103,5 +115,8 @@ def _grant(cpu, t):
 
 
 def mmap_sem_holders(m, mm):
-    """(writer row or -1, number of readers): for wait-chain reports."""
+    """(writer row or -1, number of readers): for wait-chain reports.
+
+    Emulator-only.
+    """
     return int(m.mm[mm, MM_SEM_WRITER]), int(m.mm[mm, MM_SEM_READERS])

@@ -20,6 +20,7 @@ def fatal_signal_pending(m, t):
 
 
 def signal_pending(m, t):
+    """True while a signal is pending for t. Follows: signal_pending()."""
     return bool(m.v_task_tif[t] & TIF_SIGPENDING)
 
 

@@ -11,6 +11,7 @@ DEFAULT_RATELIMIT_BURST = 10
 
 
 def DEFAULT_RATELIMIT_INTERVAL(m):
+    """5 * HZ jiffies. Follows: include/linux/ratelimit.h."""
     return 5 * m.v_glob[G_HZ]
 
 

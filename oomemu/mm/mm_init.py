@@ -19,7 +19,10 @@ _ZONE_KEYS = ((ZONE_DMA, "DMA"), (ZONE_DMA32, "DMA32"), (ZONE_NORMAL, "Normal"))
 
 
 def nr_pages_of(scenario):
-    """Total page frames the scenario's nodes span."""
+    """Total page frames the scenario's nodes span.
+
+    Emulator-only.
+    """
     return sum(size // PAGE_SIZE for node in scenario.machine.nodes for size in node.zones.values())
 
 
@@ -83,6 +86,7 @@ def build_all_zonelists(m):
 
 
 def int_sqrt(x):
+    """Integer square root. Follows: lib/int_sqrt.c int_sqrt()."""
     return math.isqrt(int(x))
 
 
@@ -157,7 +161,10 @@ def setup_pageset(m):
 
 
 def boot_memory(m, scenario):
-    """Everything above, in boot order. Returns the zonelists and min_free_kbytes."""
+    """Everything above, in boot order. Returns the zonelists and min_free_kbytes.
+
+    Emulator-only: the order start_kernel() calls the functions above in.
+    """
     free_area_init_core(m, scenario)
     zonelists = build_all_zonelists(m)
     min_free_kbytes = init_per_zone_wmark_min(m, scenario.sysctl.min_free_kbytes)

@@ -91,6 +91,8 @@ def account_mapped(m, mm, kind_col):
     """One more page mapped into mm: count it, its virtual size and page-table growth (mm lock held).
 
     Differs: page-table pages are counted (nr_ptes) but not allocated.
+
+    Follows the accounting of do_anonymous_page()/filemap_fault() (inc_mm_counter_fast), 3.14.
     """
     base = mm * MM_NCOLS
     v = m.v_mm

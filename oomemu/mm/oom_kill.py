@@ -60,7 +60,10 @@ def oom_unkillable_task(m, p, memcg, nodemask):
 
 
 def thread_group(m, p):
-    """Rows of p's thread group in creation order (leader first)."""
+    """Rows of p's thread group in creation order (leader first).
+
+    Follows: while_each_thread() over the group (emulator-only helper).
+    """
     n = int(m.glob[G_NR_TASK_ROWS])
     return (m.task_leader[:n] == m.v_task_leader[p]).nonzero()[0].tolist()
 
@@ -81,15 +84,20 @@ def find_lock_task_mm(cpu, p):
 
 
 def task_unlock(cpu, t):
+    """Release p->alloc_lock. Follows: task_unlock()."""
     sync.spin_unlock(cpu, cpu.m.task_lock_index(t))
 
 
 def task_lock(cpu, t):
+    """Take p->alloc_lock. Follows: task_lock(). Differs: striped over 64 locks."""
     sync.spin_lock(cpu, cpu.m.task_lock_index(t))
 
 
 def has_capability_sys_admin(m, p):
-    """has_capability_noaudit(p, CAP_SYS_ADMIN): uid 0 holds every capability."""
+    """has_capability_noaudit(p, CAP_SYS_ADMIN): uid 0 holds every capability.
+
+    Follows: kernel/capability.c has_capability_noaudit(), 3.14.
+    """
     return m.v_task_uid[p] == 0 or bool(m.v_task_caps[p] & CAP_SYS_ADMIN)
 
 
@@ -179,7 +187,10 @@ def oom_scan_process_thread(m, task, totalpages, nodemask, force_kill):
 
 
 def scan_order(m):
-    """Task rows in for_each_process_thread() order: processes by creation, each followed by its threads."""
+    """Task rows in for_each_process_thread() order: processes by creation, each followed by its threads.
+
+    Emulator-only.
+    """
     n = int(m.glob[G_NR_TASK_ROWS])
     rows = np.arange(n)
     leaders = m.task_leader[:n]

@@ -359,6 +359,7 @@ def zone_watermark_ok(m, z, order, mark, classzone_idx, alloc_flags):
 
 
 def zone_idx(m, z):
+    """The index of zone z within its node. Follows: zone_idx()."""
     return m.v_zone[z * Z_NCOLS + Z_IDX]
 
 

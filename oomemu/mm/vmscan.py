@@ -28,7 +28,10 @@ _SCANNED = Z_STAT + NR_PAGES_SCANNED
 # --- LRU lists (zone->lock held) -----------------------------------------------------------------------------
 
 def add_page_to_lru_list(m, z, pfn, lru):
-    """Append `pfn` (newest) to zone z's LRU `lru`. Caller holds zone->lock."""
+    """Append `pfn` (newest) to zone z's LRU `lru`. Caller holds zone->lock.
+
+    Follows: include/linux/mm_inline.h add_page_to_lru_list(), 3.14.
+    """
     vz, nxt, prv = m.v_zone, m.v_page_next, m.v_page_prev
     tail_slot = z * Z_NCOLS + Z_LRU_TAIL + lru
     tail = vz[tail_slot]
@@ -44,7 +47,10 @@ def add_page_to_lru_list(m, z, pfn, lru):
 
 
 def del_page_from_lru_list(m, z, pfn, lru):
-    """Unlink `pfn` from zone z's LRU `lru`. Caller holds zone->lock."""
+    """Unlink `pfn` from zone z's LRU `lru`. Caller holds zone->lock.
+
+    Follows: include/linux/mm_inline.h del_page_from_lru_list(), 3.14.
+    """
     vz, nxt, prv = m.v_zone, m.v_page_next, m.v_page_prev
     n, p = nxt[pfn], prv[pfn]
     if p == -1:
