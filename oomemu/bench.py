@@ -39,9 +39,8 @@ from pathlib import Path
 from oomemu import sync
 from oomemu.include.gfp import GFP_HIGHUSER_MOVABLE
 from oomemu.include.mmzone import MAX_ORDER, NR_FREE_PAGES, WMARK_LOW
-from oomemu.machine import (G_NR_SWAP_FREE, LRU_ANON, MM_ANONPAGES, MM_NCOLS, MM_NR_PTES, MM_TOTAL_VM, PAGE_ANON,
-                            Z_IDX, Z_LOWMEM_RESERVE, Z_MANAGED, Z_NR_FREE, Z_START_PFN, Z_STAT, Z_WMARK)
-from oomemu.mm import mmap, page_alloc, vmscan
+from oomemu.machine import (MM_ANONPAGES, MM_NCOLS, MM_NR_PTES, MM_TOTAL_VM, Z_IDX, Z_LOWMEM_RESERVE, Z_MANAGED, Z_NR_FREE, Z_START_PFN, Z_STAT, Z_WMARK)
+from oomemu.mm import memory, page_alloc
 from oomemu.trace.ring import H_DRAINED, H_LOST, H_WRITTEN
 
 # --- figure catalogue ----------------------------------------------------------------------------------------
@@ -319,7 +318,7 @@ class EmulatorLoop:
         self.cpu.trace = self.tracer if on else None
 
     def alloc(self):
-        cpu, m, mm = self.cpu, self.m, self.mm
+        cpu, mm = self.cpu, self.mm
         coro = page_alloc.alloc_pages(cpu, self.gfp, 0)
         try:
             coro.send(None)
@@ -330,14 +329,7 @@ class EmulatorLoop:
             raise RuntimeError("the fast path tried to sleep: not enough memory to spare")
         if pfn is None:
             return None
-        lk = m.mm_lock_index(mm)
-        sync.spin_lock(cpu, lk)
-        m.v_page_kind[pfn] = PAGE_ANON
-        m.v_page_owner[pfn] = mm
-        mmap.account_mapped(m, mm, MM_ANONPAGES)
-        sync.spin_unlock(cpu, lk)
-        if m.v_glob[G_NR_SWAP_FREE] > 0:
-            vmscan.lru_cache_add(cpu, pfn, LRU_ANON)
+        memory.map_anon_page(cpu, mm, pfn)
         return pfn
 
     def unmap(self, nr):

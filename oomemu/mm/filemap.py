@@ -4,7 +4,6 @@ Follows mm/filemap.c of Linux 3.14 (page_cache_alloc → add_to_page_cache_lru o
 a task is mapped into its mm (MM_FILEPAGES) and sits on the file LRU, where reclaim may take it; after the
 task exits it stays cached, unmapped.
 """
-from oomemu import sync
 from oomemu.machine import LRU_FILE, MM_FILEPAGES, PAGE_FILE
 from oomemu.mm import mmap, page_alloc, vmscan
 
@@ -14,15 +13,9 @@ async def page_cache_read(cpu, mm, gfp_mask):
 
     Follows: mm/filemap.c page_cache_read() + filemap_fault() mapping the page, 3.14.
     """
-    m = cpu.m
     pfn = await page_alloc.alloc_pages(cpu, gfp_mask, 0)
     if pfn is None:
         return False
-    lk = m.mm_lock_index(mm)
-    sync.spin_lock(cpu, lk)
-    m.v_page_kind[pfn] = PAGE_FILE
-    m.v_page_owner[pfn] = mm
-    mmap.account_mapped(m, mm, MM_FILEPAGES)
-    sync.spin_unlock(cpu, lk)
+    mmap.map_page(cpu, mm, pfn, PAGE_FILE, MM_FILEPAGES)
     vmscan.lru_cache_add(cpu, pfn, LRU_FILE)
     return True

@@ -87,6 +87,18 @@ def _sub_ptes(m, mm, nr):
     m.mm[mm, MM_NR_PTES] = -(-int(m.mm[mm, MM_TOTAL_VM]) // PTRS_PER_PTE)
 
 
+def map_page(cpu, mm, pfn, kind, counter):
+    """Record a newly allocated page as mm's (`kind` PAGE_ANON or PAGE_FILE) and account it under the mm's
+    page_table_lock. Emulator-only: the set_pte_at + inc_mm_counter step shared by anonymous and file faults."""
+    m = cpu.m
+    lk = m.mm_lock_index(mm)
+    sync.spin_lock(cpu, lk)
+    m.v_page_kind[pfn] = kind
+    m.v_page_owner[pfn] = mm
+    account_mapped(m, mm, counter)
+    sync.spin_unlock(cpu, lk)
+
+
 def account_mapped(m, mm, kind_col):
     """One more page mapped into mm: count it, its virtual size and page-table growth (mm lock held).
 
