@@ -50,10 +50,8 @@ G_LAST_KILL_JIFFY = 15
 G_PANIC_CPU = 16
 G_NEXT_CPU = 17       # round robin for cpu = "any"
 G_NR_USER_LIVE = 18   # user tasks not yet dead (the run ends when it reaches 0)
-G_DROPPED_TRACE = 19
 G_OOM_RS = 20         # 3 slots: oom_rs ratelimit state (begin jiffy + 1, printed, missed)
 G_NOPAGE_RS = 23      # 3 slots: nopage_rs ratelimit state
-G_KILL_SEQ = 26
 G_PAUSE = 27          # 1: every worker parks at its next quiescent point (a snapshot is being taken)
 G_NR = 32
 
@@ -83,12 +81,9 @@ PAGE_PCP = 1          # free, on a CPU's per-cpu list
 PAGE_ANON = 2         # anonymous page of mm page_owner
 PAGE_FILE = 3         # page-cache page; page_owner = mm mapping it, -1 when unmapped
 PAGE_KERNEL = 4       # unreclaimable kernel allocation of task page_owner
-PAGE_HOLE = 5         # never managed (not used yet: zones are fully populated)
 
 PG_buddy = 1          # head of a free buddy block; page_order holds its order
 PG_lru = 2            # on a zone LRU list
-PG_head = 4           # head of a higher-order allocated block
-PG_tail = 8
 
 # --- mm columns -----------------------------------------------------------------------------------------------
 MM_FILEPAGES = 0
@@ -102,8 +97,7 @@ MM_SEM_READERS = 7    # mmap_sem: number of readers holding it
 MM_SEM_WRITER = 8     # mmap_sem: task row of the writer, -1 if none
 MM_OWNER = 9          # task row that created it (diagnostics)
 MM_USED = 10
-MM_PTE_FILL = 11      # pages mapped since the last page-table page was counted
-MM_NCOLS = 12
+MM_NCOLS = 11
 
 # --- per-CPU rows (cpus first, then one row per kswapd) -----------------------------------------------------
 C_PID = 0             # OS pid of the worker process
