@@ -154,7 +154,7 @@ class Machine:
         self.max_tasks = max_tasks
         self.nr_rows_cpu = nr_cpus + nr_nodes
         self.ring_records = ring_records
-        self.nr_waitqueues = 2 * max_tasks + 2 * nr_nodes
+        self.nr_waitqueues = 2 * max_tasks  # each task's mm (mmap_sem) and its wait_chldexit
         self._plan = []
         self._size = 0
         T, Z, P = max_tasks, self.nr_zones, nr_pages
@@ -219,7 +219,6 @@ class Machine:
     def _bind(self):
         """Make the numpy and memoryview views over the segment (column arrays and flat scalar views)."""
         mv = memoryview(self.buf)
-        self._mv = mv
         for name, dt, shape, off, count in self._plan:
             arr = np.frombuffer(self.buf, dtype=dt, count=count, offset=off).reshape(shape)
             setattr(self, name, arr)
@@ -271,9 +270,6 @@ class Machine:
 
     def wq_chldexit(self, task):
         return self.max_tasks + task
-
-    def wq_pfmemalloc(self, nid):
-        return 2 * self.max_tasks + nid
 
     def close(self):
         """Release this process's views; the mapping itself dies with the last process holding it."""

@@ -29,7 +29,3 @@ class CpuContext:
         ncols = machine.cpu.shape[1]
         self.vm_events = machine.v_cpu[row * ncols:(row + 1) * ncols]  # this CPU's row: counters it alone writes
         self.alloc_cache = {}      # (gfp_mask, zonelist id) -> (high_zoneidx, migratetype, preferred_zone)
-
-    def smp_processor_id(self):
-        """This CPU's number. Follows: smp_processor_id()."""
-        return self.id

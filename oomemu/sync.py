@@ -94,16 +94,6 @@ def locks_held_by(m, os_pid):
     return [m.lock_name(i) for i in range(m.nr_locks) if m.lock_owner[i, 1] == os_pid]
 
 
-def force_release_all(m):
-    """Emulator-only teardown: nothing may wait on these locks once the run has stopped."""
-    for i, lock in enumerate(m.locks):
-        if m.lock_owner[i, 1] != -1:
-            try:
-                lock.release()
-            except ValueError:
-                pass  # already released by its owner between the test and the release
-
-
 def pause_point(m, row):
     """Park here while the supervisor takes a quiescent snapshot (no lock is held at a pause point)."""
     if not m.v_glob[G_PAUSE]:
@@ -227,11 +217,3 @@ def wq_remove(m, wq, task):
         prev, cur = cur, nxt[cur]
     return False
 
-
-def wq_tasks(m, wq):
-    """Rows queued on `wq`, in order (diagnostics and wake-all)."""
-    out, cur = [], m.v_wq[wq * 2]
-    while cur != -1 and len(out) <= m.max_tasks:
-        out.append(cur)
-        cur = m.v_task_wq_next[cur]
-    return out

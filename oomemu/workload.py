@@ -15,7 +15,7 @@ from oomemu.kernel import fork, rwsem
 from oomemu.kernel import sched as ksched
 from oomemu.kernel import signal as ksignal
 from oomemu.kernel import time as ktime
-from oomemu.mm import filemap, memory, mmap, oom_kill, slab, vmstat
+from oomemu.mm import filemap, memory, mmap, oom_kill, page_alloc, slab, vmstat
 from oomemu.trace import events as tp
 
 INIT_PROGRAM = (Op("wait", {}), Op("repeat", {"times": 0}))
@@ -52,13 +52,13 @@ class UserState:
         self.repeats = 0
 
 
-async def ret_to_user(cpu, state=None):
+async def ret_to_user(cpu, state):
     """The end of a user step: the tick (other tasks may run), then pending signals. Follows the x86
     exit-to-user work loop (schedule, then do_notify_resume → do_signal). While a program holds mmap_sem
     (`lock` … `unlock`) its ops run as one long system call, so signals wait until it returns."""
     vmstat.count_vm_event(cpu, vmstat.NR_USER_STEPS)
     await ksched.cond_resched(cpu)
-    if (state is None or state.mmap_sem is None) and cpu.m.v_task_tif[cpu.current] & TIF_SIGPENDING:
+    if state.mmap_sem is None and cpu.m.v_task_tif[cpu.current] & TIF_SIGPENDING:
         await ksignal.get_signal_to_deliver(cpu)
 
 
@@ -255,7 +255,8 @@ async def op_sysrq(cpu, op, state):
     rather than a kworker, with the "current is dying" shortcut skipped as it would be for a kworker.
     """
     from oomemu.include.gfp import GFP_KERNEL
-    await oom_kill.out_of_memory(cpu, cpu.m.zonelists[0], GFP_KERNEL, 0, None, True, from_kworker=True)
+    zonelist = page_alloc.node_zonelist(cpu.m, 0, GFP_KERNEL)  # first_online_node
+    await oom_kill.out_of_memory(cpu, zonelist, GFP_KERNEL, 0, None, True, from_kworker=True)
     await ret_to_user(cpu, state)
 
 

@@ -12,6 +12,10 @@ zones = { DMA = "16MiB", Normal = "48MiB" }
 """
 
 
+# two anonymous-memory hogs that together want more than RAM
+HOGS = '[[task]]\ncomm = "hog"\ncount = 2\nprogram = [{ op = "fault", pages = "40MiB" }, { op = "sleep", ms = 50 }]\n'
+
+
 def _run(tmp_path, swap, tasks):
     return run(load_scenario_text(MACHINE % swap + tasks, name="reclaim"), out=tmp_path / "run")
 
@@ -28,8 +32,7 @@ def test_page_cache_pressure_is_reclaimed_without_oom(tmp_path):
 
 def test_swap_absorbs_anonymous_pressure(tmp_path):
     """Anonymous memory beyond RAM fits once swap can take the overflow: pages are swapped, nobody is killed."""
-    r = _run(tmp_path, "64MiB", '[[task]]\ncomm = "hog"\ncount = 2\n'
-             'program = [{ op = "fault", pages = "40MiB" }, { op = "sleep", ms = 50 }]\n')
+    r = _run(tmp_path, "64MiB", HOGS)
     assert r["outcome"] == "no-oom-kill"
     assert r["counters"]["pages_swapped_out"] > 0
     assert all(c["ok"] for c in r["checks"]), r["checks"]
@@ -37,8 +40,7 @@ def test_swap_absorbs_anonymous_pressure(tmp_path):
 
 def test_anonymous_pressure_without_swap_ends_in_oom_kill(tmp_path):
     """The same hogs without swap: reclaim finds nothing (zone_reclaimable is false), the OOM killer runs."""
-    r = _run(tmp_path, "0", '[[task]]\ncomm = "hog"\ncount = 2\n'
-             'program = [{ op = "fault", pages = "40MiB" }, { op = "sleep", ms = 50 }]\n')
+    r = _run(tmp_path, "0", HOGS)
     assert r["outcome"] == "oom-kill"
     assert r["counters"]["direct_reclaim_progress0"] > 0
     assert all(k["comm"] == "hog" for k in r["kills"])

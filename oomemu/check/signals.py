@@ -1,7 +1,7 @@
 """SIGKILL delivery (KERNEL §5.2): it wakes only interruptible and killable sleepers; a killed task either
 exits or is reported stuck with what it waits on."""
 from oomemu.include.sched import (EXIT_DEAD, EXIT_ZOMBIE, SIGKILL, TASK_DEAD, TASK_INTERRUPTIBLE, TASK_WAKEKILL)
-from oomemu.machine import MM_SEM_READERS, MM_SEM_WRITER
+from oomemu.kernel import rwsem
 from oomemu.trace.events import WAIT_MMAP_SEM_READ, WAIT_MMAP_SEM_WRITE, WAIT_NAMES, WAKE_SIGNAL
 
 
@@ -36,7 +36,7 @@ def wait_chain(state, row):
     kind, obj = int(state.task_wait_kind[row]), int(state.task_wait_obj[row])
     head = f"pid {pid_of[row]}"
     if kind in (WAIT_MMAP_SEM_READ, WAIT_MMAP_SEM_WRITE):
-        writer, readers = int(state.mm[obj, MM_SEM_WRITER]), int(state.mm[obj, MM_SEM_READERS])
+        writer, readers = rwsem.mmap_sem_holders(state, obj)
         holder = f"held for write by pid {pid_of[writer]}" if writer >= 0 else f"held by {readers} reader(s)"
         return f"{head} → {WAIT_NAMES[kind]} of mm {obj} → {holder}"
     if state.task_state[row] == 0:

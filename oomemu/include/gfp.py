@@ -2,7 +2,8 @@
 
 Follows include/linux/gfp.h of Linux 3.14 (KERNEL §6.12). Plain ints, as the hot path wants them.
 """
-from oomemu.include.mmzone import ZONE_DMA, ZONE_DMA32, ZONE_MOVABLE, ZONE_NORMAL
+from oomemu.include.mmzone import (MIGRATE_MOVABLE, MIGRATE_UNMOVABLE, ZONE_DMA, ZONE_DMA32, ZONE_MOVABLE,
+                                   ZONE_NORMAL)
 
 __GFP_DMA = 0x01
 __GFP_HIGHMEM = 0x02
@@ -73,14 +74,9 @@ def gfp_zone(flags):
 
 
 def gfpflags_to_migratetype(gfp_flags):
-    """MIGRATE_MOVABLE (1) for movable requests, MIGRATE_UNMOVABLE (0) otherwise.
+    """MIGRATE_MOVABLE for movable requests, MIGRATE_UNMOVABLE otherwise.
 
     Follows: include/linux/gfp.h allocflags_to_migratetype(), 3.14 (reclaimable folded into unmovable).
     """
-    return 1 if gfp_flags & __GFP_MOVABLE else 0
+    return MIGRATE_MOVABLE if gfp_flags & __GFP_MOVABLE else MIGRATE_UNMOVABLE
 
-
-def show_gfp_flags(flags):
-    """Names of the set bits, for messages and the trace (emulator-only helper)."""
-    names = [n for n, v in GFP_NAMES.items() if n.startswith("__GFP_") and v and flags & v == v]
-    return "|".join(names) or "0"

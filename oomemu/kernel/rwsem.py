@@ -115,7 +115,7 @@ def _grant(cpu, t):
 
 
 def mmap_sem_holders(m, mm):
-    """(writer row or -1, number of readers): for wait-chain reports.
+    """(writer row or -1, number of readers) of mm's mmap_sem, in a machine or a saved state: for wait chains.
 
     Emulator-only.
     """

@@ -89,12 +89,6 @@ async def schedule_timeout_killable(cpu, timeout):
     return await schedule_timeout(cpu, timeout)
 
 
-async def schedule_timeout_interruptible(cpu, timeout):
-    """Sleep `timeout` jiffies, ended by any signal. Follows: schedule_timeout_interruptible()."""
-    set_current_state(cpu, TASK_INTERRUPTIBLE)
-    return await schedule_timeout(cpu, timeout)
-
-
 async def cond_resched(cpu):
     """Let the other runnable tasks of this CPU run. Follows: cond_resched(). Differs: always yields."""
     await _PREEMPT_TRAP

@@ -19,11 +19,6 @@ def fatal_signal_pending(m, t):
     return bool(m.v_task_tif[t] & TIF_SIGPENDING) and bool(m.v_task_pending[t] & _SIGKILL_BIT)
 
 
-def signal_pending(m, t):
-    """True while a signal is pending for t. Follows: signal_pending()."""
-    return bool(m.v_task_tif[t] & TIF_SIGPENDING)
-
-
 def signal_wake_up(cpu, t, resume):
     """Flag a pending signal on t and wake it from interruptible (and, with resume, killable) sleep.
 

@@ -11,7 +11,3 @@ async def wait_iff_congested(cpu, zone, sync, timeout):
     await ksched.cond_resched(cpu)
     return timeout
 
-
-async def congestion_wait(cpu, sync, timeout):
-    """Sleep for `timeout` jiffies uninterruptibly. Follows: mm/backing-dev.c congestion_wait(), 3.14."""
-    return await ksched.schedule_timeout_uninterruptible(cpu, timeout)

@@ -24,7 +24,7 @@ from oomemu.machine import (G_LAST_KILL_JIFFY, G_NR_KILLS, G_NR_MM_ROWS, G_NR_TA
                             MM_FILEPAGES, MM_NCOLS, MM_NR_PTES, MM_SWAPENTS, MM_TOTAL_VM, Z_FLAGS, Z_IDX,
                             Z_LOWMEM_RESERVE, Z_MANAGED, Z_NCOLS, Z_NODE, Z_NR_FREE, Z_STAT, Z_WMARK)
 from oomemu.include.mmzone import NR_FREE_PAGES, NR_LRU_ANON, NR_LRU_FILE
-from oomemu.mm import vmstat
+from oomemu.mm import page_alloc, vmstat
 from oomemu.trace import events as tp
 
 # oom_kill_process() kinds, recorded in the kill log and the trace
@@ -593,7 +593,7 @@ async def pagefault_out_of_memory(cpu):
 
     Follows: mm/oom_kill.c pagefault_out_of_memory(), 3.14 (KERNEL §1.6). No memcg exists.
     """
-    zonelist = cpu.m.zonelists[0]
+    zonelist = page_alloc.node_zonelist(cpu.m, 0, GFP_KERNEL)  # first_online_node
     if try_set_zonelist_oom(cpu, zonelist, GFP_KERNEL):
         await out_of_memory(cpu, None, 0, 0, None, False)
         clear_zonelist_oom(cpu, zonelist, GFP_KERNEL)

@@ -7,9 +7,10 @@ the slowpath pieces and __alloc_pages_nodemask. A page is its PFN; a zone is its
 import numpy as np
 
 from oomemu import sync
-from oomemu.include.gfp import (__GFP_HARDWALL, __GFP_HIGH, __GFP_MEMALLOC, __GFP_MOVABLE, __GFP_NOFAIL,
+from oomemu.include.gfp import (__GFP_HARDWALL, __GFP_HIGH, __GFP_MEMALLOC, __GFP_NOFAIL,
                                 __GFP_NOMEMALLOC, __GFP_NORETRY, __GFP_NOWARN, __GFP_NO_KSWAPD, __GFP_REPEAT,
-                                __GFP_THISNODE, __GFP_WAIT, __GFP_FS, GFP_THISNODE, gfp_allowed_mask, gfp_zone)
+                                __GFP_THISNODE, __GFP_WAIT, __GFP_FS, GFP_THISNODE, gfp_allowed_mask, gfp_zone,
+                                gfpflags_to_migratetype)
 from oomemu.include.mmzone import (MAX_ORDER, NR_FREE_PAGES, NR_PAGES_SCANNED,
                                    PAGE_ALLOC_COSTLY_ORDER, ZONE_NORMAL)
 from oomemu.include.sched import PF_DUMPCORE, PF_MEMALLOC, TIF_MEMDIE
@@ -646,7 +647,7 @@ async def __alloc_pages_nodemask(cpu, gfp_mask, order, zonelist, nodemask=None):
     if cached is None:
         # Zones never change after boot, so this per-CPU cache only skips recomputing the same answer.
         high_zoneidx = gfp_zone(gfp_mask)
-        cached = (high_zoneidx, 1 if gfp_mask & __GFP_MOVABLE else 0,
+        cached = (high_zoneidx, gfpflags_to_migratetype(gfp_mask),
                   first_zones_zonelist(m, zonelist, high_zoneidx, nodemask))
         if nodemask is None:
             cpu.alloc_cache[key] = cached

@@ -4,6 +4,7 @@ Events carry the kernel tracepoint name where one exists (systems kmem, vmscan, 
 live in the emulator's own system "oomemu" otherwise. Each event gets an emitter `trace_<name>(cpu, ...)`
 that costs one attribute test when tracing is off.
 """
+from oomemu.trace.ring import RECORD_SHIFT
 
 # (name, system, argument names) — the order fixes the event ids; append only.
 CATALOGUE = (
@@ -65,7 +66,7 @@ CAND_CHILD = 1     # a child oom_kill_process scored for sacrifice
 
 
 def _make_emitter(event):
-    # RingWriter.emit inlined: an event costs one Python call (measured in `oomemu bench`).
+    # The one place a single record is written (inlined here so an event costs one Python call).
     def emit(cpu, a0=0, a1=0, a2=0, a3=0, a4=0, *, pid=None, seq=0):
         t = cpu.trace
         if t is None:
@@ -77,7 +78,7 @@ def _make_emitter(event):
         if w >= t.limit and not t.room():
             t.lose(1)
             return
-        t.pack(t.buf, t.base + ((w & t.mask) << 6), t.clock() - t.boot, seq, event, pid, a0, a1, a2, a3, a4)
+        t.pack(t.buf, t.base + ((w & t.mask) << RECORD_SHIFT), t.clock() - t.boot, seq, event, pid, a0, a1, a2, a3, a4)
         t.written = w + 1
         t.head[t.hw] = w + 1
     emit.__name__ = "trace_" + EVENT_NAME[event]

@@ -21,9 +21,10 @@ from oomemu.machine import G_BOOT_NS
 
 RECORD = struct.Struct("<qqii5q")
 RECORD_SIZE = 64
+RECORD_SHIFT = 6      # log2(RECORD_SIZE): a record's offset in its ring is slot << RECORD_SHIFT
 RECORD_DTYPE = np.dtype([("ts", "<i8"), ("seq", "<i8"), ("event", "<i4"), ("pid", "<i4"),
                          ("a", "<i8", (5,))])
-assert RECORD.size == RECORD_DTYPE.itemsize == RECORD_SIZE
+assert RECORD.size == RECORD_DTYPE.itemsize == RECORD_SIZE == 1 << RECORD_SHIFT
 
 H_WRITTEN = 0
 H_DRAINED = 1
@@ -62,17 +63,6 @@ class RingWriter:
 
     def lose(self, count):
         self.head[self.hw + H_LOST] += count
-
-    def emit(self, event, pid, a0=0, a1=0, a2=0, a3=0, a4=0, seq=0):
-        """Append one record; counts it lost instead if the ring is full. (The trace_* emitters inline this.)"""
-        w = self.written
-        if w >= self.limit and not self.room():
-            self.lose(1)
-            return
-        self.pack(self.buf, self.base + ((w & self.mask) << 6), self.clock() - self.boot, seq, event, pid,
-                  a0, a1, a2, a3, a4)
-        self.written = w + 1
-        self.head[self.hw] = w + 1
 
     def emit_many(self, event, pid, a0, a1=0, a2=0, a3=0, a4=0, seq=0):
         """Append one record per element of the array `a0` (other fields broadcast), in one vectorised copy;
