@@ -52,6 +52,7 @@ FIGURES = {
     "fastpath_notrace_allocs_per_s": ("emulator fast path, tracing off", "/s", None, None),
     "trace_cost_us_per_event": ("tracing cost per event (on - off) / events", "us", "<=", 0.5),
     "trace_events_per_alloc": ("trace events per alloc+free", "", None, None),
+    "trace_emit_us_per_event": ("  one emitter call alone, tracing on - off (direct loop)", "us", None, None),
     "run_allocs_per_s_1cpu": ("oomemu run, 1 CPU process, fault+free loop, tracing off", "/s", ">=", 1e6),
     "run_allocs_per_s_2cpu": ("oomemu run, 2 CPU processes, aggregate, tracing off", "/s", None, None),
     "run_allocs_per_s_8cpu": ("oomemu run, 8 CPU processes, aggregate, tracing off", "/s", None, None),
@@ -425,7 +426,30 @@ def _fastpath_rounds(rounds, n_allocs, batch=256):
             out[k].append(cpu_t[k])
             out["wall_" + k].append(wall_t[k])
         out["events"].append(events)
+    out["emit"] = _emit_rounds(loop, rounds)
     out["lost"] = loop.trace_lost()
+    out["writer"] = "compiled" if loop.tracer.compiled else "python"
+    return out
+
+
+def _emit_rounds(loop, rounds, calls=32768):
+    """The recording cost isolated: per round, `calls` emitter calls with tracing on minus the same with tracing
+    off, per call (µs), draining the ring between chunks as the supervisor would."""
+    from oomemu.trace.events import trace_mm_page_free as emit
+    cpu, clock = loop.cpu, time.process_time
+    chunks = range(calls // 1024)
+    out = []
+    for _ in range(rounds):
+        t = {}
+        for on in (True, False):
+            loop.set_tracing(on)
+            t0 = clock()
+            for _ in chunks:
+                for pfn in range(1024):
+                    emit(cpu, pfn, 0)
+                loop.drain_trace()
+            t[on] = clock() - t0
+        out.append((t[True] - t[False]) / calls * 1e6)
     return out
 
 
@@ -849,9 +873,11 @@ class Bench:
         f["reference_allocs_per_s"] = figure("reference_allocs_per_s", ref)
         f["fastpath_vs_reference"] = figure("fastpath_vs_reference", ratio)
         f["fastpath_notrace_allocs_per_s"] = figure("fastpath_notrace_allocs_per_s", off)
-        f["trace_cost_us_per_event"] = figure("trace_cost_us_per_event", cost)
+        f["trace_cost_us_per_event"] = figure("trace_cost_us_per_event", cost, note=f"{res['writer']} writer")
         f["trace_events_per_alloc"] = figure("trace_events_per_alloc", [ev / n for ev in res["events"]])
+        f["trace_emit_us_per_event"] = figure("trace_emit_us_per_event", res["emit"])
         self.details["fastpath"] = {"allocs_per_sample": n, "trace_lost": res["lost"], "clock": "process CPU time",
+                                    "trace_writer": res["writer"],
                                     "wall_allocs_per_s": {k: round(statistics.median([n / t for t in res["wall_" + k]]))
                                                           for k in ("on", "off", "ref")},
                                     "us_per_alloc_traced": round(1e6 / statistics.median(on), 3),

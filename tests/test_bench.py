@@ -7,7 +7,7 @@ from conftest import run_cli
 
 FIGURE_KEYS = (
     "fastpath_allocs_per_s", "reference_allocs_per_s", "fastpath_vs_reference", "fastpath_notrace_allocs_per_s",
-    "trace_cost_us_per_event", "trace_events_per_alloc",
+    "trace_cost_us_per_event", "trace_events_per_alloc", "trace_emit_us_per_event",
     "run_allocs_per_s_1cpu", "run_allocs_per_s_2cpu", "run_allocs_per_s_8cpu", "run_allocs_per_cpu_s_1cpu",
     "scaling_2_vs_1", "oversubscription_8_vs_2",
     "run_allocs_per_s_1cpu_traced", "run_allocs_per_s_2cpu_traced", "run_allocs_per_s_8cpu_traced",

@@ -4,7 +4,7 @@ Events carry the kernel tracepoint name where one exists (systems kmem, vmscan, 
 live in the emulator's own system "oomemu" otherwise. Each event gets an emitter `trace_<name>(cpu, ...)`
 that costs one attribute test when tracing is off.
 """
-from oomemu.trace.ring import RECORD_SHIFT
+from oomemu.trace.ring import RECORD_SHIFT, RingWriter
 
 # (name, system, argument names) — the order fixes the event ids; append only.
 CATALOGUE = (
@@ -66,7 +66,17 @@ CAND_CHILD = 1     # a child oom_kill_process scored for sacrifice
 
 
 def _make_emitter(event):
-    # The one place a single record is written (inlined here so an event costs one Python call).
+    name = "trace_" + EVENT_NAME[event]
+    doc = f"Emit `{EVENT_NAME[event]}` ({EVENT_SYSTEM[event]}): {', '.join(EVENT_ARGS[event])}."
+    if RingWriter.compiled:
+        from oomemu.trace._ring import Emitter
+        return Emitter(event, name, doc)
+    return _python_emitter(event, name, doc)
+
+
+def _python_emitter(event, name, doc):
+    # The one place Python writes a single record (inlined here so an event costs one Python call); the
+    # compiled Emitter writes the same bytes.
     def emit(cpu, a0=0, a1=0, a2=0, a3=0, a4=0, *, pid=None, seq=0):
         t = cpu.trace
         if t is None:
@@ -81,8 +91,7 @@ def _make_emitter(event):
         t.pack(t.buf, t.base + ((w & t.mask) << RECORD_SHIFT), t.clock() - t.boot, seq, event, pid, a0, a1, a2, a3, a4)
         t.written = w + 1
         t.head[t.hw] = w + 1
-    emit.__name__ = "trace_" + EVENT_NAME[event]
-    emit.__doc__ = f"Emit `{EVENT_NAME[event]}` ({EVENT_SYSTEM[event]}): {', '.join(EVENT_ARGS[event])}."
+    emit.__name__, emit.__doc__ = name, doc
     return emit
 
 

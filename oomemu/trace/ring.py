@@ -19,6 +19,11 @@ import numpy as np
 
 from oomemu.machine import G_BOOT_NS
 
+try:    # the compiled writer, built by `pip install .` where a C compiler is present
+    from oomemu.trace._ring import RingCore
+except ImportError:    # the Python writer below records the same bytes
+    RingCore = None
+
 RECORD = struct.Struct("<qqii5q")
 RECORD_SIZE = 64
 RECORD_SHIFT = 6      # log2(RECORD_SIZE): a record's offset in its ring is slot << RECORD_SHIFT
@@ -31,30 +36,43 @@ H_DRAINED = 1
 H_LOST = 2
 
 
-class RingWriter:
-    """The single writer of one CPU's (or kswapd's) ring."""
+class _PyRingCore:
+    """The Python half that RingCore provides in C: the writer-local counters and the ring's geometry."""
 
-    __slots__ = ("buf", "base", "n", "mask", "head", "hw", "boot", "pack", "clock", "pid_of", "row", "records",
-                 "written", "limit")
+    __slots__ = ("n", "mask", "boot", "written", "limit")
+
+    def _attach(self, records, head, pid_of, n, boot):
+        assert n & (n - 1) == 0, "ring sizes are powers of two"
+        self.n, self.mask, self.boot = n, n - 1, boot
+        self.written = int(head[H_WRITTEN])
+        self.limit = 0
+
+
+class RingWriter(RingCore or _PyRingCore):
+    """The single writer of one CPU's (or kswapd's) ring.
+
+    With the compiled RingCore, the per-event emitters (events.py) are C calls that write the record straight
+    into the segment; otherwise they pack it with `struct` here in Python. Either way the bytes are the same.
+    """
+
+    __slots__ = ("buf", "base", "head", "hw", "pack", "clock", "pid_of", "row", "records")
+
+    compiled = RingCore is not None
 
     def __init__(self, m, row):
         self.row = row
         self.buf = m.buf
-        self.n = m.ring_records
-        self.base = m.ring_offset + row * self.n * RECORD_SIZE
+        n = m.ring_records
+        self.base = m.ring_offset + row * n * RECORD_SIZE
         self.head = m.v_ring_head
         self.hw = row * m.ring_head.shape[1]
-        self.boot = int(m.glob[G_BOOT_NS])
         self.pack = RECORD.pack_into
         self.clock = time.monotonic_ns
         self.pid_of = m.v_task_pid
-        self.records = np.frombuffer(m.buf, dtype=RECORD_DTYPE, count=self.n, offset=self.base)
-        assert self.n & (self.n - 1) == 0, "ring sizes are powers of two"
-        self.mask = self.n - 1
+        self.records = np.frombuffer(m.buf, dtype=RECORD_DTYPE, count=n, offset=self.base)
         # The writer keeps its own copy of `written` (it is the only writer) and re-reads the consumer's
         # position only when it has used up the room it last saw: one shared read per ring's worth of records.
-        self.written = int(self.head[self.hw + H_WRITTEN])
-        self.limit = 0
+        self._attach(self.records, m.ring_head[row], m.task_pid, n, int(m.glob[G_BOOT_NS]))
 
     def room(self):
         """Refresh the room left from the consumer's position; True if a record fits."""

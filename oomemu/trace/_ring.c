@@ -1,0 +1,360 @@
+/*
+ * oomemu.trace._ring: the compiled record writer for the per-CPU trace rings.
+ *
+ * The pure-Python writer in ring.py/events.py is the reference; this module writes the same 64-byte records
+ * (layout in ring.py) in one C call per event, so that recording costs a fraction of a microsecond. It is
+ * optional: when it cannot be built, the emulator uses the Python writer and behaves the same, only slower.
+ *
+ *   RingCore  the base of ring.RingWriter: pointers into the shared segment plus the writer-local `written`
+ *             and `limit`, which the Python side (emit_many, room) reads and updates through members.
+ *   Emitter   one per event in the catalogue: emitter(cpu, a0=0, .., a4=0, *, pid=None, seq=0) records the
+ *             event on cpu.trace, or does nothing when cpu.trace is None.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+#define RECORD_SHIFT 6
+#define H_WRITTEN 0
+#define H_DRAINED 1
+#define H_LOST 2
+
+typedef struct {
+    int64_t ts;
+    int64_t seq;
+    int32_t event;
+    int32_t pid;
+    int64_t a[5];
+} record_t;
+
+_Static_assert(sizeof(record_t) == 1 << RECORD_SHIFT, "a trace record is 64 bytes");
+
+typedef struct {
+    PyObject_HEAD
+    Py_buffer records_view;     /* this ring's records */
+    Py_buffer head_view;        /* this ring's head row: written, drained, lost */
+    Py_buffer pid_view;         /* the task_pid column (int32), for the pid of `current` */
+    int attached;
+    char *records;
+    int64_t *head;
+    int32_t *pid_of;
+    Py_ssize_t max_tasks;
+    long long written;          /* records written; the writer's own copy of head[H_WRITTEN] */
+    long long limit;            /* written may grow up to this before the consumer's position is re-read */
+    long long mask;
+    long long n;
+    long long boot;             /* CLOCK_MONOTONIC ns at boot: timestamps are relative to it */
+} RingCore;
+
+static PyTypeObject RingCore_Type;
+static PyObject *str_trace, *str_current, *str_pid, *str_seq;
+
+static void
+ringcore_release(RingCore *self)
+{
+    if (self->attached) {
+        PyBuffer_Release(&self->records_view);
+        PyBuffer_Release(&self->head_view);
+        PyBuffer_Release(&self->pid_view);
+        self->attached = 0;
+    }
+    self->records = NULL;
+    self->head = NULL;
+    self->pid_of = NULL;
+}
+
+static void
+ringcore_dealloc(RingCore *self)
+{
+    ringcore_release(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int
+get_writable(PyObject *obj, Py_buffer *view, Py_ssize_t min_len, const char *what)
+{
+    if (PyObject_GetBuffer(obj, view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0)
+        return -1;
+    if (view->len < min_len) {
+        PyErr_Format(PyExc_ValueError, "%s: %zd bytes, need at least %zd", what, view->len, min_len);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(ringcore_attach_doc,
+"_attach(records, head, pid_of, n, boot)\n\n"
+"Point the writer at its ring: `records` (n * 64 bytes), `head` (its int64 head row) and `pid_of` (the\n"
+"int32 task_pid column), all writable buffers over the shared segment; `n` is a power of two.");
+
+static PyObject *
+ringcore_attach(RingCore *self, PyObject *args)
+{
+    PyObject *records, *head, *pid_of;
+    long long n, boot;
+    if (!PyArg_ParseTuple(args, "OOOLL:_attach", &records, &head, &pid_of, &n, &boot))
+        return NULL;
+    if (n <= 0 || (n & (n - 1))) {
+        PyErr_SetString(PyExc_ValueError, "ring sizes are powers of two");
+        return NULL;
+    }
+    ringcore_release(self);
+    if (get_writable(records, &self->records_view, (Py_ssize_t)n << RECORD_SHIFT, "records") < 0)
+        return NULL;
+    if (get_writable(head, &self->head_view, 3 * sizeof(int64_t), "head") < 0) {
+        PyBuffer_Release(&self->records_view);
+        return NULL;
+    }
+    if (get_writable(pid_of, &self->pid_view, 0, "pid_of") < 0) {
+        PyBuffer_Release(&self->records_view);
+        PyBuffer_Release(&self->head_view);
+        return NULL;
+    }
+    self->attached = 1;
+    self->records = self->records_view.buf;
+    self->head = self->head_view.buf;
+    self->pid_of = self->pid_view.buf;
+    self->max_tasks = self->pid_view.len / (Py_ssize_t)sizeof(int32_t);
+    self->n = n;
+    self->mask = n - 1;
+    self->boot = boot;
+    self->written = __atomic_load_n(&self->head[H_WRITTEN], __ATOMIC_RELAXED);
+    self->limit = 0;
+    Py_RETURN_NONE;
+}
+
+/* Re-read the consumer's position; true if one more record fits. */
+static inline int
+ring_room(RingCore *r)
+{
+    r->limit = __atomic_load_n(&r->head[H_DRAINED], __ATOMIC_ACQUIRE) + r->n;
+    return r->written < r->limit;
+}
+
+static PyMethodDef ringcore_methods[] = {
+    {"_attach", (PyCFunction)ringcore_attach, METH_VARARGS, ringcore_attach_doc},
+    {NULL}
+};
+
+static PyMemberDef ringcore_members[] = {
+    {"written", T_LONGLONG, offsetof(RingCore, written), 0, "records written (the writer's own count)"},
+    {"limit", T_LONGLONG, offsetof(RingCore, limit), 0, "how far `written` may go before re-reading the consumer"},
+    {"n", T_LONGLONG, offsetof(RingCore, n), READONLY, "records in the ring"},
+    {"mask", T_LONGLONG, offsetof(RingCore, mask), READONLY, "n - 1"},
+    {"boot", T_LONGLONG, offsetof(RingCore, boot), READONLY, "CLOCK_MONOTONIC ns at boot"},
+    {NULL}
+};
+
+static PyTypeObject RingCore_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "oomemu.trace._ring.RingCore",
+    .tp_basicsize = sizeof(RingCore),
+    .tp_dealloc = (destructor)ringcore_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "The compiled half of a trace ring writer (see ring.RingWriter).",
+    .tp_methods = ringcore_methods,
+    .tp_members = ringcore_members,
+    .tp_new = PyType_GenericNew,
+};
+
+/* --- Emitter ------------------------------------------------------------------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    int32_t event;
+    PyObject *name;
+    PyObject *doc;
+    vectorcallfunc vectorcall;
+} Emitter;
+
+static int
+as_int64(PyObject *o, int64_t *out)
+{
+    long long v;
+    if (PyLong_CheckExact(o)) {
+        v = PyLong_AsLongLong(o);
+    } else {
+        /* numpy integers and bools, as struct.pack_into accepts them; floats are refused the same way */
+        PyObject *i = PyNumber_Index(o);
+        if (i == NULL)
+            return -1;
+        v = PyLong_AsLongLong(i);
+        Py_DECREF(i);
+    }
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static PyObject *
+emitter_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Emitter *self = (Emitter *)callable;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    PyObject *pid_obj = NULL, *seq_obj = NULL;
+    record_t rec = {0};
+
+    if (nargs < 1 || nargs > 6) {
+        PyErr_Format(PyExc_TypeError, "%U() takes from 1 to 6 positional arguments (%zd given)", self->name, nargs);
+        return NULL;
+    }
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, k);
+        if (key == str_pid || PyUnicode_Compare(key, str_pid) == 0)
+            pid_obj = args[nargs + k];
+        else if (key == str_seq || PyUnicode_Compare(key, str_seq) == 0)
+            seq_obj = args[nargs + k];
+        else {
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_TypeError, "%U() got an unexpected keyword argument '%U'", self->name, key);
+            return NULL;
+        }
+    }
+
+    PyObject *trace = PyObject_GetAttr(args[0], str_trace);
+    if (trace == NULL)
+        return NULL;
+    if (trace == Py_None) {
+        Py_DECREF(trace);
+        Py_RETURN_NONE;
+    }
+    if (!PyObject_TypeCheck(trace, &RingCore_Type) || !((RingCore *)trace)->attached) {
+        PyErr_Format(PyExc_TypeError, "%U(): cpu.trace is not an attached compiled ring writer", self->name);
+        Py_DECREF(trace);
+        return NULL;
+    }
+    RingCore *r = (RingCore *)trace;
+
+    for (Py_ssize_t i = 1; i < nargs; i++)
+        if (as_int64(args[i], &rec.a[i - 1]) < 0)
+            goto fail;
+    if (seq_obj != NULL && as_int64(seq_obj, &rec.seq) < 0)
+        goto fail;
+    if (pid_obj != NULL && pid_obj != Py_None) {
+        int64_t pid;
+        if (as_int64(pid_obj, &pid) < 0)
+            goto fail;
+        rec.pid = (int32_t)pid;
+    } else {
+        PyObject *cur = PyObject_GetAttr(args[0], str_current);
+        int64_t task;
+        if (cur == NULL)
+            goto fail;
+        int bad = as_int64(cur, &task);
+        Py_DECREF(cur);
+        if (bad < 0)
+            goto fail;
+        if (task >= r->max_tasks) {
+            PyErr_Format(PyExc_IndexError, "%U(): current task row %lld out of range", self->name, (long long)task);
+            goto fail;
+        }
+        rec.pid = task >= 0 ? r->pid_of[task] : 0;
+    }
+    rec.event = self->event;
+
+    if (r->written >= r->limit && !ring_room(r)) {
+        r->head[H_LOST] += 1;       /* only this writer touches `lost` */
+    } else {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);   /* the clock time.monotonic_ns reads */
+        rec.ts = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec - r->boot;
+        memcpy(r->records + ((r->written & r->mask) << RECORD_SHIFT), &rec, sizeof rec);
+        r->written += 1;
+        /* publish: the record's bytes are visible before the consumer sees the new count */
+        __atomic_store_n(&r->head[H_WRITTEN], (int64_t)r->written, __ATOMIC_RELEASE);
+    }
+    Py_DECREF(trace);
+    Py_RETURN_NONE;
+fail:
+    Py_DECREF(trace);
+    return NULL;
+}
+
+static PyObject *
+emitter_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"event", "name", "doc", NULL};
+    int event;
+    PyObject *name, *doc = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iU|O:Emitter", kwlist, &event, &name, &doc))
+        return NULL;
+    Emitter *self = (Emitter *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->event = event;
+    self->name = Py_NewRef(name);
+    self->doc = Py_NewRef(doc);
+    self->vectorcall = emitter_vectorcall;
+    return (PyObject *)self;
+}
+
+static void
+emitter_dealloc(Emitter *self)
+{
+    Py_XDECREF(self->name);
+    Py_XDECREF(self->doc);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+emitter_repr(Emitter *self)
+{
+    return PyUnicode_FromFormat("<compiled emitter %U (event %d)>", self->name, self->event);
+}
+
+static PyMemberDef emitter_members[] = {
+    {"__name__", T_OBJECT, offsetof(Emitter, name), READONLY, NULL},
+    {"__doc__", T_OBJECT, offsetof(Emitter, doc), READONLY, NULL},
+    {"event", T_INT, offsetof(Emitter, event), READONLY, "the event id"},
+    {NULL}
+};
+
+static PyTypeObject Emitter_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "oomemu.trace._ring.Emitter",
+    .tp_basicsize = sizeof(Emitter),
+    .tp_dealloc = (destructor)emitter_dealloc,
+    .tp_repr = (reprfunc)emitter_repr,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(Emitter, vectorcall),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "Emitter(event, name, doc): records one event on cpu.trace when called.",
+    .tp_members = emitter_members,
+    .tp_new = emitter_new,
+};
+
+static struct PyModuleDef ring_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "oomemu.trace._ring",
+    .m_doc = "Compiled trace-ring writer (optional; ring.py holds the Python reference).",
+    .m_size = -1,
+};
+
+PyMODINIT_FUNC
+PyInit__ring(void)
+{
+    if (PyType_Ready(&RingCore_Type) < 0 || PyType_Ready(&Emitter_Type) < 0)
+        return NULL;
+    str_trace = PyUnicode_InternFromString("trace");
+    str_current = PyUnicode_InternFromString("current");
+    str_pid = PyUnicode_InternFromString("pid");
+    str_seq = PyUnicode_InternFromString("seq");
+    if (!str_trace || !str_current || !str_pid || !str_seq)
+        return NULL;
+    PyObject *mod = PyModule_Create(&ring_module);
+    if (mod == NULL)
+        return NULL;
+    if (PyModule_AddObjectRef(mod, "RingCore", (PyObject *)&RingCore_Type) < 0 ||
+        PyModule_AddObjectRef(mod, "Emitter", (PyObject *)&Emitter_Type) < 0 ||
+        PyModule_AddIntConstant(mod, "RECORD_SIZE", sizeof(record_t)) < 0) {
+        Py_DECREF(mod);
+        return NULL;
+    }
+    return mod;
+}
