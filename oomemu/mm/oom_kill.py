@@ -138,8 +138,9 @@ def oom_badness(cpu, p, memcg, nodemask, totalpages):
 
 
 def badness_vector(m, rows, totalpages, honour_adj_min=True, killable=False):
-    """oom_badness() for many rows at once (each with an mm); 0 where not eligible. `killable` says the
-    caller already excluded init and kernel threads (the scan's OK rows).
+    """oom_badness() for many rows at once (each with an mm); 0 where not eligible. `rows` is an index array or
+    a slice (a slice reads the columns in place, with no gather); `killable` says the caller already excluded
+    init and kernel threads (the scan's OK rows).
 
     Emulator-only: the vectorised twin of oom_badness(), tested against it.
     """
@@ -200,14 +201,15 @@ def scan_order(m):
 
 
 def classify_all(m, order, force_kill):
-    """oom_scan_process_thread() over `order` at once; returns an array of OOM_SCAN_* (emulator-only twin)."""
+    """oom_scan_process_thread() over `order` (index array or slice) at once; returns an array of OOM_SCAN_*
+    (emulator-only twin)."""
     exit_state = m.task_exit_state[order] != 0
     unkillable = (m.task_pid[order] == 1) | ((m.task_flags[order] & PF_KTHREAD) != 0)
     memdie = (m.task_tif[order] & TIF_MEMDIE) != 0
     no_mm = m.task_mm[order] == -1
     origin = (m.sig_oom_flags[m.task_leader[order]] & OOM_FLAG_ORIGIN) != 0
     exiting = (m.task_flags[order] & PF_EXITING) != 0
-    verdict = np.full(len(order), OOM_SCAN_OK, dtype=np.int8)
+    verdict = np.full(len(exit_state), OOM_SCAN_OK, dtype=np.int8)
     # Apply the tests last to first so that the earliest matching test wins, as in the sequential code.
     if not force_kill:
         verdict[exiting] = OOM_SCAN_ABORT
@@ -228,7 +230,9 @@ def select_bad_process(cpu, totalpages, nodemask, force_kill):
     """
     m = cpu.m
     order = scan_order(m)
-    verdict = classify_all(m, order, force_kill)
+    # Work in row order over whole columns (slices, no gathers), then put the results in scan order once.
+    in_use = slice(0, len(order))
+    verdict = classify_all(m, in_use, force_kill)[order]
     aborts = order[verdict == OOM_SCAN_ABORT]
     if len(aborts):
         tp.trace_oom_scan_result(cpu, 0, 0, m.v_task_pid[int(aborts[0])], len(order))
@@ -238,7 +242,7 @@ def select_bad_process(cpu, totalpages, nodemask, force_kill):
         chosen, chosen_points = int(selects[-1]), ULONG_MAX
     else:
         ok = order[verdict == OOM_SCAN_OK]
-        points = badness_vector(m, ok, totalpages, _oom_score_adj_min_honoured(cpu), killable=True)
+        points = badness_vector(m, in_use, totalpages, _oom_score_adj_min_honoured(cpu), killable=True)[ok]
         tp.trace_many(cpu, "oom_scan_candidate", m.task_pid[ok], points, tp.CAND_SCAN, 0)
         chosen, chosen_points = _pick(m, ok, points, "pick_lowest_badness" in cpu.debug_break)
     if chosen == -1:
