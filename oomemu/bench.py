@@ -41,6 +41,7 @@ from oomemu.include.gfp import GFP_HIGHUSER_MOVABLE
 from oomemu.include.mmzone import MAX_ORDER, NR_FREE_PAGES, WMARK_LOW
 from oomemu.machine import (MM_ANONPAGES, MM_NCOLS, MM_NR_PTES, MM_TOTAL_VM, Z_IDX, Z_LOWMEM_RESERVE, Z_MANAGED, Z_NR_FREE, Z_START_PFN, Z_STAT, Z_WMARK)
 from oomemu.mm import memory, page_alloc
+from oomemu.supervisor import retain_freed_heap
 from oomemu.trace.ring import H_DRAINED, H_LOST, H_WRITTEN
 
 # --- figure catalogue ----------------------------------------------------------------------------------------
@@ -625,6 +626,7 @@ def _select_bad_process(sizes, repeats, traced_size):
             chosen = oom_kill.select_bad_process(cpu, totalpages, None, False)
             times.append((time.perf_counter() - t0) * 1e3)
         out[f"{n}{'_traced' if traced else ''}"] = {"ms": times, "chosen": [int(chosen[0]), int(chosen[1])]}
+    out["trace_lost"] = int(tracer.head[tracer.hw + H_LOST])
     return out
 
 
@@ -688,6 +690,7 @@ def in_child(fn, *args, timeout=300):
         try:
             os.close(r)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+            retain_freed_heap()             # as every worker does
             try:
                 data = json.dumps({"ok": fn(*args)})
             except BaseException:  # noqa: BLE001 - report anything to the parent
@@ -984,7 +987,9 @@ class Bench:
         f["select_bad_process_ms_100k"] = figure("select_bad_process_ms_100k", res["100000"]["ms"])
         f["select_bad_process_ms_100k_traced"] = figure("select_bad_process_ms_100k_traced",
                                                         res["100000_traced"]["ms"])
+        lost = res.pop("trace_lost")
         self.details["select"] = {k: v["chosen"] for k, v in res.items()}
+        self.details["select"]["trace_lost"] = lost
 
     # -- boot and teardown -----------------------------------------------------------------------------------------
     def bench_boot(self):

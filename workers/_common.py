@@ -10,7 +10,9 @@ log = logging.getLogger("oomemu.worker")
 
 
 def become_worker():
-    """Ignore Ctrl-C (the supervisor stops us) and die if the supervisor dies first."""
+    """Ignore Ctrl-C (the supervisor stops us), die if the supervisor dies first, keep freed heap memory."""
+    from oomemu.supervisor import retain_freed_heap
+    retain_freed_heap()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
