@@ -16,13 +16,24 @@ from oomemu import workload
 RING_RECORDS = 1 << 16
 
 
-def create_machine(scenario, ring_records=RING_RECORDS):
+def ring_records_for(max_tasks):
+    """Records per trace ring: at least RING_RECORDS, and room for one OOM scan's candidate records (one per
+    task) with some to spare, so a single scan of a big task table never overflows a drained ring."""
+    need = max_tasks + 4096
+    return max(RING_RECORDS, 1 << (need - 1).bit_length())
+
+
+def create_machine(scenario, ring_records=None):
     """Allocate the shared segment for `scenario` and boot memory, programs and tasks into it."""
     mc = scenario.machine
     nr_tasks = 2 + len(mc.nodes) + sum(t.count for t in scenario.tasks)
+    max_tasks = max(mc.max_tasks, nr_tasks)
+    if not scenario.run.trace:
+        ring_records = 1
+    elif ring_records is None:
+        ring_records = ring_records_for(max_tasks)
     m = Machine(nr_cpus=mc.cpus, nr_nodes=len(mc.nodes), nr_pages=mm_init.nr_pages_of(scenario),
-                max_tasks=max(mc.max_tasks, nr_tasks), ring_records=ring_records if scenario.run.trace else 1,
-                hz=mc.hz)
+                max_tasks=max_tasks, ring_records=ring_records, hz=mc.hz)
     m.glob[G_BOOT_NS] = time.monotonic_ns()
     m.zonelists, m.min_free_kbytes = mm_init.boot_memory(m, scenario)
     m.programs, m.program_ids = workload.build_programs(scenario)

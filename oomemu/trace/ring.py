@@ -92,17 +92,20 @@ class RingWriter(RingCore or _PyRingCore):
             self.lose(len(a0) - count)
         if count <= 0:
             return
-        recs = np.empty(count, dtype=RECORD_DTYPE)
-        recs["ts"] = self.clock() - self.boot
-        recs["seq"] = seq
-        recs["event"] = event
-        recs["pid"] = pid
-        for i, value in enumerate((a0, a1, a2, a3, a4)):
-            recs["a"][:, i] = value[:count] if isinstance(value, np.ndarray) else value
+        ts = self.clock() - self.boot
         first = written & self.mask
         split = min(count, self.n - first)    # the ring wraps at most once
-        self.records[first:first + split] = recs[:split]
-        self.records[:count - split] = recs[split:]
+        # Fill the records in place, field by field, then publish them all by advancing `written`.
+        for recs, lo, hi in ((self.records[first:first + split], 0, split), (self.records[:count - split], split, count)):
+            if lo == hi:
+                continue
+            recs["ts"] = ts
+            recs["seq"] = seq
+            recs["event"] = event
+            recs["pid"] = pid
+            args = recs["a"]
+            for i, value in enumerate((a0, a1, a2, a3, a4)):
+                args[:, i] = value[lo:hi] if isinstance(value, np.ndarray) else value
         self.written = written + count
         self.head[self.hw] = written + count
 
