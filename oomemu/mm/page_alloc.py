@@ -203,24 +203,50 @@ def free_hot_cold_page_list(cpu, z, pfns):
     tp.trace_many(cpu, "mm_page_free", pfns)
     m.page_kind[pfns] = PAGE_BUDDY
     m.page_owner[pfns] = -1
-    free = m.page_kind[start:end] == PAGE_BUDDY
-    m.page_flags[start:end] &= ~PG_buddy
-    zrow = m.zone[z]
-    for order in range(MAX_ORDER - 1, -1, -1):
-        size = 1 << order
-        blocks = free.reshape(-1, size).all(axis=1).nonzero()[0]
-        free.reshape(-1, size)[blocks] = False
-        heads = (start + blocks * size).astype(np.int32)
-        zrow[Z_NR_FREE + order] = len(heads)
-        zrow[Z_FREE_HEAD + order] = heads[0] if len(heads) else -1
-        if len(heads):
-            m.page_flags[heads] |= PG_buddy
-            m.page_order[heads] = order
-            m.page_next[heads[:-1]] = heads[1:]
-            m.page_next[heads[-1]] = -1
-            m.page_prev[heads[1:]] = heads[:-1]
-            m.page_prev[heads[0]] = -1
+    _rebuild_free_area(m, z, start, m.page_kind[start:end] == PAGE_BUDDY)
     return len(pfns)
+
+
+def _rebuild_free_area(m, z, start, free):
+    """Rebuild zone z's free lists from `free` (one bool per page of the zone): each maximal aligned free block
+    becomes one list entry, lists in PFN order. Caller holds zone->lock. Emulator-only.
+
+    Level k of the pyramid says which order-k blocks are wholly free (both halves free at level k-1); an
+    order-k block heads a list entry when it is free and its order-(k+1) parent is not.
+    """
+    m.page_flags[start:start + len(free)] &= ~PG_buddy
+    levels = [free]
+    for _ in range(1, MAX_ORDER):
+        below = levels[-1]
+        levels.append(below[0::2] & below[1::2])
+    heads, counts = [], []
+    for order in range(MAX_ORDER):
+        entries = levels[order]
+        if order + 1 < MAX_ORDER:    # pairs of order-k blocks against their parent
+            entries = (entries.reshape(-1, 2) & ~levels[order + 1][:, None]).ravel()
+        pfns = start + (entries.nonzero()[0] << order)
+        heads.append(pfns)
+        counts.append(len(pfns))
+    heads = np.concatenate(heads).astype(np.int32)
+    counts = np.array(counts)
+    zrow = m.zone[z]
+    zrow[Z_NR_FREE:Z_NR_FREE + MAX_ORDER] = counts
+    firsts = np.cumsum(counts) - counts           # where each order's list starts in `heads`
+    zrow[Z_FREE_HEAD:Z_FREE_HEAD + MAX_ORDER] = np.where(counts > 0, heads[np.minimum(firsts, len(heads) - 1)], -1)
+    if not len(heads):
+        return
+    m.page_flags[heads] |= PG_buddy
+    m.page_order[heads] = np.repeat(np.arange(MAX_ORDER, dtype=np.int8), counts)
+    # Link each order's run of heads into a list: the neighbour within the run, -1 at the run's ends.
+    nxt = np.empty_like(heads)
+    nxt[:-1] = heads[1:]
+    prv = np.empty_like(heads)
+    prv[1:] = heads[:-1]
+    nonempty = counts > 0
+    prv[firsts[nonempty]] = -1
+    nxt[(firsts + counts - 1)[nonempty]] = -1
+    m.page_next[heads] = nxt
+    m.page_prev[heads] = prv
 
 
 def __free_pages(cpu, pfn, order):
