@@ -15,6 +15,7 @@ from oomemu.machine import (G_NR_KILLS, K_CPU, K_KILLER_PID, K_KIND, K_NS, K_PID
 from oomemu.mm import vmstat
 from oomemu.mm.oom_kill import KILL_KINDS
 from oomemu.trace.reader import load_trace
+from oomemu.trace.ring import RingWriter
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -114,7 +115,8 @@ def build_report(scenario, m, outcome, run_dir):
         "zones": zones_of(m), "min_free_kbytes": m.min_free_kbytes,
         "checks": checks, "expect": expect, "stuck": stuck_tasks(state),
         "workers": {"pids": outcome.worker_pids, "cpu_seconds": outcome.worker_cpu_seconds},
-        "trace": {"records": outcome.trace_records, "lost": outcome.trace_lost},
+        "trace": {"records": outcome.trace_records, "lost": outcome.trace_lost,
+                  "writer": "compiled" if RingWriter.compiled else "python"},
         "timing": {"boot_to_first_alloc_s": outcome.boot_to_first_alloc_s, "teardown_s": round(outcome.teardown_s, 3)},
     }
 

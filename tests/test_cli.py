@@ -6,6 +6,8 @@ import pytest
 
 from conftest import ROOT, run_cli, write_scenario
 
+from oomemu.trace.ring import RingWriter
+
 
 def test_default_scenario_kills_and_conserves_pages(tmp_path):
     """Plain `oomemu run` (the built-in scenario) ends in at least one OOM kill and meets its [expect]."""
@@ -18,6 +20,9 @@ def test_default_scenario_kills_and_conserves_pages(tmp_path):
     assert all(c["ok"] for c in report["checks"])
     for cpu in ("cpu0", "cpu1"):
         assert report["per_cpu"][cpu]["allocs"] > 0
+    # the run used the same record writer as this installation offers, and lost nothing
+    assert report["trace"]["lost"] == 0 and report["trace"]["records"] > 0
+    assert report["trace"]["writer"] == ("compiled" if RingWriter.compiled else "python")
     dmesg = (tmp_path / "run" / "dmesg.log").read_text()
     assert "invoked oom-killer: gfp_mask=0x200da, order=0, oom_score_adj=" in dmesg
     assert "Out of memory: Kill process" in dmesg and "Killed process" in dmesg

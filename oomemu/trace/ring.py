@@ -96,7 +96,8 @@ class RingWriter(RingCore or _PyRingCore):
         first = written & self.mask
         split = min(count, self.n - first)    # the ring wraps at most once
         # Fill the records in place, field by field, then publish them all by advancing `written`.
-        for recs, lo, hi in ((self.records[first:first + split], 0, split), (self.records[:count - split], split, count)):
+        spans = ((self.records[first:first + split], 0, split), (self.records[:count - split], split, count))
+        for recs, lo, hi in spans:
             if lo == hi:
                 continue
             recs["ts"] = ts
