@@ -93,7 +93,7 @@ class TraceFile:
         self.records = 0
         header = {"format": TRACE_FORMAT, "version": TRACE_VERSION, "scenario": scenario.name,
                   "nr_cpus": m.nr_cpus, "nr_nodes": m.nr_nodes, "hz": scenario.machine.hz,
-                  "fields": ["ts_ns", "seq", "event", "pid", "a0", "a1", "a2", "a3", "a4"],
+                  "fields": ["ts_ns", *ring.FIELDS[1:]],
                   "events": [{"id": i, "name": n, "system": s, "args": list(a)}
                              for i, (n, s, a) in enumerate(CATALOGUE)]}
         self.f.write(self.packer.pack(header))
@@ -102,9 +102,8 @@ class TraceFile:
         for row in range(m.nr_rows_cpu):
             recs = ring.drain_ring(m, row)
             if len(recs):
-                flat = np.column_stack((recs["ts"], recs["seq"], recs["event"], recs["pid"], recs["a"])).tolist()
-                self.f.write(self.packer.pack({"cpu": row, "records": flat}))
-                self.records += len(flat)
+                self.f.write(ring.pack_batch(row, recs))
+                self.records += len(recs)
 
     def close(self, m):
         lost = int(m.ring_head[:, ring.H_LOST].sum())

@@ -28,16 +28,20 @@ class Trace:
 def load_trace(run_dir):
     """Read RUN_DIR/trace.msgpack."""
     path = Path(run_dir) / "trace.msgpack"
-    rows, header, lost, complete = [], None, 0, False
+    batches, header, lost, complete = [], None, 0, False
     with open(path, "rb") as f:
         for obj in msgpack.Unpacker(f, raw=False, strict_map_key=False):
             if header is None:
                 header = obj
             elif obj.get("end"):
                 lost, complete = obj["lost"], True
-            else:
-                cpu = obj["cpu"]
-                rows.extend((r[0], r[1], r[2], r[3], cpu, r[4:9]) for r in obj["records"])
-    records = np.array(rows, dtype=TRACE_DTYPE) if rows else np.empty(0, dtype=TRACE_DTYPE)
+            elif obj["records"]:
+                flat = np.array(obj["records"], dtype=np.int64).reshape(-1, 9)
+                batch = np.empty(len(flat), dtype=TRACE_DTYPE)
+                batch["ts"], batch["seq"], batch["event"], batch["pid"] = flat[:, 0], flat[:, 1], flat[:, 2], flat[:, 3]
+                batch["cpu"] = obj["cpu"]
+                batch["a"] = flat[:, 4:9]
+                batches.append(batch)
+    records = np.concatenate(batches) if batches else np.empty(0, dtype=TRACE_DTYPE)
     order = np.lexsort((np.arange(len(records)), records["cpu"], records["ts"]))
     return Trace(header, records[order], lost, complete)

@@ -15,6 +15,7 @@ counted, so an overflow is never silent.
 import struct
 import time
 
+import msgpack
 import numpy as np
 
 from oomemu.machine import G_BOOT_NS
@@ -124,3 +125,42 @@ def drain_ring(m, row):
     out = ring[idx].copy()
     m.ring_head[row, H_DRAINED] = written
     return out
+
+
+# msgpack integer encodings, smallest first: (type byte or None for a positive fixint, numpy type, lo, hi)
+_MSGPACK_INTS = ((None, "u1", 0, 127), (0xD0, "i1", -128, 127), (0xD1, ">i2", -(1 << 15), (1 << 15) - 1),
+                 (0xD2, ">i4", -(1 << 31), (1 << 31) - 1), (0xD3, ">i8", -(1 << 63), (1 << 63) - 1))
+FIELDS = ("ts", "seq", "event", "pid", "a0", "a1", "a2", "a3", "a4")
+
+
+def _columns(recs):
+    return (recs["ts"], recs["seq"], recs["event"], recs["pid"]) + tuple(recs["a"][:, i] for i in range(5))
+
+
+def pack_batch(row, recs):
+    """msgpack bytes of the map {"cpu": row, "records": [[ts, seq, event, pid, a0..a4], ...]} for drained
+    records, encoded in one vectorised pass instead of one Python list per record.
+
+    Each column takes the smallest msgpack integer form that holds all its values in this batch, so every
+    record has the same layout: a fixarray byte, then per field an optional type byte and a big-endian value.
+    Plain `msgpack.unpackb` reads it back as lists of ints, exactly as if each record had been packed alone
+    (only the choice among equivalent integer encodings differs)."""
+    packer = msgpack.Packer()
+    head = packer.pack_map_header(2) + packer.pack("cpu") + packer.pack(row) + packer.pack("records")
+    head += packer.pack_array_header(len(recs))
+    if not len(recs):
+        return head
+    layout, values = [("array", "u1")], []
+    for i, col in enumerate(_columns(recs)):
+        lo, hi = int(col.min()), int(col.max())
+        tag, dtype = next((t, d) for t, d, a, b in _MSGPACK_INTS if a <= lo and hi <= b)
+        if tag is not None:
+            layout.append((f"t{i}", "u1"))
+            values.append((f"t{i}", tag))
+        layout.append((f"v{i}", dtype))
+        values.append((f"v{i}", col))
+    out = np.empty(len(recs), dtype=np.dtype(layout))
+    out["array"] = 0x90 | len(FIELDS)      # fixarray of 9
+    for name, value in values:
+        out[name] = value
+    return head + out.tobytes()

@@ -151,3 +151,48 @@ def test_compiled_writer_is_built_where_a_compiler_is():
         pytest.skip("no C compiler or Python headers: the Python writer is used")
     assert RingWriter.compiled, ("oomemu.trace._ring is missing although a C compiler is present: "
                                  "reinstall with `pip install .` (or `pip install -e .`)")
+
+
+# --- the supervisor's batch encoding (trace.msgpack) -------------------------------------------------------------
+
+def _records(columns):
+    from oomemu.trace.ring import RECORD_DTYPE
+    n = len(columns[0])
+    recs = np.zeros(n, dtype=RECORD_DTYPE)
+    recs["ts"], recs["seq"], recs["event"], recs["pid"] = columns[:4]
+    for i in range(5):
+        recs["a"][:, i] = columns[4 + i]
+    return recs
+
+
+EDGES = [0, 1, 127, 128, -1, -32, -33, -128, -129, 255, 256, 32767, 32768, -32768, -32769, 2 ** 31 - 1, 2 ** 31,
+         -(2 ** 31), -(2 ** 31) - 1, 2 ** 63 - 1, -(2 ** 63)]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_pack_batch_reads_back_with_plain_msgpack(seed):
+    """Every column width the encoder can pick (fixint, int8..int64, at each boundary) decodes with plain
+    msgpack to exactly the records, as lists of ints."""
+    import msgpack
+
+    from oomemu.trace.ring import pack_batch
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 300))
+    cols = []
+    for _ in range(9):
+        span = EDGES[int(rng.integers(len(EDGES)))]
+        col = rng.integers(min(0, span), max(0, span), n, endpoint=True, dtype=np.int64)
+        col[int(rng.integers(n))] = span              # the extreme itself appears
+        cols.append(col)
+    cols[2] = rng.integers(-(2 ** 31), 2 ** 31, n, dtype=np.int64)  # event and pid are int32 in the ring
+    cols[3] = np.full(n, EDGES[seed] if abs(EDGES[seed]) < 2 ** 31 else 7)
+    recs = _records(cols)
+    expected = np.column_stack((recs["ts"], recs["seq"], recs["event"], recs["pid"], recs["a"])).tolist()
+    assert msgpack.unpackb(pack_batch(5, recs)) == {"cpu": 5, "records": expected}
+
+
+def test_pack_batch_of_nothing():
+    import msgpack
+
+    from oomemu.trace.ring import RECORD_DTYPE, pack_batch
+    assert msgpack.unpackb(pack_batch(0, np.empty(0, dtype=RECORD_DTYPE))) == {"cpu": 0, "records": []}
