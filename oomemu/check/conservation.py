@@ -14,13 +14,14 @@ from oomemu.machine import (LRU_ANON, LRU_FILE, MM_ANONPAGES, MM_FILEPAGES, PAGE
 
 def _walk(m, head, limit):
     """PFNs of a list linked through page_next, stopping (and reporting) a cycle."""
+    nxt = memoryview(np.ascontiguousarray(m.page_next))   # Python ints, fast to index one by one
     out, seen, cur = [], set(), int(head)
     while cur != -1:
         if cur in seen or len(out) > limit:
             return out, True
         seen.add(cur)
         out.append(cur)
-        cur = int(m.page_next[cur])
+        cur = nxt[cur]
     return out, False
 
 
@@ -53,30 +54,37 @@ def check_page_conservation(m):
 
 
 def _check_free_lists(m, z, nr_free):
-    problems, listed = [], 0
-    seen = set()
+    """Walk the zone's free lists; every listed block must be a free block of its order, and together they
+    must cover each free page exactly once (checked with one count per page of the zone)."""
+    problems = []
+    start, managed = int(m.zone[z, Z_START_PFN]), int(m.zone[z, Z_MANAGED])
+    covered = np.zeros(managed, dtype=np.int32)
     for order in range(MAX_ORDER):
-        heads, cyclic = _walk(m, m.zone[z, Z_FREE_HEAD + order], m.nr_pages)
+        listed, cyclic = _walk(m, m.zone[z, Z_FREE_HEAD + order], m.nr_pages)
         if cyclic:
             problems.append(f"zone {z}: free_area[{order}] list is cyclic (a block freed twice?)")
-        if len(heads) != int(m.zone[z, Z_NR_FREE + order]):
-            problems.append(f"zone {z}: free_area[{order}] holds {len(heads)} blocks, nr_free says "
+        if len(listed) != int(m.zone[z, Z_NR_FREE + order]):
+            problems.append(f"zone {z}: free_area[{order}] holds {len(listed)} blocks, nr_free says "
                             f"{int(m.zone[z, Z_NR_FREE + order])}")
-        for pfn in heads:
-            if not m.page_flags[pfn] & PG_buddy or m.page_order[pfn] != order or m.page_zone[pfn] != z:
-                problems.append(f"zone {z}: pfn {pfn} on free_area[{order}] is not a free block of that order")
-                break
-            block = range(pfn, pfn + (1 << order))
-            if seen.intersection(block):
-                problems.append(f"zone {z}: pfn {pfn} is on the free lists twice")
-                break
-            seen.update(block)
-            if (m.page_kind[pfn:pfn + (1 << order)] != PAGE_BUDDY).any():
-                problems.append(f"zone {z}: free block at pfn {pfn} contains pages the frame table says are owned")
-                break
-        listed += len(heads) << order
-    if listed != nr_free:
-        problems.append(f"zone {z}: free lists hold {listed} pages, NR_FREE_PAGES says {nr_free}")
+        heads = np.array(listed, dtype=np.int64)
+        bad = ((m.page_flags[heads] & PG_buddy) == 0) | (m.page_order[heads] != order) | (m.page_zone[heads] != z)
+        bad |= (heads < start) | (heads + (1 << order) > start + managed)
+        if bad.any():
+            pfn = int(heads[bad.argmax()])
+            problems.append(f"zone {z}: pfn {pfn} on free_area[{order}] is not a free block of that order")
+            heads = heads[~bad]
+        pages = (heads[:, None] + np.arange(1 << order)).ravel() - start
+        covered += np.bincount(pages, minlength=managed)
+    twice = (covered > 1).nonzero()[0]
+    if len(twice):
+        problems.append(f"zone {z}: pfn {start + int(twice[0])} is on the free lists twice")
+    owned = ((covered > 0) & (m.page_kind[start:start + managed] != PAGE_BUDDY)).nonzero()[0]
+    if len(owned):
+        problems.append(f"zone {z}: free block holding pfn {start + int(owned[0])} contains pages the frame "
+                        f"table says are owned")
+    listed_pages = int(covered.sum())
+    if listed_pages != nr_free:
+        problems.append(f"zone {z}: free lists hold {listed_pages} pages, NR_FREE_PAGES says {nr_free}")
     return problems
 
 
