@@ -23,6 +23,9 @@ from oomemu.trace import events as tp
 _LRU_STAT = (Z_STAT + NR_LRU_FILE, Z_STAT + NR_LRU_ANON)
 _FREE = Z_STAT + NR_FREE_PAGES
 _SCANNED = Z_STAT + NR_PAGES_SCANNED
+# A sleeping kswapd looks up this often (ms) to park for the supervisor's quiescent snapshots: the CPUs stay
+# parked until every worker has, so this bounds how long a snapshot stops the machine.
+KSWAPD_PAUSE_POLL_MS = 5
 
 
 # --- LRU lists (zone->lock held) -----------------------------------------------------------------------------
@@ -301,7 +304,9 @@ def _kswapd_wait(cpu, timeout_ms):
     deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000
     while not m.v_glob[G_STOP]:
         sync.pause_point(m, cpu.id)
-        left = 50 if deadline is None else min(50, max(0, int((deadline - time.monotonic()) * 1000)))
+        left = KSWAPD_PAUSE_POLL_MS
+        if deadline is not None:
+            left = min(left, max(0, int((deadline - time.monotonic()) * 1000)))
         if doorbell.wait(left) and sync.drain_doorbell(m, cpu.id):
             return True
         if deadline is not None and time.monotonic() >= deadline:
