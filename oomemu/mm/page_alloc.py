@@ -231,10 +231,12 @@ def _rebuild_free_area(m, z, start, free):
     counts = np.array(counts)
     zrow = m.zone[z]
     zrow[Z_NR_FREE:Z_NR_FREE + MAX_ORDER] = counts
-    firsts = np.cumsum(counts) - counts           # where each order's list starts in `heads`
-    zrow[Z_FREE_HEAD:Z_FREE_HEAD + MAX_ORDER] = np.where(counts > 0, heads[np.minimum(firsts, len(heads) - 1)], -1)
+    zrow[Z_FREE_HEAD:Z_FREE_HEAD + MAX_ORDER] = -1
     if not len(heads):
         return
+    firsts = np.cumsum(counts) - counts           # where each order's list starts in `heads`
+    nonempty = counts > 0
+    zrow[Z_FREE_HEAD:Z_FREE_HEAD + MAX_ORDER][nonempty] = heads[firsts[nonempty]]
     m.page_flags[heads] |= PG_buddy
     m.page_order[heads] = np.repeat(np.arange(MAX_ORDER, dtype=np.int8), counts)
     # Link each order's run of heads into a list: the neighbour within the run, -1 at the run's ends.
@@ -242,7 +244,6 @@ def _rebuild_free_area(m, z, start, free):
     nxt[:-1] = heads[1:]
     prv = np.empty_like(heads)
     prv[1:] = heads[:-1]
-    nonempty = counts > 0
     prv[firsts[nonempty]] = -1
     nxt[(firsts + counts - 1)[nonempty]] = -1
     m.page_next[heads] = nxt
