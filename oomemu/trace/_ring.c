@@ -135,8 +135,102 @@ ring_room(RingCore *r)
     return r->written < r->limit;
 }
 
+static inline void
+ring_put(RingCore *r, const record_t *rec)
+{
+    memcpy(r->records + ((r->written & r->mask) << RECORD_SHIFT), rec, sizeof *rec);
+    r->written += 1;
+}
+
+static inline void
+ring_publish(RingCore *r)
+{
+    /* the records' bytes are visible before the consumer sees the new count */
+    __atomic_store_n(&r->head[H_WRITTEN], (int64_t)r->written, __ATOMIC_RELEASE);
+}
+
+static inline int64_t
+now_since_boot(RingCore *r)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);   /* the clock time.monotonic_ns reads */
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec - r->boot;
+}
+
+PyDoc_STRVAR(ringcore_emit_many_doc,
+"_emit_many(event, pid, seq, count, args) -> records written\n\n"
+"Append `count` records of one event; `args` holds the five arguments, each an int (the same in every\n"
+"record) or a contiguous int64 buffer of at least `count` values. What does not fit is counted lost.");
+
+static PyObject *
+ringcore_emit_many(RingCore *self, PyObject *args)
+{
+    int event, pid;
+    long long seq;
+    Py_ssize_t count;
+    PyObject *vals;
+    Py_buffer views[5];
+    const int64_t *arrays[5] = {NULL};
+    record_t rec = {0};
+    int nviews = 0, i;
+    PyObject *result = NULL;
+
+    if (!PyArg_ParseTuple(args, "iiLnO!:_emit_many", &event, &pid, &seq, &count, &PyTuple_Type, &vals))
+        return NULL;
+    if (!self->attached || PyTuple_GET_SIZE(vals) != 5 || count < 0) {
+        PyErr_SetString(PyExc_ValueError, "_emit_many: an attached ring, 5 arguments and count >= 0");
+        return NULL;
+    }
+    for (i = 0; i < 5; i++) {
+        PyObject *v = PyTuple_GET_ITEM(vals, i);
+        if (PyLong_Check(v)) {
+            rec.a[i] = PyLong_AsLongLong(v);
+            if (rec.a[i] == -1 && PyErr_Occurred())
+                goto done;
+            continue;
+        }
+        if (PyObject_GetBuffer(v, &views[nviews], PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0)
+            goto done;
+        Py_buffer *view = &views[nviews++];
+        const char *fmt = view->format ? view->format : "B";
+        char code = fmt[strlen(fmt) - 1];
+        if (view->itemsize != 8 || (code != 'l' && code != 'q') || view->len / 8 < count) {
+            PyErr_Format(PyExc_TypeError, "_emit_many: argument %d is not an int64 array of %zd values", i, count);
+            goto done;
+        }
+        arrays[i] = view->buf;
+    }
+
+    if (self->written + count > self->limit)
+        ring_room(self);
+    Py_ssize_t fit = self->limit - self->written;
+    if (fit > count)
+        fit = count;
+    if (fit < 0)
+        fit = 0;
+    if (fit < count)
+        self->head[H_LOST] += count - fit;
+    rec.ts = now_since_boot(self);
+    rec.seq = seq;
+    rec.event = event;
+    rec.pid = pid;
+    for (Py_ssize_t j = 0; j < fit; j++) {
+        for (i = 0; i < 5; i++)
+            if (arrays[i])
+                rec.a[i] = arrays[i][j];
+        ring_put(self, &rec);
+    }
+    ring_publish(self);
+    result = PyLong_FromSsize_t(fit);
+done:
+    while (nviews > 0)
+        PyBuffer_Release(&views[--nviews]);
+    return result;
+}
+
 static PyMethodDef ringcore_methods[] = {
     {"_attach", (PyCFunction)ringcore_attach, METH_VARARGS, ringcore_attach_doc},
+    {"_emit_many", (PyCFunction)ringcore_emit_many, METH_VARARGS, ringcore_emit_many_doc},
     {NULL}
 };
 
@@ -261,13 +355,9 @@ emitter_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyO
     if (r->written >= r->limit && !ring_room(r)) {
         r->head[H_LOST] += 1;       /* only this writer touches `lost` */
     } else {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);   /* the clock time.monotonic_ns reads */
-        rec.ts = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec - r->boot;
-        memcpy(r->records + ((r->written & r->mask) << RECORD_SHIFT), &rec, sizeof rec);
-        r->written += 1;
-        /* publish: the record's bytes are visible before the consumer sees the new count */
-        __atomic_store_n(&r->head[H_WRITTEN], (int64_t)r->written, __ATOMIC_RELEASE);
+        rec.ts = now_since_boot(r);
+        ring_put(r, &rec);
+        ring_publish(r);
     }
     Py_DECREF(trace);
     Py_RETURN_NONE;

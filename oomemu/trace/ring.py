@@ -86,6 +86,15 @@ class RingWriter(RingCore or _PyRingCore):
     def emit_many(self, event, pid, a0, a1=0, a2=0, a3=0, a4=0, seq=0):
         """Append one record per element of the array `a0` (other fields broadcast), in one vectorised copy;
         what does not fit is counted lost."""
+        args = tuple(np.ascontiguousarray(v, dtype=np.int64) if isinstance(v, np.ndarray) else int(v)
+                     for v in (a0, a1, a2, a3, a4))
+        if self.compiled:
+            self._emit_many(int(event), int(pid), int(seq), len(a0), args)
+            return
+        self._emit_many_py(event, pid, seq, args)
+
+    def _emit_many_py(self, event, pid, seq, args):
+        a0 = args[0]
         self.room()
         written = self.written
         count = min(len(a0), self.limit - written)
@@ -105,9 +114,9 @@ class RingWriter(RingCore or _PyRingCore):
             recs["seq"] = seq
             recs["event"] = event
             recs["pid"] = pid
-            args = recs["a"]
-            for i, value in enumerate((a0, a1, a2, a3, a4)):
-                args[:, i] = value[lo:hi] if isinstance(value, np.ndarray) else value
+            fields = recs["a"]
+            for i, value in enumerate(args):
+                fields[:, i] = value[lo:hi] if isinstance(value, np.ndarray) else value
         self.written = written + count
         self.head[self.hw] = written + count
 

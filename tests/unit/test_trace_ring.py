@@ -196,3 +196,57 @@ def test_pack_batch_of_nothing():
 
     from oomemu.trace.ring import RECORD_DTYPE, pack_batch
     assert msgpack.unpackb(pack_batch(0, np.empty(0, dtype=RECORD_DTYPE))) == {"cpu": 0, "records": []}
+
+
+# --- bulk records (trace_many) ------------------------------------------------------------------------------------
+
+def _emit_many(kind, writer, *args, **kw):
+    if kind == "compiled":
+        if not RingWriter.compiled:
+            pytest.skip("the compiled writer is not built here")
+        return writer.emit_many(*args, **kw)
+    args = list(args) + [0] * (7 - len(args))
+    event, pid, *vals = args
+    return writer._emit_many_py(event, pid, kw.get("seq", 0), tuple(
+        np.ascontiguousarray(v, dtype=np.int64) if isinstance(v, np.ndarray) else int(v) for v in vals))
+
+
+@pytest.mark.parametrize("kind", ["python", "compiled"])
+def test_emit_many_broadcasts_scalars_and_wraps(kind):
+    m, cpu = make_machine()                      # 64-record rings
+    w = RingWriter(m, 1)
+    pfns = np.arange(1000, 1040, dtype=np.int32)
+    points = np.arange(40, dtype=np.int64) * -3
+    for round_ in range(3):                      # 3 x 40 records through a 64-record ring
+        _emit_many(kind, w, 20, 7 + round_, pfns, points, np.int64(5), 2 ** 40, seq=9)
+        recs = drain_ring(m, 1)
+        assert recs["event"].tolist() == [20] * 40 and recs["pid"].tolist() == [7 + round_] * 40
+        assert recs["seq"].tolist() == [9] * 40
+        assert recs["a"].tolist() == [[1000 + i, -3 * i, 5, 2 ** 40, 0] for i in range(40)]
+        assert len(set(recs["ts"].tolist())) == 1, "one timestamp for the batch"
+    assert m.ring_head[1, H_WRITTEN] == 120 and m.ring_head[1, H_LOST] == 0
+
+
+@pytest.mark.parametrize("kind", ["python", "compiled"])
+def test_emit_many_counts_what_does_not_fit(kind):
+    m, cpu = make_machine()
+    w = RingWriter(m, 0)
+    _emit_many(kind, w, 1, 3, np.arange(50))
+    _emit_many(kind, w, 1, 3, np.arange(50, 100))
+    assert m.ring_head[0, H_WRITTEN] == 64 and m.ring_head[0, H_LOST] == 36
+    assert drain_ring(m, 0)["a"][:, 0].tolist() == list(range(64))
+    _emit_many(kind, w, 1, 3, np.arange(0))      # nothing to write
+    assert m.ring_head[0, H_WRITTEN] == 64
+
+
+@compiled_only
+def test_compiled_emit_many_refuses_bad_arrays():
+    m, cpu = make_machine()
+    w = RingWriter(m, 0)
+    with pytest.raises(TypeError, match="int64 array"):
+        w._emit_many(1, 3, 0, 10, (np.arange(5, dtype=np.int64), 0, 0, 0, 0))    # shorter than count
+    with pytest.raises(TypeError, match="int64 array"):
+        w._emit_many(1, 3, 0, 2, (np.arange(2, dtype=np.float64), 0, 0, 0, 0))
+    with pytest.raises(ValueError):
+        w._emit_many(1, 3, 0, 2, (0, 0, 0))
+    assert m.ring_head[0, H_WRITTEN] == 0
