@@ -49,7 +49,9 @@ def exit_mmap(cpu, mm):
     Follows: mm/mmap.c exit_mmap(), 3.14. Returns the pages given back to the allocator.
     """
     m = cpu.m
-    pfns = ((m.page_owner == mm) & ((m.page_kind == PAGE_ANON) | (m.page_kind == PAGE_FILE))).nonzero()[0]
+    pfns = (m.page_owner == mm).nonzero()[0]
+    kinds = m.page_kind[pfns]     # the owner column also holds CPU ids (per-CPU pages): keep mm pages only
+    pfns = pfns[(kinds == PAGE_ANON) | (kinds == PAGE_FILE)]
     anon, file = _free_mm_pages(cpu, mm, pfns)
     with sync.spinlock(cpu, m.mm_lock_index(mm)):
         swapents = int(m.mm[mm, MM_SWAPENTS])

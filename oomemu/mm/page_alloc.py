@@ -224,28 +224,27 @@ def _rebuild_free_area(m, z, start, free):
         entries = levels[order]
         if order + 1 < MAX_ORDER:    # pairs of order-k blocks against their parent
             entries = (entries.reshape(-1, 2) & ~levels[order + 1][:, None]).ravel()
-        pfns = start + (entries.nonzero()[0] << order)
-        heads.append(pfns)
+        pfns = entries.nonzero()[0]
+        heads.append((pfns << order) + start)
         counts.append(len(pfns))
-    heads = np.concatenate(heads).astype(np.int32)
-    counts = np.array(counts)
+    # The lists are consecutive runs of `heads`, order by order; the 11 per-order numbers stay Python ints.
+    firsts = [sum(counts[:order]) for order in range(MAX_ORDER)]
     zrow = m.zone[z]
     zrow[Z_NR_FREE:Z_NR_FREE + MAX_ORDER] = counts
-    zrow[Z_FREE_HEAD:Z_FREE_HEAD + MAX_ORDER] = -1
+    heads = np.concatenate(heads).astype(np.int32)
+    zrow[Z_FREE_HEAD:Z_FREE_HEAD + MAX_ORDER] = [int(heads[f]) if c else -1 for f, c in zip(firsts, counts)]
     if not len(heads):
         return
-    firsts = np.cumsum(counts) - counts           # where each order's list starts in `heads`
-    nonempty = counts > 0
-    zrow[Z_FREE_HEAD:Z_FREE_HEAD + MAX_ORDER][nonempty] = heads[firsts[nonempty]]
     m.page_flags[heads] |= PG_buddy
     m.page_order[heads] = np.repeat(np.arange(MAX_ORDER, dtype=np.int8), counts)
-    # Link each order's run of heads into a list: the neighbour within the run, -1 at the run's ends.
+    # Link each run into a list: the neighbour within the run, -1 at the run's ends.
     nxt = np.empty_like(heads)
     nxt[:-1] = heads[1:]
     prv = np.empty_like(heads)
     prv[1:] = heads[:-1]
-    prv[firsts[nonempty]] = -1
-    nxt[(firsts + counts - 1)[nonempty]] = -1
+    ends = [(f, f + c - 1) for f, c in zip(firsts, counts) if c]
+    prv[[f for f, _ in ends]] = -1
+    nxt[[last for _, last in ends]] = -1
     m.page_next[heads] = nxt
     m.page_prev[heads] = prv
 
