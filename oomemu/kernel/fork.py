@@ -12,6 +12,7 @@ from oomemu.include.sched import PF_FORKNOEXEC, PF_KTHREAD, TASK_NEW
 from oomemu.errors import KernelBug
 from oomemu.machine import (G_NEXT_CPU, G_NEXT_PID, G_NR_MM_ROWS, G_NR_TASK_ROWS, G_NR_USER_LIVE, L_TASKLIST,
                             MM_COUNT, MM_OWNER, MM_SEM_WRITER, MM_USED, MM_USERS)
+from oomemu.mm import mmap
 from oomemu.trace import events as tp
 
 CLONE_VM = 0x00000100
@@ -123,7 +124,6 @@ def mmput(cpu, mm):
         users = int(m.mm[mm, MM_USERS])
     freed = 0
     if users == 0:
-        from oomemu.mm import mmap
         freed = mmap.exit_mmap(cpu, mm)
         m.mm[mm, MM_USED] = 0
     tp.trace_mmput(cpu, mm, users, freed)

@@ -8,6 +8,7 @@ searched with numpy; each zone's pages are freed under one hold of its zone->loc
 from oomemu import sync
 from oomemu.machine import (G_NR_SWAP_FREE, L_SWAP, LRU_ANON, MM_ANONPAGES, MM_FILEPAGES, MM_NCOLS,
                             MM_NR_PTES, MM_SWAPENTS, MM_TOTAL_VM, PAGE_ANON, PAGE_FILE, PG_lru)
+from oomemu.mm import page_alloc, vmscan
 from oomemu.trace import events as tp
 
 PTRS_PER_PTE = 512
@@ -16,7 +17,6 @@ PTRS_PER_PTE = 512
 def _free_mm_pages(cpu, mm, pfns):
     """Free anon pages and unmap file pages of mm among `pfns`, each checked under its zone->lock (reclaim
     may have taken some meanwhile). Returns (anon freed, file unmapped)."""
-    from oomemu.mm import page_alloc, vmscan
     m = cpu.m
     anon = file = 0
     zones = m.page_zone[pfns]
