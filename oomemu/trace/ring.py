@@ -130,8 +130,9 @@ def drain_ring(m, row):
     n = m.ring_records
     base = m.ring_offset + row * n * RECORD_SIZE
     ring = np.frombuffer(m.buf, dtype=RECORD_DTYPE, count=n, offset=base)
-    idx = np.arange(drained, written) % n
-    out = ring[idx].copy()
+    first, count = drained % n, written - drained
+    split = min(count, n - first)                 # the new records wrap at most once
+    out = np.concatenate((ring[first:first + split], ring[:count - split]))
     m.ring_head[row, H_DRAINED] = written
     return out
 
