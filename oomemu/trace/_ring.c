@@ -194,7 +194,8 @@ ringcore_emit_many(RingCore *self, PyObject *args)
         Py_buffer *view = &views[nviews++];
         const char *fmt = view->format ? view->format : "B";
         char code = fmt[strlen(fmt) - 1];
-        if (view->itemsize != 8 || (code != 'l' && code != 'q') || view->len / 8 < count) {
+        int foreign = fmt[0] == '>' || fmt[0] == '!';   /* numpy gives native-endian int64 as "l" or "<q" */
+        if (view->itemsize != 8 || (code != 'l' && code != 'q') || foreign || view->len / 8 < count) {
             PyErr_Format(PyExc_TypeError, "_emit_many: argument %d is not an int64 array of %zd values", i, count);
             goto done;
         }

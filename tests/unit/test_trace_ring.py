@@ -247,6 +247,8 @@ def test_compiled_emit_many_refuses_bad_arrays():
         w._emit_many(1, 3, 0, 10, (np.arange(5, dtype=np.int64), 0, 0, 0, 0))    # shorter than count
     with pytest.raises(TypeError, match="int64 array"):
         w._emit_many(1, 3, 0, 2, (np.arange(2, dtype=np.float64), 0, 0, 0, 0))
+    with pytest.raises(TypeError, match="int64 array"):
+        w._emit_many(1, 3, 0, 2, (np.arange(2, dtype=">i8"), 0, 0, 0, 0))     # not in the machine's byte order
     with pytest.raises(ValueError):
         w._emit_many(1, 3, 0, 2, (0, 0, 0))
     assert m.ring_head[0, H_WRITTEN] == 0
