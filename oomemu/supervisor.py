@@ -93,7 +93,7 @@ class TraceFile:
         self.records = 0
         header = {"format": TRACE_FORMAT, "version": TRACE_VERSION, "scenario": scenario.name,
                   "nr_cpus": m.nr_cpus, "nr_nodes": m.nr_nodes, "hz": scenario.machine.hz,
-                  "fields": ["ts_ns", *ring.FIELDS[1:]],
+                  "fields": list(ring.FIELDS),
                   "events": [{"id": i, "name": n, "system": s, "args": list(a)}
                              for i, (n, s, a) in enumerate(CATALOGUE)]}
         self.f.write(self.packer.pack(header))

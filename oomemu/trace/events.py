@@ -4,7 +4,7 @@ Events carry the kernel tracepoint name where one exists (systems kmem, vmscan, 
 live in the emulator's own system "oomemu" otherwise. Each event gets an emitter `trace_<name>(cpu, ...)`
 that costs one attribute test when tracing is off.
 """
-from oomemu.trace.ring import RECORD_SHIFT, RingWriter
+from oomemu.trace.ring import RECORD_SHIFT, Emitter
 
 # (name, system, argument names) — the order fixes the event ids; append only.
 CATALOGUE = (
@@ -68,8 +68,7 @@ CAND_CHILD = 1     # a child oom_kill_process scored for sacrifice
 def _make_emitter(event):
     name = "trace_" + EVENT_NAME[event]
     doc = f"Emit `{EVENT_NAME[event]}` ({EVENT_SYSTEM[event]}): {', '.join(EVENT_ARGS[event])}."
-    if RingWriter.compiled:
-        from oomemu.trace._ring import Emitter
+    if Emitter is not None:
         return Emitter(event, name, doc)
     return _python_emitter(event, name, doc)
 

@@ -4,6 +4,8 @@ from pathlib import Path
 import msgpack
 import numpy as np
 
+from oomemu.trace.ring import FIELDS
+
 TRACE_DTYPE = np.dtype([("ts", "<i8"), ("seq", "<i8"), ("event", "<i4"), ("pid", "<i4"), ("cpu", "<i4"),
                         ("a", "<i8", (5,))])
 
@@ -36,7 +38,7 @@ def load_trace(run_dir):
             elif obj.get("end"):
                 lost, complete = obj["lost"], True
             elif obj["records"]:
-                flat = np.array(obj["records"], dtype=np.int64).reshape(-1, 9)
+                flat = np.array(obj["records"], dtype=np.int64).reshape(-1, len(FIELDS))
                 batch = np.empty(len(flat), dtype=TRACE_DTYPE)
                 batch["ts"], batch["seq"], batch["event"], batch["pid"] = flat[:, 0], flat[:, 1], flat[:, 2], flat[:, 3]
                 batch["cpu"] = obj["cpu"]

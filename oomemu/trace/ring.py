@@ -21,9 +21,9 @@ import numpy as np
 from oomemu.machine import G_BOOT_NS
 
 try:    # the compiled writer, built by `pip install .` where a C compiler is present
-    from oomemu.trace._ring import RingCore
-except ImportError:    # the Python writer below records the same bytes
-    RingCore = None
+    from oomemu.trace._ring import Emitter, RingCore
+except ImportError:    # the Python writer below (and events.py's emitters) record the same bytes
+    Emitter = RingCore = None
 
 RECORD = struct.Struct("<qqii5q")
 RECORD_SIZE = 64
@@ -140,7 +140,7 @@ def drain_ring(m, row):
 # msgpack integer encodings, smallest first: (type byte or None for a positive fixint, numpy type, lo, hi)
 _MSGPACK_INTS = ((None, "u1", 0, 127), (0xD0, "i1", -128, 127), (0xD1, ">i2", -(1 << 15), (1 << 15) - 1),
                  (0xD2, ">i4", -(1 << 31), (1 << 31) - 1), (0xD3, ">i8", -(1 << 63), (1 << 63) - 1))
-FIELDS = ("ts", "seq", "event", "pid", "a0", "a1", "a2", "a3", "a4")
+FIELDS = ("ts_ns", "seq", "event", "pid", "a0", "a1", "a2", "a3", "a4")   # one record in trace.msgpack
 
 
 def _columns(recs):

@@ -1,6 +1,7 @@
 """The trace ring's record writers: the compiled emitter (when built) and the Python one write the same records,
 count overflow the same way, and refuse the same bad arguments; the supervisor-side drain reads them back."""
 import shutil
+import struct
 import sysconfig
 from pathlib import Path
 
@@ -123,7 +124,7 @@ def test_bad_arguments_are_refused(kind, bad):
     emit = _emitters(kind, tp.EVENT_ID["mm_page_free"])
     with pytest.raises(Exception) as err:
         emit(cpu, bad, 0)
-    assert err.type in (TypeError, __import__("struct").error)
+    assert err.type in (TypeError, struct.error)
     assert m.ring_head[0, H_WRITTEN] == 0, "a refused event writes nothing"
 
 
