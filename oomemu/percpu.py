@@ -24,6 +24,7 @@ class CpuContext:
         self.printk_fd = printk_fd
         self.is_kswapd = row >= machine.nr_cpus
         self.nid = row - machine.nr_cpus if self.is_kswapd else 0
+        self.ctl = None            # the schedule controller (oomemu/control.py) in controlled modes, else None
         self.sched = None          # the CPU's scheduler (kernel/sched.py), None in kswapd and unit tests
         self.debug_break = frozenset(scenario.debug_break) if scenario is not None else frozenset()
         ncols = machine.cpu.shape[1]

@@ -6,7 +6,8 @@ blocking acquire gives up after `LOCK_TIMEOUT` seconds with a LockTimeout that n
 and notices a stopped run, so a dead holder is reported rather than hanging the machine. Doorbells are
 eventfds made before fork: ringing one is the emulated IPI. Wait queues are FIFO lists of task rows.
 
-These calls are the preemption points a later deterministic mode will gate.
+These calls are the scheduling points the controlled modes gate (DESIGN §8): in free mode `cpu.ctl` is None
+and each costs one attribute test; in a controlled mode they pass through `oomemu/control.py`.
 """
 import os
 import select
@@ -17,6 +18,17 @@ from oomemu.machine import C_PAUSED, G_PAUSE, G_STOP
 
 LOCK_TIMEOUT = 10.0
 _SPIN_SLICE = 0.05
+
+
+def sched_point(cpu, name, obj=-1):
+    """An explicit scheduling point: a place where the kernel could be interrupted or calls cond_resched().
+
+    `name` is stable (it appears in the schedule log and the trace); `obj` optionally names what the point is
+    about (a lock, a zone, a task row). Free mode: nothing happens. Emulator-only.
+    """
+    ctl = cpu.ctl
+    if ctl is not None:
+        ctl.point(cpu, name, obj)
 
 
 class RunStopped(EmulatorError):
