@@ -31,6 +31,17 @@ def sched_point(cpu, name, obj=-1):
         ctl.point(cpu, name, obj)
 
 
+def cpu_relax(cpu, name):
+    """One turn of a busy-wait loop on another CPU's progress (a flag, a counter): call it in every iteration.
+
+    Follows: cpu_relax() in such loops. In a controlled mode the waiting row gives the token away, so the CPU it
+    waits for can run. Free mode: nothing happens.
+    """
+    ctl = cpu.ctl
+    if ctl is not None:
+        ctl.relax(cpu, name)
+
+
 class RunStopped(EmulatorError):
     """The supervisor stopped the run while this CPU was waiting for a lock (not a failure)."""
 
