@@ -8,6 +8,7 @@ import pytest
 
 from oomemu.api import run
 from oomemu.config import load_scenario_text
+from oomemu.trace.events import WAKE_SIGNAL
 from oomemu.trace.reader import load_trace
 
 SCENARIO = """
@@ -58,6 +59,9 @@ def test_sigkill_wakes_killable_not_uninterruptible(tmp_path, trial):
     unintr_exit = _first(t, "sched_process_exit", unintr)
     assert unintr_exit - unintr_sleep >= sleep_ms * ms - 8 * ms   # two jiffies of rounding at HZ=250
     assert unintr_exit - sent > 500 * ms
+    # `wakeup` records name the woken task in their first argument (the record's pid is the waker)
     wakeups = t.of("wakeup")
-    by_signal = wakeups[(wakeups["pid"] == unintr) & (wakeups["a"][:, 2] == 1)]
-    assert len(by_signal) == 0, "SIGKILL woke an uninterruptible sleeper"
+    woken, reason = wakeups["a"][:, 0], wakeups["a"][:, 2]
+    assert ((woken == killable) & (reason == WAKE_SIGNAL)).sum() == 1, "SIGKILL did not wake the killable sleeper"
+    assert ((woken == unintr) & (reason == WAKE_SIGNAL)).sum() == 0, "SIGKILL woke an uninterruptible sleeper"
+    assert ((woken == unintr) & (reason != WAKE_SIGNAL)).sum() >= 1, "the uninterruptible sleep never ended"

@@ -503,14 +503,32 @@ def test_select_tie_threads_created_later_are_scanned_with_their_process(mc):
     assert oom_kill.select_bad_process(cpu, 16384, None, False)[0] == c
 
 
+def _reference_scan(m, t, force_kill):
+    """KERNEL §2.2's seven tests written out independently (no freezer, no ptrace)."""
+    if m.task_exit_state[t]:
+        return OOM_SCAN_CONTINUE
+    if m.task_pid[t] == 1 or m.task_flags[t] & PF_KTHREAD:
+        return OOM_SCAN_CONTINUE
+    if m.task_tif[t] & TIF_MEMDIE and not force_kill:
+        return OOM_SCAN_ABORT
+    if m.task_mm[t] == -1:
+        return OOM_SCAN_CONTINUE
+    if m.sig_oom_flags[m.task_leader[t]] & OOM_FLAG_ORIGIN:
+        return OOM_SCAN_SELECT
+    if m.task_flags[t] & PF_EXITING and not force_kill:
+        return OOM_SCAN_ABORT
+    return OOM_SCAN_OK
+
+
 def _reference_select(m, cpu, totalpages, force_kill):
-    """KERNEL §2.1's loop written out sequentially over for_each_process_thread order."""
+    """KERNEL §2.1's loop written out sequentially over for_each_process_thread order, classifying with
+    _reference_scan and scoring with _reference_badness (neither calls the code under test)."""
     n = int(m.glob[G_NR_TASK_ROWS])
-    leaders = [r for r in range(n) if m.task_leader[r] == r]
+    leaders = sorted((r for r in range(n) if m.task_leader[r] == r), key=lambda r: int(m.task_seq[r]))
     order = [t for lead in leaders for t in range(n) if m.task_leader[t] == lead]
     chosen, chosen_points = -1, 0
     for p in order:
-        verdict = oom_kill.oom_scan_process_thread(m, p, totalpages, None, force_kill)
+        verdict = _reference_scan(m, p, force_kill)
         if verdict == OOM_SCAN_SELECT:
             chosen, chosen_points = p, ULONG_MAX
             continue
@@ -518,7 +536,7 @@ def _reference_select(m, cpu, totalpages, force_kill):
             continue
         if verdict == OOM_SCAN_ABORT:
             return oom_kill.ABORT, 0
-        points = oom_kill.oom_badness(cpu, p, None, None, totalpages)
+        points = _reference_badness(m, p, totalpages)
         if not points or points < chosen_points:
             continue
         if points == chosen_points and chosen != -1 and m.task_leader[chosen] == chosen:
