@@ -6,10 +6,18 @@ Runs in the supervisor before any worker exists.
 """
 import time
 
+from oomemu.errors import ScenarioError
+from oomemu.include.gfp import GFP_HIGHUSER_MOVABLE
+from oomemu.include.mmzone import MAX_ORDER, MIGRATE_MOVABLE, NR_FREE_PAGES
 from oomemu.include.sched import CAP_NAMES, PF_KSWAPD, PF_KTHREAD, PF_MEMALLOC, PF_SWAPWRITE, TASK_INTERRUPTIBLE
 from oomemu.kernel import fork
-from oomemu.machine import G_BOOT_NS, G_NEXT_PID, G_NR_TASK_ROWS, Machine
-from oomemu.mm import mm_init
+from oomemu.machine import (G_BOOT_NS, G_NEXT_PID, G_NR_SWAP_FREE, G_NR_TASK_ROWS, LRU_ANON, LRU_FILE,
+                            MM_ANONPAGES, MM_FILEPAGES, MM_NR_PTES, MM_SWAPENTS, MM_TOTAL_VM, PAGE_ANON,
+                            PAGE_FILE, Z_STAT, Machine)
+from oomemu.mm import mm_init, mmap, page_alloc, vmscan
+from oomemu.mm.internal import ALLOC_NO_WATERMARKS
+from oomemu.trace import events as tp
+from oomemu.trace import ring
 from oomemu.percpu import CpuContext
 from oomemu import workload
 
@@ -45,21 +53,90 @@ def create_machine(scenario, ring_records=None):
 def boot_tasks(m, scenario):
     """init (pid 1, runs the reaper program), kthreadd (pid 2), kswapdN, then the scenario's task groups."""
     cpu = CpuContext(m, 0, scenario)
+    if scenario.run.trace and any(group.mm for group in scenario.tasks):
+        cpu.trace = ring.RingWriter(m, 0)  # preset pages are traced as allocated, for the trace checks
     m.glob[G_NEXT_PID] = 1
     init = fork.copy_process(cpu, -1, 0, 0, "init", 0, uid=0, caps=0, oom_score_adj=0)
     assert init == 0, "init must be task row 0"
     _kthread(m, "kthreadd", 0, 0)
     for nid in range(m.nr_nodes):
         _kthread(m, f"kswapd{nid}", PF_MEMALLOC | PF_SWAPWRITE | PF_KSWAPD, m.nr_cpus + nid)
-    for group in scenario.tasks:
+    for i, group in enumerate(scenario.tasks):
         prog = m.program_ids[id(group.program)]
         caps = 0
         for name in group.caps:
             caps |= CAP_NAMES[name]
         for _ in range(group.count):
             target = fork.pick_cpu(m, -1, group.cpu)
-            fork.copy_process(cpu, 0, 0, prog, group.comm, target, uid=group.uid, caps=caps,
-                              oom_score_adj=group.oom_score_adj, flags=PF_KTHREAD if group.kthread else 0)
+            row = fork.copy_process(cpu, 0, 0, prog, group.comm, target, uid=group.uid, caps=caps,
+                                    oom_score_adj=group.oom_score_adj, flags=PF_KTHREAD if group.kthread else 0)
+            if group.mm is not None:
+                preset_mm(cpu, int(m.task_mm[row]), group.mm, f"task[{i}].mm")
+    cpu.trace = None
+
+
+def preset_mm(cpu, mm, preset, path):
+    """Give a new mm the memory a scenario says it already holds: anonymous and page-cache pages taken from
+    the buddy lists (highest zone first, as a GFP_HIGHUSER_MOVABLE fault would), swap entries charged to swap,
+    and the page-table and virtual sizes it reports.
+
+    Emulator-only: the state of a task at the moment a kernel OOM report was taken (KERNEL §3.5's columns),
+    reached without running the faults that built it.
+    """
+    m = cpu.m
+    for kind, counter, lru, pages in ((PAGE_ANON, MM_ANONPAGES, LRU_ANON, preset["anon"]),
+                                      (PAGE_FILE, MM_FILEPAGES, LRU_FILE, preset["file"])):
+        left = pages
+        for z in page_alloc.node_zonelist(m, 0, GFP_HIGHUSER_MOVABLE):
+            left = _take_pages(cpu, z, mm, kind, counter, lru, left)
+            if not left:
+                break
+        if left:
+            raise ScenarioError(f"{path}: {pages} pages do not fit in the machine ({left} left over); "
+                                "make the zones larger", path=path)
+    swap = preset["swapents"]
+    if swap > m.glob[G_NR_SWAP_FREE]:
+        raise ScenarioError(f"{path}.swapents: {swap} swap entries but only {int(m.glob[G_NR_SWAP_FREE])} free "
+                            "swap pages; make machine.swap larger", path=f"{path}.swapents")
+    m.glob[G_NR_SWAP_FREE] -= swap
+    m.mm[mm, MM_SWAPENTS] = swap
+    total_vm = preset["total_vm"]
+    if total_vm is None:
+        total_vm = preset["anon"] + preset["file"] + swap
+    m.mm[mm, MM_TOTAL_VM] = total_vm
+    nr_ptes = preset["nr_ptes"]
+    m.mm[mm, MM_NR_PTES] = -(-total_vm // mmap.PTRS_PER_PTE) if nr_ptes is None else nr_ptes
+
+
+def _take_pages(cpu, z, mm, kind, counter, lru, want):
+    """Map up to `want` pages of zone z into mm in buddy blocks of up to MAX_ORDER - 1; returns how many are
+    still wanted. Each block is traced as one allocation (mm_page_alloc) and then owned page by page."""
+    m = cpu.m
+    on_lru = lru == LRU_FILE or m.glob[G_NR_SWAP_FREE] > 0  # anon pages are reclaimable only with swap
+    while want:
+        order = min(MAX_ORDER - 1, want.bit_length() - 1)
+        pfn = -1
+        while order >= 0:
+            pfn = page_alloc.__rmqueue(cpu, z, order, MIGRATE_MOVABLE)
+            if pfn != -1:
+                break
+            order -= 1
+        if pfn == -1:
+            return want
+        n = 1 << order
+        free = int(m.zone[z, Z_STAT + NR_FREE_PAGES])
+        m.zone[z, Z_STAT + NR_FREE_PAGES] = free - n
+        m.page_order[pfn] = 0
+        m.page_kind[pfn:pfn + n] = kind
+        m.page_owner[pfn:pfn + n] = mm
+        # not subject to watermarks: the pages were taken before the report's moment
+        tp.trace_mm_page_alloc(cpu, pfn, order, GFP_HIGHUSER_MOVABLE, free, ALLOC_NO_WATERMARKS)
+        m.mm[mm, counter] += n
+        if on_lru:
+            for page in range(pfn, pfn + n):
+                vmscan.add_page_to_lru_list(m, z, page, lru)
+        want -= n
+    return want
 
 
 def _kthread(m, comm, flags, cpu_row):

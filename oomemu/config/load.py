@@ -93,6 +93,8 @@ def _check_tasks(tasks: tuple[TaskCfg, ...], machine: MachineCfg) -> None:
     for i, task in enumerate(tasks):
         path = f"task[{i}]"
         _check_cpu(task.cpu, f"{path}.cpu", machine.cpus, ("any",))
+        if task.kthread and task.mm is not None:
+            raise invalid(f"{path}.mm", dict(task.mm), "a kernel thread (kthread = true) has no mm")
         for op, op_path in iter_ops(task.program, f"{path}.program"):
             if "cpu" in op:
                 _check_cpu(op["cpu"], f"{op_path}.cpu", machine.cpus, ("same", "any"))

@@ -114,6 +114,7 @@ class TaskCfg:
     caps: tuple[str, ...]
     kthread: bool
     program: tuple[Op, ...]
+    mm: Mapping[str, int] | None = None  # memory the task already holds at boot (MM_PRESET), or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -616,6 +617,17 @@ SYSCTL = Table((
                                        min_len=3, max_len=3), (256, 256, 32), "vm.lowmem_reserve_ratio"),
 ), build=lambda r, _: SysctlCfg(**r))
 
+# A task's memory as it stands at boot, e.g. rebuilt from a kernel OOM report's task dump (oomemu import):
+# page counts; nr_ptes and total_vm default to what the mapped pages imply.
+_PAGE_COUNT = Int(0, 1 << 40)
+MM_PRESET = Table((
+    Key("anon", _PAGE_COUNT, 0, "anonymous pages mapped (MM_ANONPAGES)"),
+    Key("file", _PAGE_COUNT, 0, "page-cache pages mapped (MM_FILEPAGES)"),
+    Key("swapents", _PAGE_COUNT, 0, "pages swapped out (MM_SWAPENTS); needs machine.swap room"),
+    Key("nr_ptes", _PAGE_COUNT, None, "page-table pages (absent: one per 512 pages of total_vm)"),
+    Key("total_vm", _PAGE_COUNT, None, "mapped virtual size in pages (absent: anon + file + swapents)"),
+), allowed="a table { anon = N, file = N, swapents = N, nr_ptes = N, total_vm = N } of page counts")
+
 TASK = Table((
     Key("comm", Comm(), "task", "the task name"),
     Key("count", _COUNT, 1, "how many tasks run this program"),
@@ -625,6 +637,7 @@ TASK = Table((
     Key("caps", ListOf(Choice(CAPS), allowed="a list of " + ", ".join(CAPS), dedupe=True), (), "capabilities"),
     Key("kthread", Bool(), False, "a kernel thread (PF_KTHREAD, no mm)"),
     Key("program", PROGRAM, help="the ops each task runs"),
+    Key("mm", MM_PRESET, None, "memory each task of the group holds at boot, before its program runs"),
 ), build=lambda r, _: TaskCfg(**r))
 
 RUN = Table((
@@ -698,7 +711,8 @@ def _task_to_dict(task: TaskCfg) -> dict[str, Any]:
     """One [[task]] table."""
     return {"comm": task.comm, "count": task.count, "cpu": task.cpu, "oom_score_adj": task.oom_score_adj,
             "uid": task.uid, "caps": list(task.caps), "kthread": task.kthread,
-            "program": [_op_to_dict(op) for op in task.program]}
+            "program": [_op_to_dict(op) for op in task.program],
+            **({"mm": {k: v for k, v in task.mm.items() if v is not None}} if task.mm is not None else {})}
 
 
 def _op_to_dict(op: Op) -> dict[str, Any]:

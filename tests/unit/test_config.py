@@ -266,7 +266,7 @@ ONE_OP = '[[task]]\nprogram = [{op}]\n'
     ("[sysctl]\nxyzzy = 1", "sysctl.xyzzy: unknown key; allowed: panic_on_oom, oom_kill_allocating_task, "
                             "oom_dump_tasks, min_free_kbytes, lowmem_reserve_ratio"),
     ('[[task]]\nprogam = []', 'task[0].progam: unknown key; allowed: comm, count, cpu, oom_score_adj, uid, caps, '
-                              'kthread, program (did you mean "program"?)'),
+                              'kthread, program, mm (did you mean "program"?)'),
     (ONE_OP.format(op='{ op = "fault", pages = 1, chunks = 4 }'),
      'task[0].program[0].chunks: unknown key for op "fault"; allowed: op, pages, chunk, gfp (did you mean "chunk"?)'),
     (ONE_OP.format(op='{ op = "fork", program = [{ op = "sleep", msec = 1 }] }'),
