@@ -3,13 +3,31 @@ from oomemu.report import build_report, write_report
 from oomemu.supervisor import make_run_dir, run_scenario
 
 
-def run(scenario, out=None, progress=None):
-    """Run `scenario` once; write and return its report (a dict, as in report.json)."""
+def run(scenario, out=None, progress=None, replay=None, strategy=None):
+    """Run `scenario` once; write and return its report (a dict, as in report.json).
+
+    Controlled modes: `replay` is the (row, steps) schedule a `replay` run follows, `strategy` the strategy
+    that first chose it (kept in the new replay string); the run directory gets schedule.bin and the report a
+    `schedule` section with the replay string.
+    """
     run_dir = make_run_dir(scenario, out)
-    m, outcome = run_scenario(scenario, run_dir, progress)
+    m, outcome = run_scenario(scenario, run_dir, progress, replay=replay)
     report = build_report(scenario, m, outcome, run_dir)
+    if outcome.schedule is not None:
+        report["schedule"] = _schedule_section(scenario, outcome.schedule, run_dir, strategy)
     write_report(report, run_dir)
     return report
+
+
+def _schedule_section(scenario, schedule, run_dir, strategy):
+    from oomemu.schedule import record_of, replay_string, save_schedule
+    if strategy is None and scenario.run.schedule != "replay":
+        strategy = scenario.run.schedule
+    record = record_of(scenario, {**schedule, "strategy": strategy or "replay"})
+    save_schedule(run_dir / "schedule.bin", record)
+    summary = {k: v for k, v in schedule.items() if k != "log"}
+    return {**summary, "strategy": record["strategy"], "seed": scenario.run.seed, "pairs": len(schedule["log"]),
+            "choices": record["choices"], "replay": replay_string(record)}
 
 
 def run_batch(scenario, repeat, out=None, on_run=None):

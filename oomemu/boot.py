@@ -31,8 +31,12 @@ def ring_records_for(max_tasks):
     return max(RING_RECORDS, 1 << (need - 1).bit_length())
 
 
-def create_machine(scenario, ring_records=None):
-    """Allocate the shared segment for `scenario` and boot memory, programs and tasks into it."""
+def create_machine(scenario, ring_records=None, replay=None):
+    """Allocate the shared segment for `scenario` and boot memory, programs and tasks into it.
+
+    In a controlled schedule mode the controller block is set up too; `replay` is the (row, steps) schedule a
+    `replay` run follows.
+    """
     mc = scenario.machine
     nr_tasks = 2 + len(mc.nodes) + sum(t.count for t in scenario.tasks)
     max_tasks = max(mc.max_tasks, nr_tasks)
@@ -41,8 +45,12 @@ def create_machine(scenario, ring_records=None):
     elif ring_records is None:
         ring_records = ring_records_for(max_tasks)
     m = Machine(nr_cpus=mc.cpus, nr_nodes=len(mc.nodes), nr_pages=mm_init.nr_pages_of(scenario),
-                max_tasks=max_tasks, ring_records=ring_records, hz=mc.hz)
+                max_tasks=max_tasks, ring_records=ring_records, hz=mc.hz,
+                controlled=scenario.run.schedule != "free", replay_pairs=len(replay or ()))
     m.glob[G_BOOT_NS] = time.monotonic_ns()
+    if m.controlled:
+        from oomemu import control
+        control.setup(m, scenario.run, mc.hz, replay)
     m.zonelists, m.min_free_kbytes = mm_init.boot_memory(m, scenario)
     m.programs, m.program_ids = workload.build_programs(scenario)
     m.oom_notify_list = ()

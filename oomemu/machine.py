@@ -146,7 +146,10 @@ class Machine:
     Built once by the supervisor (`Machine.create`) and inherited across fork; refuses to be pickled.
     """
 
-    def __init__(self, *, nr_cpus, nr_nodes, nr_pages, max_tasks, ring_records, hz):
+    def __init__(self, *, nr_cpus, nr_nodes, nr_pages, max_tasks, ring_records, hz, controlled=False,
+                 replay_pairs=0):
+        from oomemu import control
+        self.controlled = controlled  # a controlled schedule mode (oomemu/control.py); fixed for the run
         self.nr_cpus = nr_cpus
         self.nr_nodes = nr_nodes
         self.nr_zones = nr_nodes * MAX_NR_ZONES
@@ -186,6 +189,10 @@ class Machine:
         self._add("cpu", np.int64, (self.nr_rows_cpu, C_NCOLS))
         self._add("kill", np.int64, (MAX_KILLS, K_NCOLS))
         self._add("kill_comm", "S16", MAX_KILLS)
+        self._add("ctl", np.int64, control.ctl_words(self.nr_rows_cpu))
+        self._add("ctl_log", np.int64, 2 * control.LOG_PAIRS if controlled else 2)
+        self._add("ctl_replay", np.int64, max(2, 2 * replay_pairs))
+        self._add("ctl_note", np.uint8, 256)
         self._add("ring_head", np.int64, (self.nr_rows_cpu, 8))  # written, drained, lost
         self._add("ring", np.uint8, self.nr_rows_cpu * ring_records * 64)
         self.size = self._size
@@ -194,6 +201,9 @@ class Machine:
         ctx = multiprocessing.get_context("fork")
         self.locks = [ctx.Lock() for _ in range(self.nr_locks)]
         self.doorbells = [os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC) for _ in range(self.nr_rows_cpu)]
+        # the token of the controlled modes: each row blocks on its own (a semaphore eventfd)
+        self.tokens = ([os.eventfd(0, os.EFD_SEMAPHORE | os.EFD_CLOEXEC) for _ in range(self.nr_rows_cpu)]
+                       if controlled else [])
         self.glob[G_HZ] = hz
         self.lock_owner[:] = -1
         self.page_owner[:] = -1
@@ -273,7 +283,7 @@ class Machine:
 
     def close(self):
         """Release this process's views; the mapping itself dies with the last process holding it."""
-        for fd in self.doorbells:
+        for fd in self.doorbells + self.tokens:
             try:
                 os.close(fd)
             except OSError:

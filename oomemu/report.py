@@ -38,7 +38,7 @@ def kills_of(m):
 
 def outcome_of(outcome, kills):
     """The run's plain outcome in one word (before any race is recognised)."""
-    if outcome.reason == "worker-died":
+    if outcome.reason in ("worker-died", "emulator-failure"):
         return "emulator-failure"
     if outcome.reason == "interrupted":
         return "interrupted"
@@ -90,12 +90,12 @@ def build_report(scenario, m, outcome, run_dir):
     plain = outcome_of(outcome, kills)
     state = state_of(m)
     trace = load_trace(run_dir) if scenario.run.trace else None
-    failed = outcome.reason in ("worker-died", "interrupted")
+    failed = outcome.reason in ("worker-died", "emulator-failure", "interrupted")
     checks = [] if failed else run_all(trace, state, outcome.snapshots)
     races = [] if failed or trace is None else detect_races(trace, state, outcome.reason)
     verdict = races[0]["race"] if races else plain
     expect = check_expect(scenario.expect, verdict, kills)
-    if outcome.reason == "worker-died":
+    if outcome.reason in ("worker-died", "emulator-failure"):
         code = EXIT_EMULATOR
     elif outcome.reason == "interrupted":
         code = EXIT_INTERRUPTED

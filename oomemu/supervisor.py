@@ -42,6 +42,7 @@ class Outcome:
     """How the run ended, as the supervisor saw it."""
 
     reason: str = "deadline"            # deadline | all-exited | panic | stall | worker-died | interrupted
+    #                                     | emulator-failure (a controlled run's deadlock, divergence, wall limit)
     error: str | None = None
     elapsed: float = 0.0
     worker_pids: dict = field(default_factory=dict)
@@ -51,6 +52,7 @@ class Outcome:
     boot_to_first_alloc_s: float | None = None
     teardown_s: float = 0.0
     snapshots: list = field(default_factory=list)   # conservation problems found at each quiescent snapshot
+    schedule: dict | None = None        # controlled modes: the controller's summary and the (row, steps) log
 
 
 def _resolve(spec):
@@ -112,11 +114,13 @@ class TraceFile:
         return lost
 
 
-def run_scenario(scenario, run_dir, progress=None):
-    """Run `scenario` once in `run_dir`; returns (machine, Outcome). The machine is quiescent afterwards."""
+def run_scenario(scenario, run_dir, progress=None, replay=None):
+    """Run `scenario` once in `run_dir`; returns (machine, Outcome). The machine is quiescent afterwards.
+
+    `replay`: the (row, steps) schedule a `replay` run follows (controlled modes, oomemu/control.py)."""
     (run_dir / "scenario.json").write_text(_json(scenario_to_dict(scenario)))
     t_boot = time.monotonic()
-    m = create_machine(scenario)
+    m = create_machine(scenario, replay=replay)
     dmesg_fd = os.open(run_dir / "dmesg.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC, 0o644)
     trace = TraceFile(run_dir / "trace.msgpack", m, scenario) if scenario.run.trace else None
     errors = _ErrorCollector()
@@ -127,7 +131,11 @@ def run_scenario(scenario, run_dir, progress=None):
         procs = _start_workers(m, scenario, dmesg_fd)
         outcome.worker_pids = {p.name: p.pid for p in procs}
         m.glob[G_GO] = 1
-        _watch(m, scenario, procs, trace, outcome, errors, progress, t_boot)
+        if m.controlled:
+            from oomemu import control
+            control.start(m)
+        watch = _watch_controlled if m.controlled else _watch
+        watch(m, scenario, procs, trace, outcome, errors, progress, t_boot)
     except KeyboardInterrupt:
         outcome.reason = "interrupted"
     finally:
@@ -141,6 +149,8 @@ def run_scenario(scenario, run_dir, progress=None):
             outcome.trace_lost = trace.close(m)
         os.close(dmesg_fd)
         restore()
+        if m.controlled:
+            outcome.schedule = _schedule_of(m)
         from oomemu.check.state import save_state
         save_state(m, run_dir / "machine.npz")
         m.close()
@@ -256,6 +266,58 @@ def _watch(m, scenario, procs, trace, outcome, errors, progress, t_boot):
             progress(m, outcome)
 
 
+def _watch_controlled(m, scenario, procs, trace, outcome, errors, progress, t_boot):
+    """The supervisor's part in a controlled mode: the controller decides everything at scheduling points;
+    the supervisor only drains rings, takes the snapshots the controller parks the machine for, and guards the
+    wall clock (DESIGN §8)."""
+    from multiprocessing.connection import wait
+
+    from oomemu import control
+    c = m.v_ctl
+    start = time.monotonic()
+    wall_limit = start + scenario.run.wall_seconds
+    sentinels = {p.sentinel: p for p in procs}
+    while True:
+        ready = wait(list(sentinels), timeout=POLL_S)
+        outcome.elapsed = c[control.CT_VNOW] / 1e9
+        if outcome.boot_to_first_alloc_s is None and _allocs(m) > 0:
+            outcome.boot_to_first_alloc_s = time.monotonic() - t_boot
+        if trace is not None:
+            trace.drain(m)
+        if c[control.CT_PARK_READY] == 1:
+            from oomemu.check.conservation import check_page_conservation
+            outcome.snapshots.append(check_page_conservation(m))
+            c[control.CT_PARK_READY] = 2
+            os.eventfd_write(m.tokens[c[control.CT_HOLDER]], 1)
+        if m.glob[G_STOP]:
+            end = control.END_REASONS.get(c[control.CT_END], "deadline")
+            if end in ("deadlock", "diverged"):
+                outcome.reason = "emulator-failure"
+                outcome.error = f"controlled run: {control.read_note(m)}"
+            else:
+                outcome.reason = end
+            return
+        if ready:
+            dead = sentinels[ready[0]]
+            dead.join(0.1)
+            outcome.reason = "worker-died"
+            outcome.error = describe_dead_worker(m, dead, errors)
+            return
+        if time.monotonic() > wall_limit:
+            outcome.reason = "emulator-failure"
+            outcome.error = (f"controlled run passed its wall-clock safety limit of {scenario.run.wall_seconds:g}s "
+                             f"at step {c[control.CT_STEP]} ({c[control.CT_VNOW] / 1e9:.3f}s virtual); rows: "
+                             + ", ".join(f"{r['row']} {r['status']} at {r['point']}" for r in control.row_states(m)))
+            return
+        if progress is not None:
+            progress(m, outcome)
+
+
+def _schedule_of(m):
+    from oomemu import control
+    return {**control.summary(m), "log": control.schedule_log(m)}
+
+
 class _StallWatch:
     """No page freed, no kill and no allocation for `limit` jiffies while allocators keep looping (slowpath
     entries, direct reclaims or OOM-lock back-offs still counting up)."""
@@ -334,6 +396,9 @@ def _stop_workers(m, procs):
     m.glob[G_STOP] = 1
     for row in range(m.nr_rows_cpu):
         sync.ring_doorbell(m, row)
+    if m.controlled:
+        from oomemu import control
+        control.release_all(m)
     deadline = time.monotonic() + STOP_GRACE_S
     for p in procs:
         p.join(max(0.0, deadline - time.monotonic()))

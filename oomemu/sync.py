@@ -13,8 +13,9 @@ import os
 import select
 import time
 
+from oomemu import control
 from oomemu.errors import EmulatorError, LockTimeout
-from oomemu.machine import C_PAUSED, G_PAUSE, G_STOP
+from oomemu.machine import C_PAUSED, G_BOOT_NS, G_PAUSE, G_STOP
 
 LOCK_TIMEOUT = 10.0
 _SPIN_SLICE = 0.05
@@ -50,10 +51,16 @@ def spin_lock(cpu, index):
     """Take spinlock `index` for CPU context `cpu`, spinning (blocking the CPU) until it is free.
 
     Follows: include/linux/spinlock.h spin_lock(). Differs: gives up after LOCK_TIMEOUT with LockTimeout.
+    In a controlled mode a held lock blocks the caller on it (shadow locking) and passes the token.
     """
     m = cpu.m
     lock = m.locks[index]
-    if not lock.acquire(False):
+    ctl = cpu.ctl
+    if ctl is not None:
+        ctl.point(cpu, "spin_lock", index)
+        while not lock.acquire(False):
+            ctl.block_on_lock(cpu, index)
+    elif not lock.acquire(False):
         _spin_lock_slow(cpu, m, lock, index)
     owner = m.v_lock_owner
     base = index * 3
@@ -82,11 +89,18 @@ def spin_unlock(cpu, index):
     owner[base + 1] = -1
     owner[base + 2] = -1
     m.locks[index].release()
+    ctl = cpu.ctl
+    if ctl is not None:
+        ctl.unlocked(index)
+        ctl.point(cpu, "spin_unlock", index)
 
 
 def spin_trylock(cpu, index):
     """Take spinlock `index` if it is free; True on success. Follows: spin_trylock()."""
     m = cpu.m
+    ctl = cpu.ctl
+    if ctl is not None:
+        ctl.point(cpu, "spin_trylock", index)
     if not m.locks[index].acquire(False):
         return False
     base = index * 3
@@ -117,11 +131,19 @@ def locks_held_by(m, os_pid):
     return [m.lock_name(i) for i in range(m.nr_locks) if m.lock_owner[i, 1] == os_pid]
 
 
-def pause_point(m, row):
-    """Park here while the supervisor takes a quiescent snapshot (no lock is held at a pause point)."""
+def pause_point(cpu):
+    """Park here while the supervisor takes a quiescent snapshot (no lock is held at a pause point).
+
+    In a controlled mode the controller decides when (a snapshot or the end of the run, at a chosen step).
+    """
+    ctl = cpu.ctl
+    if ctl is not None:
+        ctl.pause(cpu)
+        return
+    m = cpu.m
     if not m.v_glob[G_PAUSE]:
         return
-    i = row * m.cpu.shape[1] + C_PAUSED
+    i = cpu.id * m.cpu.shape[1] + C_PAUSED
     m.v_cpu[i] = 1
     while m.v_glob[G_PAUSE] and not m.v_glob[G_STOP]:
         time.sleep(0.0005)
@@ -131,11 +153,17 @@ def pause_point(m, row):
 # --- doorbells (the emulated IPI) ---------------------------------------------------------------------------
 
 def ring_doorbell(m, row):
-    """Kick CPU (or kswapd) `row`: it re-examines its runqueue at once. Like smp_send_reschedule()."""
+    """Kick CPU (or kswapd) `row`: it re-examines its runqueue at once. Like smp_send_reschedule().
+
+    In a controlled mode a waiting `row` becomes runnable; the ring itself is not a scheduling point (the
+    lock or wake-up around it is), since the supervisor rings doorbells too.
+    """
     try:
         os.eventfd_write(m.doorbells[row], 1)
     except BlockingIOError:
         pass  # the counter is saturated: the target is certainly going to look
+    if m.controlled:
+        control.kick(m, row)
 
 
 class DoorbellWaiter:
@@ -147,6 +175,21 @@ class DoorbellWaiter:
 
     def wait(self, timeout_ms):
         """Return True if the doorbell rang within timeout_ms (it is not consumed: see drain_doorbell)."""
+        return bool(self._poll.poll(timeout_ms))
+
+    def wait_until(self, cpu, deadline_ns, name="idle"):
+        """Wait for the doorbell until the clock (kernel/time.now_ns) reaches `deadline_ns` (None: no limit);
+        True if it rang. In a controlled mode the row waits for the token instead, with a virtual deadline."""
+        ctl = cpu.ctl
+        if ctl is not None:
+            if self._poll.poll(0):
+                return True
+            ctl.wait(cpu, -1 if deadline_ns is None else deadline_ns - cpu.m.v_glob[G_BOOT_NS], name)
+            return bool(self._poll.poll(0))
+        if deadline_ns is None:
+            timeout_ms = -1
+        else:
+            timeout_ms = max(0, (deadline_ns - time.monotonic_ns()) // 1_000_000 + 1)
         return bool(self._poll.poll(timeout_ms))
 
 
@@ -169,6 +212,7 @@ def try_to_wake_up(cpu, task, state_mask):
     p->pi_lock so a wake-up cannot land on a later, different sleep of the same task.
     """
     m = cpu.m
+    sched_point(cpu, "try_to_wake_up", task)
     target = m.v_task_cpu[task]
     lk = m.rq_lock(target)
     spin_lock(cpu, lk)
@@ -185,6 +229,7 @@ def try_to_wake_up(cpu, task, state_mask):
 def set_task_state(cpu, task, state):
     """Store `task`'s state under its runqueue lock (pairs with try_to_wake_up)."""
     m = cpu.m
+    sched_point(cpu, "set_task_state", task)
     lk = m.rq_lock(m.v_task_cpu[task])
     spin_lock(cpu, lk)
     m.v_task_state[task] = state
@@ -193,8 +238,10 @@ def set_task_state(cpu, task, state):
 
 # --- wait queues (FIFO of task rows; caller holds the queue's lock) ----------------------------------------
 
-def wq_add_tail(m, wq, task):
+def wq_add_tail(cpu, wq, task):
     """Append `task` to wait queue `wq`. Caller holds the lock guarding wq."""
+    sched_point(cpu, "wq_add", wq)
+    m = cpu.m
     v, nxt = m.v_wq, m.v_task_wq_next
     nxt[task] = -1
     tail = v[wq * 2 + 1]
@@ -205,8 +252,10 @@ def wq_add_tail(m, wq, task):
     v[wq * 2 + 1] = task
 
 
-def wq_pop_head(m, wq):
+def wq_pop_head(cpu, wq):
     """Remove and return the first waiter of `wq`, or -1. Caller holds the lock guarding wq."""
+    sched_point(cpu, "wq_del", wq)
+    m = cpu.m
     v, nxt = m.v_wq, m.v_task_wq_next
     head = v[wq * 2]
     if head != -1:
@@ -222,8 +271,10 @@ def wq_peek(m, wq):
     return m.v_wq[wq * 2]
 
 
-def wq_remove(m, wq, task):
+def wq_remove(cpu, wq, task):
     """Unlink `task` from `wq` if it is queued there. Caller holds the lock guarding wq."""
+    sched_point(cpu, "wq_del", wq)
+    m = cpu.m
     v, nxt = m.v_wq, m.v_task_wq_next
     prev, cur = -1, v[wq * 2]
     while cur != -1:

@@ -11,6 +11,9 @@ def main(machine, scenario, row, printk_fd):
         from oomemu.trace.ring import RingWriter
         tracer = RingWriter(machine, row) if scenario.run.trace else None
         cpu = CpuContext(machine, row, scenario, tracer=tracer, printk_fd=printk_fd)
+        if machine.controlled:
+            from oomemu.control import Controller
+            cpu.ctl = Controller(cpu)
         cpu.sched = Scheduler(cpu, workload.task_main)
         cpu.sched.run()
     run_worker(f"cpu{row}", body)

@@ -17,5 +17,9 @@ def main(machine, scenario, row, printk_fd):
         machine.cpu[row, C_PID] = cpu.os_pid
         while not machine.glob[G_GO] and not machine.glob[G_STOP]:
             time.sleep(0.002)
+        if machine.controlled:
+            from oomemu.control import Controller
+            cpu.ctl = Controller(cpu)
+            cpu.ctl.enter()
         vmscan.kswapd(cpu)
     run_worker(f"kswapd{row - machine.nr_cpus}", body)

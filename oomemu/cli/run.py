@@ -8,6 +8,11 @@ def add_arguments(p):
     p.add_argument("--seconds", type=float, metavar="S", help="override run.seconds")
     p.add_argument("--repeat", type=int, default=1, metavar="N",
                    help="run N times and report how often each verdict occurred (95%% confidence intervals)")
+    p.add_argument("--schedule", metavar="MODE",
+                   help="override run.schedule: free (real concurrency), or a controlled mode: random, pct, replay")
+    p.add_argument("--seed", type=int, metavar="N", help="override run.seed (in a controlled mode: the schedule)")
+    p.add_argument("--replay", metavar="FILE",
+                   help="with --schedule replay: a schedule.bin or a file holding a replay string")
     p.add_argument("--quiet", "-q", action="store_true", help="no live progress and no summary")
     p.add_argument("--json", action="store_true", help="print report.json instead of the summary")
 
@@ -23,7 +28,37 @@ def _load(args):
             raise ScenarioError(f"--seconds = {args.seconds}: must be a number greater than 0 and at most 3600")
         import dataclasses
         scenario = dataclasses.replace(scenario, run=dataclasses.replace(scenario.run, seconds=args.seconds))
-    return scenario
+    return apply_schedule_options(scenario, args.schedule, args.seed)
+
+
+def apply_schedule_options(scenario, schedule, seed):
+    """`--schedule` and `--seed` on top of the scenario's [run] table."""
+    import dataclasses
+
+    from oomemu.errors import ScenarioError
+    run = scenario.run
+    if seed is not None:
+        if seed < 0:
+            raise ScenarioError(f"--seed = {seed}: must be an integer >= 0")
+        run = dataclasses.replace(run, seed=seed)
+    if schedule is not None:
+        from oomemu.config.schema import SCHEDULES, suggest
+        if schedule not in SCHEDULES:
+            raise ScenarioError(f"--schedule = {schedule!r}: unknown schedule; allowed: {', '.join(SCHEDULES)}"
+                                + suggest(schedule, SCHEDULES))
+        run = dataclasses.replace(run, schedule=schedule)
+    return dataclasses.replace(scenario, run=run)
+
+
+def _replay_input(args, scenario):
+    """--schedule replay: the scenario and (row, steps) schedule to follow, from --replay FILE."""
+    from oomemu.errors import ScenarioError
+    from oomemu.schedule import load_schedule, scenario_of
+    if not args.replay:
+        raise ScenarioError("--schedule replay needs --replay FILE (a schedule.bin or a replay string)")
+    record = load_schedule(args.replay)
+    scenario, pairs = scenario_of(record, scenario if args.scenario else None)
+    return scenario, pairs, record["strategy"]
 
 
 def execute(args):
@@ -34,6 +69,13 @@ def execute(args):
         where = f"{args.scenario}: " if args.scenario else ""
         print(f"oomemu: error: {where}{exc}", file=sys.stderr)
         return 2
+    replay, strategy = None, None
+    if scenario.run.schedule == "replay" or args.replay:
+        try:
+            scenario, replay, strategy = _replay_input(args, scenario)
+        except ScenarioError as exc:
+            print(f"oomemu: error: {exc}", file=sys.stderr)
+            return 2
     if args.repeat > 1:
         return _execute_batch(args, scenario)
     from oomemu.api import run
@@ -41,7 +83,7 @@ def execute(args):
     from oomemu.report import summary_lines
     progress = None if args.quiet or args.json else Progress(scenario)
     try:
-        report = run(scenario, out=args.out, progress=progress)
+        report = run(scenario, out=args.out, progress=progress, replay=replay, strategy=strategy)
     finally:
         if progress is not None:
             progress.close()
@@ -50,6 +92,8 @@ def execute(args):
         print(json.dumps(report, indent=2))
     elif not args.quiet:
         print("\n".join(summary_lines(report)))
+    if "schedule" in report and not args.json:
+        print(f"replay: oomemu replay {report['schedule']['replay']}", file=sys.stderr if args.quiet else sys.stdout)
     if report["error"]:
         print(f"oomemu: error: {report['error']}", file=sys.stderr)
     return report["exit_code"]

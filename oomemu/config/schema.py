@@ -125,6 +125,11 @@ class RunCfg:
     seed: int
     trace: bool
     stall_jiffies: int
+    schedule: str = "free"
+    pct_depth: int = 3
+    pct_steps: int = 0
+    step_ns: int = 1000
+    wall_seconds: float = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -640,11 +645,20 @@ TASK = Table((
     Key("mm", MM_PRESET, None, "memory each task of the group holds at boot, before its program runs"),
 ), build=lambda r, _: TaskCfg(**r))
 
+# [run] schedule: free mode and the controlled modes (DESIGN §8, oomemu/control.py)
+SCHEDULES = ("free", "random", "pct", "replay")
+
 RUN = Table((
     Key("seconds", Number(0, 3600), 10.0, "wall-clock deadline"),
     Key("seed", Int(0), 1, "workload randomness"),
     Key("trace", Bool(), True, "record trace.msgpack"),
     Key("stall_jiffies", Int(0), 0, "end a run that makes no progress for this long (0 = off)"),
+    Key("schedule", Choice(SCHEDULES, noun="schedule"), "free",
+        "free (real concurrency) or a controlled mode: random, pct, replay"),
+    Key("pct_depth", Int(1, 16), 3, "pct: the bug depth d (d - 1 priority change points)"),
+    Key("pct_steps", Int(0), 0, "pct: the expected number of steps the change points are drawn over (0 = 20000)"),
+    Key("step_ns", Int(1, 1_000_000), 1000, "controlled modes: virtual nanoseconds each step costs"),
+    Key("wall_seconds", Number(0, 86400), 600, "controlled modes: wall-clock safety limit (seconds)"),
 ), build=lambda r, _: RunCfg(**r))
 
 _COMMS = ListOf(Comm(), allowed="a list of task names (comm)")
@@ -701,7 +715,9 @@ def scenario_to_dict(scenario: Scenario) -> dict[str, Any]:
                    "oom_dump_tasks": sysctl.oom_dump_tasks, "min_free_kbytes": sysctl.min_free_kbytes,
                    "lowmem_reserve_ratio": list(sysctl.lowmem_reserve_ratio)},
         "task": [_task_to_dict(task) for task in scenario.tasks],
-        "run": {"seconds": run.seconds, "seed": run.seed, "trace": run.trace, "stall_jiffies": run.stall_jiffies},
+        "run": {"seconds": run.seconds, "seed": run.seed, "trace": run.trace, "stall_jiffies": run.stall_jiffies,
+                "schedule": run.schedule, "pct_depth": run.pct_depth, "pct_steps": run.pct_steps,
+                "step_ns": run.step_ns, "wall_seconds": run.wall_seconds},
         "expect": _expect_to_dict(scenario.expect),
         "debug": {"break": list(scenario.debug_break)},
     }

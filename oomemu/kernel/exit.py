@@ -108,7 +108,7 @@ def __wake_up_parent(cpu, parent):
     wq = m.wq_chldexit(parent)
     with sync.spinlock(cpu, m.task_lock_index(parent)):
         while True:
-            t = sync.wq_pop_head(m, wq)
+            t = sync.wq_pop_head(cpu, wq)
             if t == -1:
                 break
             old_state = sync.try_to_wake_up(cpu, t, TASK_NORMAL)
@@ -148,13 +148,13 @@ async def do_wait(cpu):
     while True:
         lk = m.task_lock_index(cur)
         sync.spin_lock(cpu, lk)
-        sync.wq_add_tail(m, wq, cur)
+        sync.wq_add_tail(cpu, wq, cur)
         ksched.set_current_state(cpu, TASK_INTERRUPTIBLE)
         sync.spin_unlock(cpu, lk)
         reaped, left = _reap_zombies(cpu, cur)
         if reaped or not left or m.v_task_tif[cur] & TIF_SIGPENDING:
             with sync.spinlock(cpu, lk):
-                sync.wq_remove(m, wq, cur)
+                sync.wq_remove(cpu, wq, cur)
             ksched.__set_current_state(cpu, TASK_RUNNING)
             return reaped
         m.v_task_wait_kind[cur] = WAIT_CHILD
@@ -162,4 +162,4 @@ async def do_wait(cpu):
         await ksched.schedule(cpu)
         m.v_task_wait_kind[cur] = 0
         with sync.spinlock(cpu, lk):
-            sync.wq_remove(m, wq, cur)
+            sync.wq_remove(cpu, wq, cur)

@@ -47,7 +47,7 @@ async def _down(cpu, mm, kind):
         return
     m.v_task_wait_kind[cur] = kind
     m.v_task_wait_obj[cur] = mm
-    sync.wq_add_tail(m, m.wq_mmap_sem(mm), cur)
+    sync.wq_add_tail(cpu, m.wq_mmap_sem(mm), cur)
     sync.spin_unlock(cpu, lk)
     tp.trace_sleep(cpu, TASK_UNINTERRUPTIBLE, kind, mm)
     while True:
@@ -95,12 +95,12 @@ def _rwsem_do_wake(cpu, mm):
         return
     if m.v_task_wait_kind[head] == WAIT_MMAP_SEM_WRITE:
         if m.v_mm[base + MM_SEM_READERS] == 0 and m.v_mm[base + MM_SEM_WRITER] == -1:
-            sync.wq_pop_head(m, wq)
+            sync.wq_pop_head(cpu, wq)
             m.v_mm[base + MM_SEM_WRITER] = head
             _grant(cpu, head)
         return
     while head != -1 and m.v_task_wait_kind[head] == WAIT_MMAP_SEM_READ:
-        sync.wq_pop_head(m, wq)
+        sync.wq_pop_head(cpu, wq)
         m.v_mm[base + MM_SEM_READERS] += 1
         _grant(cpu, head)
         head = sync.wq_peek(m, wq)

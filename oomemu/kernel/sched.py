@@ -70,7 +70,7 @@ async def schedule_timeout(cpu, timeout):
     state = m.v_task_state[cur]
     tp.trace_sleep(cpu, state, tp.WAIT_TIMER, timeout)
     start = ktime.jiffies(m)
-    deadline = time.monotonic_ns() + ktime.jiffies_to_ns(m, timeout)
+    deadline = ktime.timer_deadline_ns(m, timeout)
     await _Trap((_SLEEP, deadline))
     left = max(0, timeout - (ktime.jiffies(m) - start))
     tp.trace_wakeup(cpu, m.v_task_pid[cur], state, tp.WAKE_EARLY if left else tp.WAKE_TIMER)
@@ -128,13 +128,15 @@ class Scheduler:
         vcpu[base + C_PID] = cpu.os_pid
         while not g[G_GO] and not g[G_STOP]:
             self._doorbell.wait(5)
+        if cpu.ctl is not None:
+            cpu.ctl.enter()
         self.adopt_new_tasks()
         while not g[G_STOP]:
             vcpu[base + C_HEARTBEAT] = time.monotonic_ns()
-            sync.pause_point(m, cpu.id)
+            sync.pause_point(cpu)
             if sync.drain_doorbell(m, cpu.id):
                 self.on_doorbell()
-            if self.timers and self.timers[0][0] <= time.monotonic_ns():
+            if self.timers and self.timers[0][0] <= ktime.now_ns(m):
                 self.run_timers()
             if self.runq:
                 self.run_task(self.runq.popleft())
@@ -169,6 +171,7 @@ class Scheduler:
     def run_task(self, row):
         """Resume `row`'s coroutine until it sleeps, yields or ends."""
         cpu, m = self.cpu, self.m
+        sync.sched_point(cpu, "schedule", row)
         cpu.current = row
         vcpu_i = cpu.id * self._ncols + C_CURRENT
         m.v_cpu[vcpu_i] = row
@@ -201,11 +204,12 @@ class Scheduler:
 
     def run_timers(self):
         """Wake the sleepers whose schedule_timeout expired. Follows: process_timeout()."""
-        now = time.monotonic_ns()
+        now = ktime.now_ns(self.m)
         while self.timers and self.timers[0][0] <= now:
             deadline, _, row = heapq.heappop(self.timers)
             if self.sleeping.get(row) != deadline:
                 continue  # woken earlier; this timer belongs to a finished sleep
+            sync.sched_point(self.cpu, "process_timeout", row)
             sync.try_to_wake_up(self.cpu, row, TASK_NORMAL | TASK_WAKEKILL)
             if self.m.v_task_state[row] == TASK_RUNNING:
                 del self.sleeping[row]
@@ -213,7 +217,7 @@ class Scheduler:
 
     def idle(self):
         """Nothing runnable: wait for the doorbell or the next timer."""
-        timeout = _IDLE_POLL_MS
+        deadline = ktime.now_ns(self.m) + _IDLE_POLL_MS * 1_000_000
         if self.timers:
-            timeout = min(timeout, max(0, (self.timers[0][0] - time.monotonic_ns()) // 1_000_000 + 1))
-        self._doorbell.wait(timeout)
+            deadline = min(deadline, self.timers[0][0])
+        self._doorbell.wait_until(self.cpu, deadline)

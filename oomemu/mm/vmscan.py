@@ -6,9 +6,8 @@ anonymous pages (only when swap has free slots), each zone keeping one LRU list 
 Differs: one list per kind (no active/inactive split), lru_lock folded into zone->lock, no dirty or writeback
 pages (every scanned page is reclaimed), no slab shrinkers, no direct-reclaim throttling.
 """
-import time
-
 from oomemu import sync
+from oomemu.kernel import time as ktime
 from oomemu.include.gfp import gfp_zone
 from oomemu.include.mmzone import (DEF_PRIORITY, KSWAPD_ZONE_BALANCE_GAP_RATIO, MAX_NR_ZONES, NR_FREE_PAGES,
                                    NR_LRU_ANON, NR_LRU_FILE, NR_PAGES_SCANNED, SWAP_CLUSTER_MAX, WMARK_HIGH,
@@ -273,7 +272,7 @@ def balance_pgdat(cpu, nid, order, classzone_idx):
     m = cpu.m
     vmstat.count_vm_event(cpu, vmstat.NR_KSWAPD_RUNS)
     for priority in range(DEF_PRIORITY, 0, -1):
-        sync.pause_point(m, cpu.id)
+        sync.pause_point(cpu)
         zones = _node_zones(m, nid, MAX_NR_ZONES - 1)
         unbalanced = [z for z in zones if not zone_balanced(m, z, order, 0, 0)]
         if not unbalanced or m.v_glob[G_STOP]:
@@ -301,15 +300,14 @@ def _kswapd_wait(cpu, timeout_ms):
     """Sleep on kswapd_wait (the doorbell) for up to timeout_ms (None: until woken); True if woken."""
     m = cpu.m
     doorbell = sync.DoorbellWaiter(m, cpu.id)
-    deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000
+    deadline = None if timeout_ms is None else ktime.now_ns(m) + int(timeout_ms * 1_000_000)
     while not m.v_glob[G_STOP]:
-        sync.pause_point(m, cpu.id)
-        left = KSWAPD_PAUSE_POLL_MS
-        if deadline is not None:
-            left = min(left, max(0, int((deadline - time.monotonic()) * 1000)))
-        if doorbell.wait(left) and sync.drain_doorbell(m, cpu.id):
+        sync.pause_point(cpu)
+        poll = ktime.now_ns(m) + KSWAPD_PAUSE_POLL_MS * 1_000_000
+        if doorbell.wait_until(cpu, poll if deadline is None else min(poll, deadline), "kswapd_wait") \
+                and sync.drain_doorbell(m, cpu.id):
             return True
-        if deadline is not None and time.monotonic() >= deadline:
+        if deadline is not None and ktime.now_ns(m) >= deadline:
             return False
     return False
 

@@ -47,6 +47,9 @@ typedef struct {
     long long mask;
     long long n;
     long long boot;             /* CLOCK_MONOTONIC ns at boot: timestamps are relative to it */
+    Py_buffer vclock_view;      /* controlled modes: the virtual clock word in the segment */
+    int has_vclock;
+    const int64_t *vclock;
 } RingCore;
 
 static PyTypeObject RingCore_Type;
@@ -61,6 +64,11 @@ ringcore_release(RingCore *self)
         PyBuffer_Release(&self->pid_view);
         self->attached = 0;
     }
+    if (self->has_vclock) {
+        PyBuffer_Release(&self->vclock_view);
+        self->has_vclock = 0;
+    }
+    self->vclock = NULL;
     self->records = NULL;
     self->head = NULL;
     self->pid_of = NULL;
@@ -152,6 +160,8 @@ ring_publish(RingCore *r)
 static inline int64_t
 now_since_boot(RingCore *r)
 {
+    if (r->vclock)                          /* a controlled mode: virtual ns since boot */
+        return __atomic_load_n(r->vclock, __ATOMIC_RELAXED);
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);   /* the clock time.monotonic_ns reads */
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec - r->boot;
@@ -229,7 +239,28 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(ringcore_use_clock_doc,
+"_use_clock(word)\n\n"
+"Take timestamps from `word` (a writable buffer of one int64: the controlled modes' virtual clock, in ns\n"
+"since boot) instead of CLOCK_MONOTONIC.");
+
+static PyObject *
+ringcore_use_clock(RingCore *self, PyObject *arg)
+{
+    if (self->has_vclock) {
+        PyBuffer_Release(&self->vclock_view);
+        self->has_vclock = 0;
+        self->vclock = NULL;
+    }
+    if (get_writable(arg, &self->vclock_view, sizeof(int64_t), "clock word") < 0)
+        return NULL;
+    self->has_vclock = 1;
+    self->vclock = self->vclock_view.buf;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef ringcore_methods[] = {
+    {"_use_clock", (PyCFunction)ringcore_use_clock, METH_O, ringcore_use_clock_doc},
     {"_attach", (PyCFunction)ringcore_attach, METH_VARARGS, ringcore_attach_doc},
     {"_emit_many", (PyCFunction)ringcore_emit_many, METH_VARARGS, ringcore_emit_many_doc},
     {NULL}

@@ -39,6 +39,7 @@ CATALOGUE = (
     ("sleep", "oomemu", ("state", "wait_kind", "wait_obj")),
     ("wakeup", "oomemu", ("pid", "old_state", "reason")),
     ("oom_stall", "oomemu", ("jiffies",)),
+    ("sched_token", "oomemu", ("step", "point", "obj", "next_row")),
 )
 EVENT_ID = {name: i for i, (name, _, _) in enumerate(CATALOGUE)}
 EVENT_NAME = {i: name for name, i in EVENT_ID.items()}

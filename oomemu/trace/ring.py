@@ -2,7 +2,7 @@
 
 Record layout (little endian, 64 bytes):
 
-    int64 ts_ns      CLOCK_MONOTONIC nanoseconds since boot
+    int64 ts_ns      CLOCK_MONOTONIC nanoseconds since boot (virtual nanoseconds in the controlled modes)
     int64 seq        an order exact inside a shared critical section (taken under the lock held), else 0
     int32 event      event id (oomemu/trace/events.py)
     int32 pid        pid of the task the event is about (current, unless the event says otherwise)
@@ -74,6 +74,12 @@ class RingWriter(RingCore or _PyRingCore):
         # The writer keeps its own copy of `written` (it is the only writer) and re-reads the consumer's
         # position only when it has used up the room it last saw: one shared read per ring's worth of records.
         self._attach(self.records, m.ring_head[row], m.task_pid, n, int(m.glob[G_BOOT_NS]))
+        if m.controlled:    # timestamps from the virtual clock (oomemu/control.py)
+            from oomemu.control import CT_VNOW
+            boot, vclock = int(m.glob[G_BOOT_NS]), m.v_ctl
+            self.clock = lambda: boot + vclock[CT_VNOW]
+            if self.compiled:
+                self._use_clock(m.ctl[CT_VNOW:CT_VNOW + 1])
 
     def room(self):
         """Refresh the room left from the consumer's position; True if a record fits."""
