@@ -131,8 +131,10 @@ L_ZONE_SCAN = 0       # zone_scan_lock (mm/oom_kill.c)
 L_TASKLIST = 1        # tasklist_lock
 L_KILL_LOG = 2        # emulator-only: appends to the kill log
 L_PRINTK = 3          # logbuf_lock: one dmesg line at a time
-L_RATELIMIT = 4       # the ratelimit states' spinlock
+L_RATELIMIT = 4       # oom_rs's spinlock (each ratelimit state has its own)
 L_SWAP = 5            # swap_lock
+L_BITOPS = 6          # emulator-only: serialises the atomic bit operations when they are not compiled
+L_RATELIMIT_NOPAGE = 7  # nopage_rs's spinlock
 L_FIXED = 8           # first per-zone lock (zone->lock), then rq locks, task stripes, mm stripes
 
 
@@ -258,7 +260,8 @@ class Machine:
     def lock_name(self, index):
         """A kernel-style name for lock `index`, for diagnostics."""
         fixed = {L_ZONE_SCAN: "zone_scan_lock", L_TASKLIST: "tasklist_lock", L_KILL_LOG: "oom kill log lock",
-                 L_PRINTK: "logbuf_lock", L_RATELIMIT: "ratelimit lock", L_SWAP: "swap_lock"}
+                 L_PRINTK: "logbuf_lock", L_RATELIMIT: "oom_rs.lock", L_SWAP: "swap_lock",
+                 L_BITOPS: "atomic bitops lock", L_RATELIMIT_NOPAGE: "nopage_rs.lock"}
         if index in fixed:
             return fixed[index]
         i = index - L_FIXED

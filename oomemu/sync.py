@@ -291,3 +291,77 @@ def wq_remove(cpu, wq, task):
         prev, cur = cur, nxt[cur]
     return False
 
+
+
+# --- atomic bit operations on shared int64 words --------------------------------------------------------------
+# Flag words that several CPU processes update (a task's thread-info flags: TIF_MEMDIE set by the OOM killer,
+# TIF_SIGPENDING set by a signal sender and cleared by the task itself) must never lose an update, as the
+# kernel's set_bit()/clear_bit() never do. `words` is a writable int64 buffer (a v_* view of a segment column).
+# The compiled trace extension does each update as one locked instruction; without it, every update of every
+# such word takes one spinlock (L_BITOPS), so the Python fallback is atomic too, only slower. Plain reads of a
+# word stay plain loads, as test_bit() is.
+
+from oomemu.machine import L_BITOPS  # noqa: E402  (this section's own import)
+
+try:
+    from oomemu.trace._ring import atomic_fetch_and as _fetch_and, atomic_fetch_or as _fetch_or
+except ImportError:          # no compiler at install time
+    _fetch_and = _fetch_or = None
+
+
+def _nonatomic_update(cpu, words, index, mask, set_bits):
+    """Debug break `nonatomic_bitops` only: a plain read-modify-write with a window between the read and the
+    write, so a concurrent update of the same word can be lost."""
+    old = words[index]
+    time.sleep(0.0005)
+    words[index] = (old | mask) if set_bits else (old & ~mask)
+    return old
+
+
+def _locked_update(cpu, words, index, mask, set_bits):
+    spin_lock(cpu, L_BITOPS)
+    try:
+        old = words[index]
+        words[index] = (old | mask) if set_bits else (old & ~mask)
+    finally:
+        spin_unlock(cpu, L_BITOPS)
+    return old
+
+
+def atomic_fetch_or(cpu, words, index, mask):
+    """words[index] |= mask atomically; returns the old word. Follows: atomic64_fetch_or() semantics."""
+    if cpu.debug_break and "nonatomic_bitops" in cpu.debug_break:
+        return _nonatomic_update(cpu, words, index, mask, True)
+    if _fetch_or is not None:
+        return _fetch_or(words, index, mask)
+    return _locked_update(cpu, words, index, mask, True)
+
+
+def atomic_fetch_andnot(cpu, words, index, mask):
+    """words[index] &= ~mask atomically; returns the old word. Follows: atomic64_fetch_andnot() semantics."""
+    if cpu.debug_break and "nonatomic_bitops" in cpu.debug_break:
+        return _nonatomic_update(cpu, words, index, mask, False)
+    if _fetch_and is not None:
+        return _fetch_and(words, index, ~mask)
+    return _locked_update(cpu, words, index, mask, False)
+
+
+def set_bit(cpu, words, index, mask):
+    """Set the bits of `mask` in words[index]. Follows: include/asm-generic/bitops set_bit() (atomic), as
+    set_tsk_thread_flag() uses it."""
+    atomic_fetch_or(cpu, words, index, mask)
+
+
+def clear_bit(cpu, words, index, mask):
+    """Clear the bits of `mask` in words[index]. Follows: clear_bit() (atomic), as clear_tsk_thread_flag()."""
+    atomic_fetch_andnot(cpu, words, index, mask)
+
+
+def test_and_set_bit(cpu, words, index, mask):
+    """Set `mask` in words[index]; True if any of its bits was already set. Follows: test_and_set_bit()."""
+    return bool(atomic_fetch_or(cpu, words, index, mask) & mask)
+
+
+def test_and_clear_bit(cpu, words, index, mask):
+    """Clear `mask` in words[index]; True if any of its bits was set. Follows: test_and_clear_bit()."""
+    return bool(atomic_fetch_andnot(cpu, words, index, mask) & mask)

@@ -5,7 +5,7 @@ invariant names the KERNEL section it holds the emulator to.
 """
 from oomemu.check.conservation import check_page_conservation, check_no_double_free
 from oomemu.check.oom_lock import check_oom_lock_exclusion, check_oom_lock_released
-from oomemu.check.signals import check_sigkill_delivery
+from oomemu.check.signals import check_sigkill_delivery, check_thread_flags
 from oomemu.check.victim import check_memdie_marking, check_never_killed, check_victim_selection
 from oomemu.check.watermarks import check_watermarks
 
@@ -20,6 +20,7 @@ INVARIANTS = (
     ("memdie-marking", "KERNEL §3.2, §5.1", "both", check_memdie_marking),
     ("watermarks", "KERNEL §6.4", "both", check_watermarks),
     ("sigkill-delivery", "KERNEL §5.2", "both", check_sigkill_delivery),
+    ("thread-flags", "KERNEL §5.2–5.3", "both", check_thread_flags),
 )
 
 

@@ -1,6 +1,7 @@
 """SIGKILL delivery (KERNEL §5.2): it wakes only interruptible and killable sleepers; a killed task either
 exits or is reported stuck with what it waits on."""
-from oomemu.include.sched import (EXIT_DEAD, EXIT_ZOMBIE, SIGKILL, TASK_DEAD, TASK_INTERRUPTIBLE, TASK_WAKEKILL)
+from oomemu.include.sched import (EXIT_DEAD, EXIT_ZOMBIE, SIGKILL, TASK_DEAD, TASK_INTERRUPTIBLE, TASK_WAKEKILL,
+                                  TIF_MEMDIE, TIF_SIGPENDING)
 from oomemu.kernel import rwsem
 from oomemu.trace.events import WAIT_MMAP_SEM_READ, WAIT_MMAP_SEM_WRITE, WAIT_NAMES, WAKE_SIGNAL
 
@@ -42,3 +43,26 @@ def wait_chain(state, row):
     if state.task_state[row] == 0:
         return f"{head} → runnable (looping in the kernel)"
     return f"{head} → sleeping (state {int(state.task_state[row])}, {WAIT_NAMES[kind]})"
+
+
+def check_thread_flags(trace, state):
+    """No thread-info flag update was lost (KERNEL §5.2, §5.3): TIF_MEMDIE, never cleared in 3.14, is still set
+    on every thread the trace marked; every live task with SIGKILL pending still has TIF_SIGPENDING (the bit that
+    makes it act on the signal). Both bits are set by other CPUs while the task updates the same word itself, so
+    only atomic bit operations keep them (include/asm-generic/bitops)."""
+    problems = []
+    row_of = {pid: row for row, pid in enumerate(state.task_pid.tolist()) if pid > 0}
+    for r in trace.of("mark_victim"):
+        pid = int(r["a"][0])
+        row = row_of.get(pid)
+        if row is not None and not state.task_tif[row] & TIF_MEMDIE:
+            problems.append(f"pid {pid} was marked TIF_MEMDIE at {r['ts'] / 1e9:.6f}s but the flag is gone")
+    for row in range(state.nr_tasks):
+        if not state.task_pending[row] & (1 << SIGKILL):
+            continue
+        if state.task_exit_state[row] in (EXIT_ZOMBIE, EXIT_DEAD) or state.task_state[row] == TASK_DEAD:
+            continue
+        if not state.task_tif[row] & TIF_SIGPENDING:
+            problems.append(f"pid {int(state.task_pid[row])} has SIGKILL pending without TIF_SIGPENDING: "
+                            "it will never act on it")
+    return problems

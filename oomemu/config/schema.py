@@ -531,7 +531,7 @@ MAX_ZONE = 64 * GiB
 MAX_MS = 3_600_000  # no single step outlasts the longest run (run.seconds <= 3600)
 CAPS = ("CAP_SYS_ADMIN", "CAP_SYS_RESOURCE")
 BREAKS = ("skip_zone_scan_lock", "skip_clear_zonelist_oom", "double_free_victim", "pick_lowest_badness",
-          "sigkill_wakes_uninterruptible", "ignore_oom_score_adj_min")
+          "sigkill_wakes_uninterruptible", "ignore_oom_score_adj_min", "nonatomic_bitops")
 # A kernel thread has no mm (PF_KTHREAD): only these ops make sense in its program.
 KTHREAD_OPS = ("kmalloc", "thread", "oom_score_adj", "sleep", "spin", "exit", "repeat", "wait", "sysrq")
 

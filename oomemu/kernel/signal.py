@@ -27,7 +27,7 @@ def signal_wake_up(cpu, t, resume):
     that CPU is kicked instead (kick_process), as an IPI would.
     """
     m = cpu.m
-    m.v_task_tif[t] |= TIF_SIGPENDING
+    sync.set_bit(cpu, m.v_task_tif, t, TIF_SIGPENDING)  # set_tsk_thread_flag(): atomic
     mask = TASK_INTERRUPTIBLE | (TASK_WAKEKILL if resume else 0)
     if "sigkill_wakes_uninterruptible" in cpu.debug_break:
         mask |= TASK_UNINTERRUPTIBLE
@@ -74,13 +74,17 @@ def do_send_sig_info(cpu, sig, p, group):
 async def get_signal_to_deliver(cpu):
     """On return to user space: act on a pending SIGKILL by exiting the whole group. Never returns then.
 
-    Follows: kernel/signal.c get_signal_to_deliver() → do_group_exit(), 3.14 (KERNEL §5.2 step 3).
+    Follows: kernel/signal.c get_signal_to_deliver() → do_group_exit(), 3.14 (KERNEL §5.2 step 3), with
+    recalc_sigpending() under the siglock.
     """
     m = cpu.m
     cur = cpu.current
-    if not m.v_task_pending[cur] & _SIGKILL_BIT:
-        m.v_task_tif[cur] &= ~TIF_SIGPENDING
-        return
+    with sync.spinlock(cpu, m.task_lock_index(m.v_task_leader[cur])):  # the group's siglock
+        if not m.v_task_pending[cur] & _SIGKILL_BIT:
+            # recalc_sigpending(): nothing left to deliver. Under siglock, so a SIGKILL being queued now
+            # (do_send_sig_info holds the same lock) cannot lose its TIF_SIGPENDING to this clear.
+            sync.clear_bit(cpu, m.v_task_tif, cur, TIF_SIGPENDING)
+            return
     tp.trace_signal_deliver(cpu, SIGKILL)
     vmstat.count_vm_event(cpu, vmstat.NR_SIGNALS_DELIVERED)
     from oomemu.kernel import exit as kexit

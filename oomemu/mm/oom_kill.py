@@ -350,8 +350,9 @@ def dump_header(cpu, p, gfp_mask, order, memcg, nodemask):
 # --- killing -------------------------------------------------------------------------------------------------
 
 def mark_tsk_oom_victim(cpu, t, self_marked=False):
-    """Set TIF_MEMDIE on one thread. 3.14 does this inline (set_tsk_thread_flag); the name is 4.0's."""
-    cpu.m.v_task_tif[t] |= TIF_MEMDIE
+    """Set TIF_MEMDIE on one thread with an atomic bit operation. 3.14 does this inline
+    (set_tsk_thread_flag(), an atomic set_bit); the name is 4.0's."""
+    sync.set_bit(cpu, cpu.m.v_task_tif, t, TIF_MEMDIE)
     tp.trace_mark_victim(cpu, cpu.m.v_task_pid[t], int(self_marked))
 
 

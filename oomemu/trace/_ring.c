@@ -451,11 +451,78 @@ static PyTypeObject Emitter_Type = {
     .tp_new = emitter_new,
 };
 
+/* --- atomic bit operations on shared int64 words ------------------------------------------------------------
+ *
+ * atomic_fetch_or(words, index, mask) and atomic_fetch_and(words, index, mask) apply one locked read-modify-write
+ * to words[index] (any writable buffer of int64, e.g. a column of the shared segment) and return the old value:
+ * the kernel's set_bit/clear_bit family, for flag words that several CPU processes update (sync.py).
+ */
+
+static int
+word_at(PyObject *const *args, Py_ssize_t nargs, Py_buffer *view, int64_t **word, long long *mask)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "expected (words, index, mask)");
+        return -1;
+    }
+    if (PyObject_GetBuffer(args[0], view, PyBUF_WRITABLE) < 0)
+        return -1;
+    Py_ssize_t index = PyLong_AsSsize_t(args[1]);
+    *mask = PyLong_AsLongLong(args[2]);
+    if (PyErr_Occurred()) {
+        PyBuffer_Release(view);
+        return -1;
+    }
+    if (view->len % (Py_ssize_t)sizeof(int64_t) || index < 0 || index >= view->len / (Py_ssize_t)sizeof(int64_t)) {
+        PyBuffer_Release(view);
+        PyErr_SetString(PyExc_IndexError, "word index out of range (or not an int64 buffer)");
+        return -1;
+    }
+    *word = (int64_t *)view->buf + index;
+    return 0;
+}
+
+static PyObject *
+atomic_fetch_or(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer view;
+    int64_t *word;
+    long long mask;
+    if (word_at(args, nargs, &view, &word, &mask) < 0)
+        return NULL;
+    int64_t old = __atomic_fetch_or(word, (int64_t)mask, __ATOMIC_SEQ_CST);
+    PyBuffer_Release(&view);
+    return PyLong_FromLongLong(old);
+}
+
+static PyObject *
+atomic_fetch_and(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer view;
+    int64_t *word;
+    long long mask;
+    if (word_at(args, nargs, &view, &word, &mask) < 0)
+        return NULL;
+    int64_t old = __atomic_fetch_and(word, (int64_t)mask, __ATOMIC_SEQ_CST);
+    PyBuffer_Release(&view);
+    return PyLong_FromLongLong(old);
+}
+
+static PyMethodDef module_methods[] = {
+    {"atomic_fetch_or", (PyCFunction)(void (*)(void))atomic_fetch_or, METH_FASTCALL,
+     "atomic_fetch_or(words, index, mask) -> old: words[index] |= mask as one atomic operation."},
+    {"atomic_fetch_and", (PyCFunction)(void (*)(void))atomic_fetch_and, METH_FASTCALL,
+     "atomic_fetch_and(words, index, mask) -> old: words[index] &= mask as one atomic operation."},
+    {NULL}
+};
+
 static struct PyModuleDef ring_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "oomemu.trace._ring",
-    .m_doc = "Compiled trace-ring writer (optional; ring.py holds the Python reference).",
+    .m_doc = "Compiled trace-ring writer and atomic word operations (optional; ring.py and sync.py hold the "
+             "Python references).",
     .m_size = -1,
+    .m_methods = module_methods,
 };
 
 PyMODINIT_FUNC

@@ -373,7 +373,7 @@ ONE_OP = '[[task]]\nprogram = [{op}]\n'
      'task[0].caps[0] = "CAP_KILL": must be one of "CAP_SYS_ADMIN", "CAP_SYS_RESOURCE"'),
     ('[debug]\nbreak = ["skip_zone_scan"]',
      'debug.break[0] = "skip_zone_scan": unknown break; allowed: skip_zone_scan_lock, skip_clear_zonelist_oom, '
-     'double_free_victim, pick_lowest_badness, sigkill_wakes_uninterruptible, ignore_oom_score_adj_min '
+     'double_free_victim, pick_lowest_badness, sigkill_wakes_uninterruptible, ignore_oom_score_adj_min, nonatomic_bitops '
      '(did you mean "skip_zone_scan_lock"?)'),
     ('[expect]\nvictims = "memhog"', 'expect.victims = "memhog": must be a list of task names (comm)'),
     # cross-key checks
