@@ -388,3 +388,25 @@ def test_kswapd_balances_to_the_high_watermark(mc):
     vmscan.balance_pgdat(kswapd, 0, 0, 2)
     assert int(m.zone[NORMAL, FREE]) > 288
     assert int(m.zone[NORMAL, FREE]) <= 288 + 2000
+
+
+# =============================================================================================================
+# ratelimits (KERNEL §3.6)
+# =============================================================================================================
+
+def test_ratelimit_states_are_independent(mc):
+    """Each ratelimit_state has its own lock and counters: while nopage_rs's lock is held (another CPU is
+    inside warn_alloc_failed's __ratelimit) oom_rs still lets an OOM dump through, and using up nopage_rs's
+    burst of 10 leaves oom_rs's whole burst (KERNEL §3.6, DEFAULT_RATELIMIT_BURST = 10)."""
+    from oomemu.lib import ratelimit
+    from oomemu.machine import G_NOPAGE_RS, G_OOM_RS, L_RATELIMIT_NOPAGE
+    m, cpu = mc
+    other = CpuContext(m, 1, cpu.scenario)
+    page_alloc.sync.spin_lock(other, L_RATELIMIT_NOPAGE)
+    try:
+        assert not ratelimit.__ratelimit(cpu, G_NOPAGE_RS, "warn_alloc_failed")
+        assert ratelimit.__ratelimit(cpu, G_OOM_RS, "oom_kill_process")
+    finally:
+        page_alloc.sync.spin_unlock(other, L_RATELIMIT_NOPAGE)
+    assert [ratelimit.__ratelimit(cpu, G_NOPAGE_RS, "w") for _ in range(11)] == [True] * 10 + [False]
+    assert [ratelimit.__ratelimit(cpu, G_OOM_RS, "o") for _ in range(10)] == [True] * 9 + [False]
