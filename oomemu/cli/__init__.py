@@ -7,6 +7,8 @@ COMMANDS = {
     "check": ("oomemu.cli.check", "re-check a finished run's invariants offline"),
     "trace": ("oomemu.cli.trace", "show or export a run's trace"),
     "bench": ("oomemu.cli.bench", "measure the emulator's speed, scaling and footprint"),
+    "import": ("oomemu.cli.import_", "rebuild a kernel OOM report's machine and task table as a scenario"),
+    "explain": ("oomemu.cli.explain", "replay a kernel OOM report's victim choice under each kernel profile"),
 }
 
 
