@@ -9,6 +9,7 @@ COMMANDS = {
     "bench": ("oomemu.cli.bench", "measure the emulator's speed, scaling and footprint"),
     "import": ("oomemu.cli.import_", "rebuild a kernel OOM report's machine and task table as a scenario"),
     "explain": ("oomemu.cli.explain", "replay a kernel OOM report's victim choice under each kernel profile"),
+    "oracle": ("oomemu.cli.oracle", "check the emulator's victim against the host kernel's in a memory cgroup"),
 }
 
 

@@ -186,8 +186,8 @@ RE_INVOKED = re.compile(
     r"\s*oom_score_adj=(?P<adj>-?\d+)")
 RE_INVOKED_HEAD = re.compile(r" invoked oom-killer:")
 RE_CPU = re.compile(r"^CPU: (?P<cpu>\d+) (?:UID: \d+ )?PID: (?P<pid>\d+) Comm: (?P<comm>.+?)\s+"
-                    r"(?:Not tainted|Tainted: [A-Z ]*?)\s*(?P<release>\d+\.\d+\S*)")
-RE_PID_OLD = re.compile(r"^Pid: (?P<pid>\d+), comm: (?P<comm>.+?) (?:Not tainted|Tainted: [A-Z ]*?)\s*"
+                    r"(?:Not tainted|Tainted: [A-Z \-]*?)\s*(?P<release>\d+\.\d+\S*)")
+RE_PID_OLD = re.compile(r"^Pid: (?P<pid>\d+), comm: (?P<comm>.+?) (?:Not tainted|Tainted: [A-Z \-]*?)\s*"
                         r"(?P<release>\d+\.\d+\S*)")
 RE_CPUSET = re.compile(r"^.+ cpuset=\S* mems_allowed=\S+$")
 RE_SUMMARY = re.compile(r"^oom-kill:(?P<body>constraint=.*)$")

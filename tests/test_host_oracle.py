@@ -1,0 +1,103 @@
+"""The host kernel as the oracle: generated task tables in a child memory cgroup; the host's victim must be the
+emulator's (issue acceptance: 50/50; the default suite runs OOMEMU_TRIALS tables, 6 unless set).
+
+Skips, with the reason, where the host cannot run it (not root, no memory cgroup controller, no /dev/kmsg).
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from oomemu.oracle import host
+
+try:
+    VERSION, PARENT = host.check_host()
+    REASON = None
+except host.HostUnavailable as exc:
+    VERSION = PARENT = None
+    REASON = str(exc)
+
+pytestmark = pytest.mark.skipif(REASON is not None, reason=f"host oracle unavailable: {REASON}")
+TRIALS = int(os.environ.get("OOMEMU_TRIALS", "6"))
+
+
+def ours():
+    """Child cgroups this test run made and left behind (there must be none)."""
+    return [d for d in os.listdir(PARENT) if d.startswith("oomemu-oracle-")]
+
+
+def children_alive(pids):
+    alive = []
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+            alive.append(pid)
+        except ProcessLookupError:
+            pass
+    return alive
+
+
+def test_generated_tables_agree_with_the_host_kernel():
+    rng = host.seeded(20261201)
+    outcomes = [host.run_table(host.generate_table(rng, f"t{k}"), VERSION, PARENT) for k in range(TRIALS)]
+    for o in outcomes:
+        assert o.report is not None, o.notes
+        assert o.report.constraint == "CONSTRAINT_MEMCG" and len(o.report.tasks) == len(o.table.tasks) + 1
+        assert o.agrees, (o.kernel_pid, o.emulator_pid, o.notes)
+    assert ours() == []
+
+
+def test_interrupt_leaves_nothing_behind(tmp_path):
+    before = set(ours())
+    proc = subprocess.Popen([sys.executable, "-m", "oomemu", "oracle", "--generate", "20", "--seed", "3"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    seen = set()
+    while time.monotonic() < deadline and not seen:
+        seen = set(ours()) - before
+        time.sleep(0.05)
+    assert seen, "the oracle never made its cgroup"
+    cg = os.path.join(PARENT, seen.pop())
+    time.sleep(0.3)
+    try:
+        with open(os.path.join(cg, "cgroup.procs")) as f:
+            pids = [int(x) for x in f.read().split()]
+    except FileNotFoundError:
+        pids = []
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert not os.path.exists(cg)
+    assert set(ours()) == before
+    assert children_alive(pids) == []
+
+
+def scenario_file(tmp_path, big_adj):
+    sc = tmp_path / "s.toml"
+    sc.write_text('[[machine.node]]\nzones = { DMA = "16MiB", Normal = "112MiB" }\n'
+                  f'[[task]]\ncomm = "big"\nuid = 1000\noom_score_adj = {big_adj}\nmm = {{ anon = 12000 }}\n'
+                  'program = [{ op = "sleep", ms = 1 }]\n'
+                  '[[task]]\ncomm = "small"\nuid = 1000\noom_score_adj = 300\nmm = { anon = 2000 }\n'
+                  'program = [{ op = "sleep", ms = 1 }]\n')
+    return sc
+
+
+def test_a_scenario_runs_on_the_host(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "oomemu", "oracle", str(scenario_file(tmp_path, 200)), "--limit",
+                          "96MiB"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "1/1 agree" in run.stdout
+    assert ours() == []
+
+
+def test_negative_adj_runs_or_says_it_needs_cap_sys_resource(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "oomemu", "oracle", str(scenario_file(tmp_path, -500)), "--limit",
+                          "96MiB"], capture_output=True, text=True, timeout=120)
+    if run.returncode == 2:
+        assert "negative oom_score_adj needs CAP_SYS_RESOURCE" in run.stderr and run.stderr.count("\n") == 1
+    else:
+        assert run.returncode == 0 and "1/1 agree" in run.stdout, run.stdout + run.stderr
+    assert ours() == []
