@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 
 PAGE_KB = 4
+CONTINUATION = "\u21aa"   # "↪", how some pages mark a wrapped line
 
 # --- prefixes ------------------------------------------------------------------------------------------------
 
@@ -181,10 +182,13 @@ class NoReport(ValueError):
 # --- line patterns -------------------------------------------------------------------------------------------
 
 RE_INVOKED = re.compile(
-    r"^(?P<comm>.+?) invoked oom-killer: gfp_mask=(?P<gfp>0x[0-9a-fA-F]+)(?:\s*\((?P<names>[^)]*)\))?,"
+    r"^(?P<comm>.+?) invoked oom-killer:\s*gfp_mask=(?P<gfp>0x[0-9a-fA-F]+)(?:\s*\((?P<names>[^)]*)\))?,"
     r"(?:\s*nodemask=(?P<nodemask>[^,]*),)?\s*order=(?P<order>-?\d+),(?:\s*oom_adj=-?\d+,)?"
     r"\s*oom_score_adj=(?P<adj>-?\d+)")
 RE_INVOKED_HEAD = re.compile(r" invoked oom-killer:")
+# What a cut or mangled "invoked" line still gives: the comm, the mask, perhaps the order.
+RE_INVOKED_PART = re.compile(r"^(?P<comm>.+?) invoked oom-killer:\s*gfp_mask=(?P<gfp>0x[0-9a-fA-F]+)"
+                             r"(?:\s*\((?P<names>[^)]*)\))?(?:.*?\border=(?P<order>-?\d+))?")
 RE_CPU = re.compile(r"^CPU: (?P<cpu>\d+) (?:UID: \d+ )?PID: (?P<pid>\d+) Comm: (?P<comm>.+?)\s+"
                     r"(?:Not tainted|Tainted: [A-Z \-]*?)\s*(?P<release>\d+\.\d+\S*)")
 RE_PID_OLD = re.compile(r"^Pid: (?P<pid>\d+), comm: (?P<comm>.+?) (?:Not tainted|Tainted: [A-Z \-]*?)\s*"
@@ -204,10 +208,12 @@ RE_KILLED = re.compile(r"^(?:(?P<who>[\w ]*[Oo]ut of memory[\w ()]*): )?Killed p
                        r",?(?: UID:? ?\d+,)? total-vm:(?P<vm>\d+)kB, anon-rss:(?P<anon>\d+)kB, file-rss:(?P<file>\d+)kB")
 RE_KILLED_HEAD = re.compile(r"Killed process \d+ \(")
 RE_SHARER = re.compile(r"^Kill process \d+ \(.*\) sharing same memory$")
-RE_TASK_IN = re.compile(r"^Task in (?P<task>\S+) killed(?: as a result of limit of (?P<limit>\S+))?$")
-RE_LIMIT_OF = re.compile(r"^as a result of limit of (?P<limit>\S+)$")
+RE_TASK_IN = re.compile(r"^Task in (?P<task>\S+)(?: killed(?: as a result of limit of (?P<limit>\S+))?)?$")
+RE_LIMIT_OF = re.compile(r"^(?:killed )?as a result of limit of\s*(?P<limit>\S+)?$")
+RE_CGROUP_PATH = re.compile(r"^/\S*$")
 RE_MEMCG_USAGE = re.compile(r"^(?P<what>memory|memory\+swap|swap|kmem|kmem\.tcp):? usage (?P<usage>\d+)kB, limit "
                             r"(?P<limit>\d+)kB, failcnt (?P<failcnt>\d+)$")
+RE_MEMCG_V2 = re.compile(r"^(?P<what>memory|swap) (?P<usage>\d+)(?: \(max (?P<max>\d+)\))?$")  # 4.19-era cgroup2
 RE_MEMCG_STATS = re.compile(r"^Memory cgroup stats for \S+?:?(?:\s|$)")
 RE_STAT_LINE = re.compile(r"^[a-z_]+ \d+$")
 RE_SWAP_TOTAL = re.compile(r"^Total swap = (\d+)kB$")
@@ -237,6 +243,14 @@ _IGNORED = (
 )
 
 
+def _is_report_line(text):
+    """True for a line that belongs to an OOM report (used or known), for finding where a headless one starts."""
+    return any(p.match(text) for p in (RE_CPU, RE_CPUSET, RE_SUMMARY, RE_ZONE, RE_RESERVE, RE_SWAP_TOTAL, RE_SWAP_FREE,
+                                       RE_PAGES_RAM, RE_PAGES_RESERVED, RE_TASK_IN, RE_LIMIT_OF, RE_MEMCG_USAGE,
+                                       RE_MEMCG_V2, RE_STAT_LINE)) \
+        or _is_meminfo_counters(text) or _classify_ignored(text) is not None or text.startswith("Tasks state")
+
+
 def _classify_ignored(text):
     for category, pattern in _IGNORED:
         if pattern.match(text):
@@ -248,13 +262,28 @@ def _classify_ignored(text):
 
 def parse_reports(text):
     """Every OOM report in `text`, in order; raises NoReport if there is none."""
-    lines = [strip_prefix(raw) for raw in text.splitlines()]
+    lines = []
+    last = -1
+    for raw in text.splitlines():
+        line = strip_prefix(raw)
+        if line.startswith(CONTINUATION) and last >= 0:
+            # a wrap marked by the page it was pasted from: it belongs at the end of the line before
+            lines[last] = lines[last] + " " + line[len(CONTINUATION):].lstrip()
+            lines.append("")
+            continue
+        if line:
+            last = len(lines)
+        lines.append(line)
     starts = [i for i, line in enumerate(lines) if RE_INVOKED_HEAD.search(line)]
     if not starts:
-        # A paste that begins at the task table still counts if it has the kernel's kill line.
+        # A paste without the "invoked" line still counts if it has a task table and the kernel's kill line;
+        # it begins at the first report line before the table.
         heads = [i for i, line in enumerate(lines) if RE_TABLE_HEAD.match(line)]
         if heads and any(RE_SELECT.match(line) or RE_KILLED.match(line) for line in lines):
-            starts = [heads[0]]
+            start = heads[0]
+            while start > 0 and (not lines[start - 1] or _is_report_line(lines[start - 1])):
+                start -= 1
+            starts = [start]
     if not starts:
         raise NoReport("no OOM report found (no \"invoked oom-killer\" line, nor a task table with a kill line)")
     reports = []
@@ -296,17 +325,20 @@ def _parse_one(lines, start, end):
             i += 1
             continue
         if RE_INVOKED_HEAD.search(text):
+            first = i
             match, i = _join(lines, i, end, RE_INVOKED)
+            part = match or RE_INVOKED_PART.match(text)
+            if part:
+                r.comm = part["comm"]
+                r.gfp_mask = int(part["gfp"], 16)
+                if part["names"] is not None:
+                    r.gfp_names = tuple(n.strip() for n in part["names"].split("|") if n.strip())
+                r.order = int(part["order"]) if part["order"] is not None else None
             if match:
-                r.comm = match["comm"]
-                r.gfp_mask = int(match["gfp"], 16)
-                if match["names"] is not None:
-                    r.gfp_names = tuple(n.strip() for n in match["names"].split("|") if n.strip())
-                r.order = int(match["order"])
                 r.oom_score_adj = int(match["adj"])
                 r.nodemask = match["nodemask"]
             else:
-                r.unusable.append((lineno, text))
+                r.unusable.append((first + 1, text))
             i += 1
             continue
         match = RE_CPU.match(text) or RE_PID_OLD.match(text)
@@ -387,7 +419,7 @@ def _parse_one(lines, start, end):
             i += 1
             continue
         if _parse_memcg(r, lines, i, end):
-            in_stats = RE_MEMCG_STATS.match(text) is not None
+            in_stats = RE_MEMCG_STATS.match(text) is not None or RE_MEMCG_V2.match(text) is not None
             i += 1
             continue
         if in_stats and RE_STAT_LINE.match(text):
@@ -490,7 +522,13 @@ def _parse_memcg(r, lines, i, end):
         return True
     match = RE_LIMIT_OF.match(text)
     if match:
-        r.memcg["oom_memcg"] = match["limit"]
+        if match["limit"]:
+            r.memcg["oom_memcg"] = match["limit"]
+        else:
+            r.memcg["oom_memcg"] = None  # the path follows on a line of its own (pr_cont split)
+        return True
+    if RE_CGROUP_PATH.match(text) and "oom_memcg" in r.memcg and r.memcg["oom_memcg"] is None:
+        r.memcg["oom_memcg"] = text
         return True
     match = RE_MEMCG_USAGE.match(text)
     if match:
@@ -499,6 +537,13 @@ def _parse_memcg(r, lines, i, end):
         r.memcg[prefix + "usage_kb"] = int(match["usage"])
         r.memcg[prefix + "limit_kb"] = int(match["limit"])
         r.memcg[prefix + "failcnt"] = int(match["failcnt"])
+        return True
+    match = RE_MEMCG_V2.match(text)
+    if match and (r.memcg or r.constraint == "CONSTRAINT_MEMCG"):
+        prefix = "" if match["what"] == "memory" else "swap_"
+        r.memcg[prefix + "usage_kb"] = int(match["usage"]) // 1024
+        if match["max"] is not None:
+            r.memcg[prefix + "limit_kb"] = int(match["max"]) // 1024
         return True
     return bool(RE_MEMCG_STATS.match(text))
 
@@ -539,6 +584,8 @@ def oom_totalpages(r):
             allowance = r.memcg["memsw_limit_kb"] // PAGE_KB - limit
         elif r.memcg.get("swap_limit_kb") is not None:
             allowance = r.memcg["swap_limit_kb"] // PAGE_KB
+        if allowance is not None and allowance <= 0:
+            return limit, f"memcg limit {limit} pages, no swap allowance (memory+swap limit = memory limit)"
         if swap is None:
             return limit, f"memcg limit {limit} pages (total swap not in the report: taken as 0)"
         extra = swap if allowance is None else max(0, min(allowance, swap))
