@@ -10,6 +10,8 @@ COMMANDS = {
     "import": ("oomemu.cli.import_", "rebuild a kernel OOM report's machine and task table as a scenario"),
     "explain": ("oomemu.cli.explain", "replay a kernel OOM report's victim choice under each kernel profile"),
     "oracle": ("oomemu.cli.oracle", "check the emulator's victim against the host kernel's in a memory cgroup"),
+    "sweep": ("oomemu.cli.sweep", "run a scenario over parameter axes (local pool or Ray) with tables and plots"),
+    "plot": ("oomemu.cli.plot", "draw a run's free pages, watermarks, reclaim and OOM events (PNG)"),
 }
 
 

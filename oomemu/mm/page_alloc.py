@@ -105,6 +105,7 @@ def _note_freed(cpu, z, nr):
     m = cpu.m
     m.v_zone[z * Z_NCOLS + _SCANNED] = 0
     m.v_zone[z * Z_NCOLS + _FREE] += nr
+    tp.trace_zone_free_pages(cpu, z, m.v_zone[z * Z_NCOLS + _FREE])
     m.v_glob[G_LAST_FREE_JIFFY] = ktime.jiffies(m)
     vmstat.count_vm_event(cpu, vmstat.NR_PAGES_FREED, nr)
 
@@ -323,6 +324,7 @@ def rmqueue_bulk(cpu, z, order, count, migratetype):
             got += 1
         pcp[base] += got
         m.v_zone[z * Z_NCOLS + _FREE] -= got
+        tp.trace_zone_free_pages(cpu, z, m.v_zone[z * Z_NCOLS + _FREE])
     return got
 
 
@@ -351,6 +353,7 @@ def buffered_rmqueue(cpu, preferred_zone, z, order, gfp_flags, migratetype):
         if pfn == -1:
             return None
         m.v_zone[z * Z_NCOLS + _FREE] -= 1 << order
+        tp.trace_zone_free_pages(cpu, z, m.v_zone[z * Z_NCOLS + _FREE])
         _set_kind(m, pfn, order, PAGE_KERNEL, -1)
     return pfn
 

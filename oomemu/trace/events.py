@@ -40,6 +40,7 @@ CATALOGUE = (
     ("wakeup", "oomemu", ("pid", "old_state", "reason")),
     ("oom_stall", "oomemu", ("jiffies",)),
     ("sched_token", "oomemu", ("step", "point", "obj", "next_row")),
+    ("zone_free_pages", "oomemu", ("zone", "nr_free")),     # NR_FREE_PAGES of a zone after each change
 )
 EVENT_ID = {name: i for i, (name, _, _) in enumerate(CATALOGUE)}
 EVENT_NAME = {i: name for name, i in EVENT_ID.items()}
