@@ -40,6 +40,7 @@ class ReferenceAllocator:
     EV_ALLOC = 0            # oomemu.trace.events ids: mm_page_alloc, mm_page_free, mm_page_alloc_zone_locked
     EV_FREE = 1
     EV_ZONE_LOCKED = 2
+    EV_ZONE_FREE = 31       # zone_free_pages: NR_FREE_PAGES after each change
 
     def __init__(self, zones, zonelist, *, trace=True, ring_records=1 << 16, pid=1):
         """zones: {z: dict(start, pages, idx, wmark_low, reserve (list by classzone), batch, high)}."""
@@ -139,6 +140,8 @@ class ReferenceAllocator:
             pcp.append(pfn)
             got += 1
         self.nr_free_pages[z] -= got
+        if self.trace:
+            self._emit(self.EV_ZONE_FREE, z, self.nr_free_pages[z])
         return got
 
     def alloc(self, high_zoneidx=3):
@@ -184,6 +187,8 @@ class ReferenceAllocator:
                 self._free_one(z, pcp.pop(), 0)
                 done += 1
             self.nr_free_pages[z] += done
+            if self.trace:
+                self._emit(self.EV_ZONE_FREE, z, self.nr_free_pages[z])
             self.pages_freed += done
 
     def unmap(self, nr):
