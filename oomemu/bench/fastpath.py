@@ -9,6 +9,7 @@ from oomemu.include.gfp import GFP_HIGHUSER_MOVABLE
 from oomemu.include.mmzone import MAX_ORDER, NR_FREE_PAGES, WMARK_LOW
 from oomemu.machine import (MM_ANONPAGES, MM_NCOLS, MM_NR_PTES, MM_TOTAL_VM, Z_IDX, Z_LOWMEM_RESERVE, Z_MANAGED, Z_NR_FREE, Z_START_PFN, Z_STAT, Z_WMARK)
 from oomemu.mm import memory, page_alloc
+from oomemu.trace.events import EVENT_ID
 from oomemu.trace.ring import H_DRAINED, H_LOST, H_WRITTEN
 
 GROUP = "fastpath"
@@ -40,7 +41,7 @@ class ReferenceAllocator:
     EV_ALLOC = 0            # oomemu.trace.events ids: mm_page_alloc, mm_page_free, mm_page_alloc_zone_locked
     EV_FREE = 1
     EV_ZONE_LOCKED = 2
-    EV_ZONE_FREE = 31       # zone_free_pages: NR_FREE_PAGES after each change
+    EV_ZONE_FREE = EVENT_ID["zone_free_pages"]   # NR_FREE_PAGES after each change
 
     def __init__(self, zones, zonelist, *, trace=True, ring_records=1 << 16, pid=1):
         """zones: {z: dict(start, pages, idx, wmark_low, reserve (list by classzone), batch, high)}."""
