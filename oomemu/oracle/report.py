@@ -21,7 +21,7 @@ _PREFIXES = [re.compile(p) for p in (
     r"^(?:>\s?)+",                                             # mail quoting
     r"^<\d+>",                                                 # syslog priority
     r"^\d+,\d+,\d+,[^;]*;",                                    # /dev/kmsg record
-    r"^(?:[A-Z][a-z]{2}\s+\d{1,2}\s+\d\d:\d\d:\d\d(?:\.\d+)?"  # syslog / journalctl: "Jun 29 09:17:43 host kernel:"
+    r"^(?:[A-Za-z][a-z]{2}\s+\d{1,2}\s+\d\d:\d\d:\d\d(?:\.\d+)?"  # syslog / journalctl: "Jun 29 09:17:43 host kernel:"
     r"|\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?)\s+\S+\s+kernel:",
     r"^[\w.-]+ kernel:",                                       # "host kernel:" after a stripped time stamp
     r"^kernel:",
@@ -136,6 +136,8 @@ class Report:
     selected: Kill | None = None
     killed: Kill | None = None
     sharers: list = field(default_factory=list)
+    oom_group: bool = False                  # 4.19+ memory.oom.group: the whole cgroup was killed after the victim
+    group_kills: list = field(default_factory=list)   # the further "Killed process" lines of an oom.group kill
     panic: str | None = None
     ignored: dict = field(default_factory=dict)   # category -> count of known lines the report does not need
     unusable: list = field(default_factory=list)  # (line number, text) of lines nothing here understands
@@ -200,6 +202,7 @@ RE_ZONE = re.compile(r"^(?:Node (?P<node>\d+) )?(?P<zone>DMA32|DMA|Normal|HighMe
 RE_RESERVE = re.compile(r"^lowmem_reserve\[\]:(?P<vals>(?:\s+\d+)+)\s*$")
 RE_BUDDY = re.compile(r"^(?:Node \d+ )?(?:DMA32|DMA|Normal|HighMem|Movable|Device): (?:\d+\*\d+kB.*|.*= \d+kB)$")
 RE_TABLE_HEAD = re.compile(r"^\[\s*pid\s*\]\s+(?P<cols>uid\s+tgid\s+total_vm\s+rss\b.*\bname)\s*$")
+RE_TABLE_HEAD_START = re.compile(r"^\[\s*pid\s*\]\s+uid\b")
 RE_ROW = re.compile(r"^\[\s*(?P<pid>\d+)\]\s+(?P<rest>.*)$")
 RE_SELECT = re.compile(r"^(?P<who>Memory cgroup out of memory|Out of memory(?: \(oom_kill_allocating_task\))?|"
                        r"[\w ]*out of memory[\w ()]*): Kill process (?P<pid>\d+) \((?P<comm>.*)\) score (?P<score>\d+)"
@@ -220,6 +223,7 @@ RE_SWAP_TOTAL = re.compile(r"^Total swap = (\d+)kB$")
 RE_SWAP_FREE = re.compile(r"^Free swap\s+= (\d+)kB$")
 RE_PAGES_RAM = re.compile(r"^(\d+) pages RAM$")
 RE_PAGES_RESERVED = re.compile(r"^(\d+) pages reserved$")
+RE_OOM_GROUP = re.compile(r"^Tasks in \S+ are going to be killed due to memory\.oom\.group set$")
 RE_PANIC = re.compile(r"^Kernel panic - not syncing: (?P<why>.*)$")
 
 _IGNORED = (
@@ -239,6 +243,10 @@ _IGNORED = (
                                         r"Name\s+Used\s+Total|Show Memory)")),
     ("buddy lists", RE_BUDDY),
     ("oom_reaper", re.compile(r"^oom_reaper: ")),
+    ("wrapped counters", re.compile(r"^(?:(?:[\w()\-]+:\s?-?\d+(?:kB|KB)?,?|all_unreclaimable\? (?:yes|no)|"
+                                    r"[\w]+=\d+(?:kB)?)\s*)+$")),
+    ("buddy lists", re.compile(r"^(?:(?:\d+\*\d+kB|\([A-Z]+\)|=|\d+kB)\s*)+$")),
+    ("stack", re.compile(r"^(?:<?[0-9a-f]{2}>?\s)+<?[0-9a-f]{2}>?$")),
     ("memcg stats", RE_MEMCG_STATS),
 )
 
@@ -342,6 +350,10 @@ def _parse_one(lines, start, end):
             i += 1
             continue
         match = RE_CPU.match(text) or RE_PID_OLD.match(text)
+        if match is None and text.startswith(("CPU: ", "Pid: ")):
+            match, j = _join(lines, i, end, RE_CPU, limit=1)
+            if match:
+                i = j
         if match:
             r.current_pid = int(match["pid"])
             r.cpu = int(match["cpu"]) if "cpu" in match.groupdict() else None
@@ -355,6 +367,9 @@ def _parse_one(lines, start, end):
         if match:
             r.summary = _parse_summary(match["body"])
             r.constraint = r.summary.get("constraint", r.constraint)
+            if r.summary.get("oom_memcg") and r.constraint == "CONSTRAINT_NONE":
+                # 5.0-5.2 printed CONSTRAINT_NONE for memcg OOMs (the constraint was set after the summary)
+                r.constraint = "CONSTRAINT_MEMCG"
             i += 1
             continue
         match = RE_ZONE.match(text)
@@ -385,6 +400,8 @@ def _parse_one(lines, start, end):
             i += 1
             continue
         match = RE_TABLE_HEAD.match(text)
+        if match is None and RE_TABLE_HEAD_START.match(text):
+            match, i = _join(lines, i, end, RE_TABLE_HEAD, limit=2)
         if match:
             r.columns = tuple(match["cols"].split())
             in_table, in_stats = True, False
@@ -407,13 +424,20 @@ def _parse_one(lines, start, end):
         if RE_KILLED_HEAD.search(text):
             match, j = _join(lines, i, end, RE_KILLED)
             if match:
+                kill = Kill(int(match["pid"]), match["comm"], None,
+                            bool(match["who"]) and match["who"].startswith("Memory cgroup"), lineno,
+                            int(match["anon"]), int(match["file"]))
                 if r.killed is None:
-                    r.killed = Kill(int(match["pid"]), match["comm"], None,
-                                    bool(match["who"]) and match["who"].startswith("Memory cgroup"), lineno,
-                                    int(match["anon"]), int(match["file"]))
+                    r.killed = kill
+                else:
+                    r.group_kills.append(kill)
                 in_table = False
                 i = j + 1
                 continue
+        if RE_OOM_GROUP.match(text):
+            r.oom_group = True
+            i += 1
+            continue
         if RE_SHARER.match(text):
             r.sharers.append(text)
             i += 1
