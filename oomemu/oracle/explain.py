@@ -121,7 +121,11 @@ def explain(report, requested=None):
     if vnote:
         notes.append(vnote)
     victim = report.victim
-    if report.selected and report.killed and report.selected.pid != report.killed.pid:
+    if (report.selected and report.killed and report.selected.pid != report.killed.pid and vrow is not None
+            and report.tasks[vrow].pid == report.killed.pid):
+        notes.append(f"the kernel selected thread {report.selected.pid} of process {report.killed.pid} "
+                     f"({report.killed.comm}) and killed that process")
+    elif report.selected and report.killed and report.selected.pid != report.killed.pid:
         notes.append(f"the kernel selected pid {report.selected.pid} ({report.selected.comm}) and killed pid "
                      f"{report.killed.pid} ({report.killed.comm}): a child was sacrificed; the replay compares the "
                      "selection")

@@ -207,9 +207,10 @@ RE_ROW = re.compile(r"^\[\s*(?P<pid>\d+)\]\s+(?P<rest>.*)$")
 RE_SELECT = re.compile(r"^(?P<who>Memory cgroup out of memory|Out of memory(?: \(oom_kill_allocating_task\))?|"
                        r"[\w ]*out of memory[\w ()]*): Kill process (?P<pid>\d+) \((?P<comm>.*)\) score (?P<score>\d+)"
                        r" or sacrifice child")
-RE_KILLED = re.compile(r"^(?:(?P<who>[\w ]*[Oo]ut of memory[\w ()]*): )?Killed process (?P<pid>\d+) \((?P<comm>.*?)\)"
+RE_KILLED = re.compile(r"^(?:(?P<who>[\w ]*[Oo]ut of memory[\w ()]*): )?Killed process (?P<pid>\d+)(?:, UID \d+,)? "
+                       r"\((?P<comm>.*?)\)"
                        r",?(?: UID:? ?\d+,)? total-vm:(?P<vm>\d+)kB, anon-rss:(?P<anon>\d+)kB, file-rss:(?P<file>\d+)kB")
-RE_KILLED_HEAD = re.compile(r"Killed process \d+ \(")
+RE_KILLED_HEAD = re.compile(r"Killed process \d+(?:, UID \d+,)? \(")
 RE_SHARER = re.compile(r"^Kill process \d+ \(.*\) sharing same memory$")
 RE_TASK_IN = re.compile(r"^Task in (?P<task>\S+)(?: killed(?: as a result of limit of (?P<limit>\S+))?)?$")
 RE_LIMIT_OF = re.compile(r"^(?:killed )?as a result of limit of\s*(?P<limit>\S+)?$")
