@@ -38,7 +38,7 @@ def create_machine(scenario, ring_records=None, replay=None):
     `replay` run follows.
     """
     mc = scenario.machine
-    nr_tasks = 2 + len(mc.nodes) + sum(t.count for t in scenario.tasks)
+    nr_tasks = 2 + len(mc.nodes) + int(scenario.features.oom_reaper) + sum(t.count for t in scenario.tasks)
     max_tasks = max(mc.max_tasks, nr_tasks)
     if not scenario.run.trace:
         ring_records = 1
@@ -46,7 +46,8 @@ def create_machine(scenario, ring_records=None, replay=None):
         ring_records = ring_records_for(max_tasks)
     m = Machine(nr_cpus=mc.cpus, nr_nodes=len(mc.nodes), nr_pages=mm_init.nr_pages_of(scenario),
                 max_tasks=max_tasks, ring_records=ring_records, hz=mc.hz,
-                controlled=scenario.run.schedule != "free", replay_pairs=len(replay or ()))
+                controlled=scenario.run.schedule != "free", replay_pairs=len(replay or ()),
+                oom_reaper=scenario.features.oom_reaper)
     m.glob[G_BOOT_NS] = time.monotonic_ns()
     if m.controlled:
         from oomemu import control
@@ -69,6 +70,8 @@ def boot_tasks(m, scenario):
     _kthread(m, "kthreadd", 0, 0)
     for nid in range(m.nr_nodes):
         _kthread(m, f"kswapd{nid}", PF_MEMALLOC | PF_SWAPWRITE | PF_KSWAPD, m.nr_cpus + nid)
+    # 4.6+: the oom_reaper kthread (mm/oom_kill.c oom_init()), its own process like kswapd
+    m.oom_reaper_task = _kthread(m, "oom_reaper", 0, m.oom_reaper_row) if m.oom_reaper_row >= 0 else -1
     for i, group in enumerate(scenario.tasks):
         prog = m.program_ids[id(group.program)]
         caps = 0

@@ -53,6 +53,8 @@ G_NR_USER_LIVE = 18   # user tasks not yet dead (the run ends when it reaches 0)
 G_OOM_RS = 20         # 3 slots: oom_rs ratelimit state (begin jiffy + 1, printed, missed)
 G_NOPAGE_RS = 23      # 3 slots: nopage_rs ratelimit state
 G_PAUSE = 27          # 1: every worker parks at its next quiescent point (a snapshot is being taken)
+G_OOM_REAPER_LIST = 28    # oom_reaper_list: first queued victim's task row, -1 when empty (profiles >= 4.6)
+G_OOM_LOCK = 29           # the oom_lock mutex (profiles >= 4.2): holder's task row + 1, 0 when free
 G_NR = 32
 
 # --- zone columns ---------------------------------------------------------------------------------------------
@@ -97,7 +99,8 @@ MM_SEM_READERS = 7    # mmap_sem: number of readers holding it
 MM_SEM_WRITER = 8     # mmap_sem: task row of the writer, -1 if none
 MM_OWNER = 9          # task row that created it (diagnostics)
 MM_USED = 10
-MM_NCOLS = 11
+MM_FLAGS = 11         # mm->flags: MMF_OOM_SKIP (oomemu.include.sched)
+MM_NCOLS = 12
 
 # --- per-CPU rows (cpus first, then one row per kswapd) -----------------------------------------------------
 C_PID = 0             # OS pid of the worker process
@@ -135,7 +138,9 @@ L_RATELIMIT = 4       # oom_rs's spinlock (each ratelimit state has its own)
 L_SWAP = 5            # swap_lock
 L_BITOPS = 6          # emulator-only: serialises the atomic bit operations when they are not compiled
 L_RATELIMIT_NOPAGE = 7  # nopage_rs's spinlock
-L_FIXED = 8           # first per-zone lock (zone->lock), then rq locks, task stripes, mm stripes
+L_OOM_LOCK = 8        # the wait_lock of the oom_lock mutex (profiles >= 4.2)
+L_OOM_REAPER = 9      # oom_reaper_lock (profiles >= 4.6)
+L_FIXED = 10          # first per-zone lock (zone->lock), then rq locks, task stripes, mm stripes
 
 
 def _align(n, a=64):
@@ -149,7 +154,7 @@ class Machine:
     """
 
     def __init__(self, *, nr_cpus, nr_nodes, nr_pages, max_tasks, ring_records, hz, controlled=False,
-                 replay_pairs=0):
+                 replay_pairs=0, oom_reaper=False):
         from oomemu import control
         self.controlled = controlled  # a controlled schedule mode (oomemu/control.py); fixed for the run
         self.nr_cpus = nr_cpus
@@ -157,7 +162,9 @@ class Machine:
         self.nr_zones = nr_nodes * MAX_NR_ZONES
         self.nr_pages = nr_pages
         self.max_tasks = max_tasks
-        self.nr_rows_cpu = nr_cpus + nr_nodes
+        # Worker rows: the CPUs, one kswapd per node, then the oom_reaper kthread when the profile has one.
+        self.oom_reaper_row = nr_cpus + nr_nodes if oom_reaper else -1
+        self.nr_rows_cpu = nr_cpus + nr_nodes + (1 if oom_reaper else 0)
         self.ring_records = ring_records
         self.nr_waitqueues = 2 * max_tasks  # each task's mm (mmap_sem) and its wait_chldexit
         self._plan = []
@@ -179,7 +186,8 @@ class Machine:
                          ("task_caps", np.int32), ("task_wq_next", np.int32), ("task_wait_kind", np.int32),
                          ("task_wait_obj", np.int32), ("task_seq", np.int32), ("task_exit_code", np.int32),
                          ("sig_oom_score_adj", np.int32), ("sig_oom_score_adj_min", np.int32),
-                         ("sig_oom_flags", np.int32), ("sig_nr_live", np.int32),
+                         ("sig_oom_flags", np.int32), ("sig_nr_live", np.int32), ("sig_oom_mm", np.int32),
+                         ("task_oom_reaper_list", np.int32),
                          ("task_flags", np.int64), ("task_tif", np.int64), ("task_state", np.int64),
                          ("task_pending", np.int64), ("sig_flags", np.int64), ("task_wait_since", np.int64)):
             self._add(name, dt, T)
@@ -218,6 +226,9 @@ class Machine:
         self.task_parent[:] = -1
         self.task_mm[:] = -1
         self.task_wq_next[:] = -1
+        self.sig_oom_mm[:] = -1
+        self.task_oom_reaper_list[:] = -1
+        self.glob[G_OOM_REAPER_LIST] = -1
         self.wq[:] = -1
         self.mm[:, MM_SEM_WRITER] = -1
         self.cpu[:, C_CURRENT] = -1
@@ -261,7 +272,8 @@ class Machine:
         """A kernel-style name for lock `index`, for diagnostics."""
         fixed = {L_ZONE_SCAN: "zone_scan_lock", L_TASKLIST: "tasklist_lock", L_KILL_LOG: "oom kill log lock",
                  L_PRINTK: "logbuf_lock", L_RATELIMIT: "oom_rs.lock", L_SWAP: "swap_lock",
-                 L_BITOPS: "atomic bitops lock", L_RATELIMIT_NOPAGE: "nopage_rs.lock"}
+                 L_BITOPS: "atomic bitops lock", L_RATELIMIT_NOPAGE: "nopage_rs.lock",
+                 L_OOM_LOCK: "oom_lock (wait_lock)", L_OOM_REAPER: "oom_reaper_lock"}
         if index in fixed:
             return fixed[index]
         i = index - L_FIXED
@@ -276,6 +288,14 @@ class Machine:
             return f"task_lock (stripe {i})"
         i -= NR_TASK_LOCK_STRIPES
         return f"mm->page_table_lock/mmap_sem wait_lock (stripe {i})"
+
+    def row_name(self, row):
+        """The worker name of per-CPU row `row`: cpuN, kswapdN or oom_reaper."""
+        if row < self.nr_cpus:
+            return f"cpu{row}"
+        if row == self.oom_reaper_row:
+            return "oom_reaper"
+        return f"kswapd{row - self.nr_cpus}"
 
     # --- waitqueue ids -----------------------------------------------------------------------------------------
     def wq_mmap_sem(self, mm):

@@ -6,6 +6,8 @@ processes.
 """
 import os
 
+from oomemu.config.profiles import DEFAULT_KERNEL, features_for
+
 
 class CpuContext:
     """What one CPU (or kswapd) process knows about itself.
@@ -22,8 +24,9 @@ class CpuContext:
         self.scenario = scenario
         self.trace = tracer
         self.printk_fd = printk_fd
-        self.is_kswapd = row >= machine.nr_cpus
+        self.is_kswapd = machine.nr_cpus <= row < machine.nr_cpus + machine.nr_nodes
         self.nid = row - machine.nr_cpus if self.is_kswapd else 0
+        self.features = scenario.features if scenario is not None else features_for(DEFAULT_KERNEL)
         self.ctl = None            # the schedule controller (oomemu/control.py) in controlled modes, else None
         self.sched = None          # the CPU's scheduler (kernel/sched.py), None in kswapd and unit tests
         self.debug_break = frozenset(scenario.debug_break) if scenario is not None else frozenset()

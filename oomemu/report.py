@@ -105,8 +105,7 @@ def build_report(scenario, m, outcome, run_dir):
         code = EXIT_OK
     per_cpu = {}
     for row in range(m.nr_rows_cpu):
-        name = f"cpu{row}" if row < m.nr_cpus else f"kswapd{row - m.nr_cpus}"
-        per_cpu[name] = vmstat.counters_of(m, row)
+        per_cpu[m.row_name(row)] = vmstat.counters_of(m, row)
     return {
         "scenario": scenario.name, "source": scenario.source, "run_dir": str(run_dir),
         "verdict": verdict, "outcome": plain, "races": races, "exit_code": code, "ended_by": outcome.reason, "error": outcome.error,

@@ -21,13 +21,14 @@ import psutil
 
 from oomemu import sync
 from oomemu.boot import create_machine
+from oomemu.config.profiles import enabled
 from oomemu.config import scenario_to_dict
 from oomemu.kernel import time as ktime
 from oomemu.machine import C_PAUSED, G_GO, G_NR_USER_LIVE, G_PANIC, G_PAUSE, G_STOP
 from oomemu.trace import ring
 from oomemu.trace.events import CATALOGUE
 
-WORKERS = {"cpu": "workers.cpu:main", "kswapd": "workers.kswapd:main"}
+WORKERS = {"cpu": "workers.cpu:main", "kswapd": "workers.kswapd:main", "oom_reaper": "workers.oom_reaper:main"}
 POLL_S = 0.02
 SNAPSHOT_S = 0.5      # a quiescent page-conservation snapshot this often
 STOP_GRACE_S = 3.0
@@ -95,6 +96,8 @@ class TraceFile:
         self.records = 0
         header = {"format": TRACE_FORMAT, "version": TRACE_VERSION, "scenario": scenario.name,
                   "nr_cpus": m.nr_cpus, "nr_nodes": m.nr_nodes, "hz": scenario.machine.hz,
+                  "kernel": scenario.machine.kernel, "features": enabled(scenario.features),
+                  "rows": [m.row_name(row) for row in range(m.nr_rows_cpu)],
                   "fields": list(ring.FIELDS),
                   "events": [{"id": i, "name": n, "system": s, "args": list(a)}
                              for i, (n, s, a) in enumerate(CATALOGUE)]}
@@ -217,8 +220,8 @@ def _start_workers(m, scenario, dmesg_fd):
     sys.stderr.flush()
     procs = []
     for row in range(m.nr_rows_cpu):
-        kind = "cpu" if row < m.nr_cpus else "kswapd"
-        name = f"cpu{row}" if kind == "cpu" else f"kswapd{row - m.nr_cpus}"
+        name = m.row_name(row)
+        kind = "cpu" if row < m.nr_cpus else "oom_reaper" if row == m.oom_reaper_row else "kswapd"
         p = ctx.Process(target=_resolve(WORKERS[kind]), args=(m, scenario, row, dmesg_fd), name=name, daemon=True)
         p.start()
         procs.append(p)

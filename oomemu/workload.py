@@ -131,6 +131,8 @@ async def op_kmalloc(cpu, op, state):
         pfn = await slab.kmalloc_large(cpu, op["gfp"], order)
         if pfn is not None:
             state.kpages.append((pfn, order))
+        elif ksignal.fatal_signal_pending(cpu.m, cpu.current):
+            break  # the call fails with -ENOMEM and unwinds to the pending SIGKILL
         await ret_to_user(cpu, state)
 
 
@@ -252,11 +254,19 @@ async def op_sysrq(cpu, op, state):
     """Write 'f' to /proc/sysrq-trigger: a manual OOM kill with force_kill and no zonelist lock.
 
     Follows: drivers/tty/sysrq.c moom_callback(), 3.14 (KERNEL §1.8). Differs: runs in the writing task
-    rather than a kworker, with the "current is dying" shortcut skipped as it would be for a kworker.
+    rather than a kworker, with the "current is dying" shortcut skipped as it would be for a kworker. With
+    `oom_lock_mutex` (4.2, seen in 4.2.8) it holds oom_lock (mutex_lock) around out_of_memory.
     """
     from oomemu.include.gfp import GFP_KERNEL
     zonelist = page_alloc.node_zonelist(cpu.m, 0, GFP_KERNEL)  # first_online_node
-    await oom_kill.out_of_memory(cpu, zonelist, GFP_KERNEL, 0, None, True, from_kworker=True)
+    if cpu.features.oom_lock_mutex:
+        await oom_kill.mutex_lock_oom_lock(cpu)
+        try:
+            await oom_kill.out_of_memory(cpu, zonelist, GFP_KERNEL, 0, None, True, from_kworker=True)
+        finally:
+            oom_kill.mutex_unlock_oom_lock(cpu)
+    else:
+        await oom_kill.out_of_memory(cpu, zonelist, GFP_KERNEL, 0, None, True, from_kworker=True)
     await ret_to_user(cpu, state)
 
 

@@ -30,6 +30,11 @@ class _Run:
         for r in trace.of("mmput"):
             if r["a"][2] > 0:
                 self.freed_at.setdefault(int(r["a"][0]), int(r["ts"]))
+        if "oom_reap" in trace.event_id:   # the 4.6+ oom_reaper gives a victim's memory back before it exits
+            for r in trace.of("oom_reap"):
+                if r["a"][2] > 0:
+                    mm, ts = int(r["a"][1]), int(r["ts"])
+                    self.freed_at[mm] = min(ts, self.freed_at.get(mm, ts))
         self.enters = trace.of("slowpath_enter")
         self.kills = [{"ts": int(r["ts"]), "killer": int(r["pid"]), "cpu": int(r["cpu"]), "victim": int(r["a"][0]),
                        "kind": int(r["a"][2])} for r in trace.of("oom_kill")]

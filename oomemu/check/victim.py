@@ -80,16 +80,19 @@ def check_victim_selection(trace, state=None):
 
 
 def check_never_killed(trace, state):
-    """Never killed: pid 1, kernel threads, OOM_SCORE_ADJ_MIN tasks (victims and sharers alike)."""
+    """Never killed: pid 1, kernel threads, OOM_SCORE_ADJ_MIN tasks (victims and sharers alike; from 4.8,
+    `kill_all_sharers`, an OOM_SCORE_ADJ_MIN sharer of the victim's mm is killed too)."""
     flags = dict(zip(state.task_pid.tolist(), state.task_flags.tolist()))
+    min_sharers_die = "kill_all_sharers" in trace.header.get("features", ())
     problems = []
     for name in ("oom_kill", "oom_kill_sharer"):
         for r in trace.of(name):
             pid = int(r["a"][0])
             adj, kthread = int(r["a"][3 if name == "oom_kill" else 2]), int(r["a"][4 if name == "oom_kill" else 3])
+            adj_min = adj == OOM_SCORE_ADJ_MIN and not (name == "oom_kill_sharer" and min_sharers_die)
             why = ("it is init (pid 1)" if pid == 1 else
                    "it is a kernel thread" if kthread or flags.get(pid, 0) & PF_KTHREAD else
-                   "its oom_score_adj is -1000" if adj == OOM_SCORE_ADJ_MIN else None)
+                   "its oom_score_adj is -1000" if adj_min else None)
             if why:
                 problems.append(f"{name} of pid {pid} at {r['ts'] / 1e9:.6f}s: {why}")
     return problems

@@ -37,7 +37,7 @@ class Progress:
                 table.add_column(name.replace("_entries", "").replace("_", " "), justify="right")
             for row in range(m.nr_rows_cpu):
                 cc = vmstat.counters_of(m, row)
-                label = f"cpu{row}" if row < m.nr_cpus else f"kswapd{row - m.nr_cpus}"
+                label = m.row_name(row)
                 table.add_row(label, *(str(cc[k]) for k in ("allocs", "slowpath_entries", "direct_reclaims",
                                                              "oom_invocations", "kills")))
             table.caption = "  ".join(fields)

@@ -15,6 +15,7 @@ from typing import Any
 from oomemu.config.schema import (
     KTHREAD_OPS, SCHEMA, MachineCfg, Scenario, TaskCfg, iter_ops,
 )
+from oomemu.config.profiles import features_for, missing_dependency
 from oomemu.config.units import format_value, invalid
 from oomemu.errors import ScenarioError
 
@@ -47,12 +48,13 @@ def scenario_from_dict(document: Mapping[str, Any], *, name: str, source: str) -
         sections = SCHEMA(document, "")
         _check_machine(sections["machine"], document)
         _check_tasks(sections["task"], sections["machine"])
+        features = _kernel_features(sections["machine"].kernel, sections["kernel"])
     except ScenarioError as error:
         error.source = source
         raise
     return Scenario(name=name, source=source, machine=sections["machine"], sysctl=sections["sysctl"],
                     tasks=sections["task"], run=sections["run"], expect=sections["expect"],
-                    debug_break=sections["debug"])
+                    debug_break=sections["debug"], features=features, feature_overrides=sections["kernel"])
 
 
 def _load_file(path: Path, *, name: str, source: str) -> Scenario:
@@ -86,6 +88,23 @@ def _check_machine(machine: MachineCfg, document: Mapping[str, Any]) -> None:
         return
     raw = _lookup(document, ("machine", "node", 0, "zones", "Normal"), default=0)
     raise invalid("machine.node[0].zones.Normal", raw, "must be larger than 0 on node 0")
+
+
+def _kernel_features(kernel: str, overrides: Mapping[str, bool]) -> Any:
+    """The profile's switches with [kernel] features applied; a switch on without one it needs is an error
+    naming both."""
+    features = features_for(kernel, overrides)
+    bad = missing_dependency(features)
+    if bad is not None:
+        name, need = bad
+        if need in overrides:
+            where = "set in kernel.features" if name in overrides else f'on in machine.kernel = "{kernel}"'
+            raise invalid(f"kernel.features.{need}", False,
+                          f"{name} ({where}) needs {need}; also set kernel.features.{name} = false")
+        raise invalid(f"kernel.features.{name}", True,
+                      f'needs {need}, which machine.kernel = "{kernel}" does not have; '
+                      f"also set kernel.features.{need} = true")
+    return features
 
 
 def _check_tasks(tasks: tuple[TaskCfg, ...], machine: MachineCfg) -> None:

@@ -20,6 +20,7 @@ from oomemu.config.units import (
     GiB, PAGE_SIZE, PAGES_ALLOWED, SIZE_ALLOWED, format_key, format_size, format_value, invalid, is_int,
     is_size, parse_pages, parse_size,
 )
+from oomemu.config.profiles import DEFAULT_KERNEL, KERNELS, SWITCH, Features, features_for
 from oomemu.errors import ScenarioError
 
 
@@ -158,6 +159,8 @@ class Scenario:
     run: RunCfg
     expect: ExpectCfg
     debug_break: tuple[str, ...]
+    features: Any = features_for(DEFAULT_KERNEL)     # the profile's switches with [kernel] features applied
+    feature_overrides: Mapping[str, bool] = FrozenMap()   # [kernel] features as written
 
 
 # --- Error wording shared by the checkers ---------------------------------------------------------------
@@ -603,7 +606,7 @@ _DEFAULT_NODES = (MappingProxyType({"zones": MappingProxyType({"DMA": "16MiB", "
 MACHINE = Table((
     Key("cpus", Int(1, 64), 2, "CPU worker processes"),
     Key("hz", Choice((100, 250, 300, 1000)), 250, "jiffies per second"),
-    Key("kernel", Choice(("3.14", "3.16")), "3.14", "kernel behaviour profile"),
+    Key("kernel", Choice(KERNELS), DEFAULT_KERNEL, "kernel behaviour profile (oomemu/config/profiles.py)"),
     Key("swap", Size(multiple=PAGE_SIZE, maximum=MAX_ZONE), "0", "swap space"),
     Key("max_tasks", Int(16, 200000), 512, "task table size"),
     Key("node", ListOf(NODE, min_len=1, max_len=8,
@@ -686,9 +689,34 @@ DEBUG = Table((
         (), "injected bugs"),
 ), build=lambda r, _: r["break"])
 
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureSwitches:
+    """[kernel] features = { name = true|false }: single switches of oomemu/config/profiles.py."""
+
+    allowed: str = "a table of switch names set to true or false"
+
+    def __call__(self, value: Any, path: str) -> Mapping[str, bool]:
+        if not isinstance(value, Mapping):
+            raise invalid(path, value, "must be " + self.allowed)
+        names = tuple(SWITCH)
+        out = {}
+        for name, on in value.items():
+            if name not in SWITCH:
+                raise unknown_key(join_path(path, name), name, names, "a kernel switch")
+            out[name] = Bool()(on, join_path(path, name))
+        return FrozenMap(out)
+
+
+KERNEL = Table((
+    Key("features", FeatureSwitches(), MappingProxyType({}), "switches turned on or off on top of machine.kernel"),
+), build=lambda r, _: r["features"])
+
 _EMPTY = MappingProxyType({})
 SCHEMA = Table((
     Key("machine", MACHINE, _EMPTY, "the emulated machine"),
+    Key("kernel", KERNEL, _EMPTY, "kernel switches"),
     Key("sysctl", SYSCTL, _EMPTY, "vm.* sysctls"),
     Key("task", ListOf(TASK, allowed="an array of tables ([[task]])"), (), "task groups"),
     Key("run", RUN, _EMPTY, "run control"),
@@ -711,6 +739,7 @@ def scenario_to_dict(scenario: Scenario) -> dict[str, Any]:
         "machine": {"cpus": machine.cpus, "hz": machine.hz, "kernel": machine.kernel, "swap": machine.swap,
                     "max_tasks": machine.max_tasks,
                     "node": [{"zones": dict(node.zones)} for node in machine.nodes]},
+        "kernel": {"features": dict(scenario.feature_overrides)},
         "sysctl": {"panic_on_oom": sysctl.panic_on_oom, "oom_kill_allocating_task": sysctl.oom_kill_allocating_task,
                    "oom_dump_tasks": sysctl.oom_dump_tasks, "min_free_kbytes": sysctl.min_free_kbytes,
                    "lowmem_reserve_ratio": list(sysctl.lowmem_reserve_ratio)},

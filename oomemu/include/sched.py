@@ -34,6 +34,10 @@ SIGCHLD = 17
 # signal_struct->flags
 SIGNAL_GROUP_EXIT = 0x00000004
 SIGNAL_UNKILLABLE = 0x00000040
+SIGNAL_GROUP_COREDUMP = 0x00000008   # 3.19's task_will_free_mem() tests it (no core dumps are modelled)
+
+# mm->flags
+MMF_OOM_SKIP = 1 << 21               # 4.9 (4.8: MMF_OOM_REAPED): the OOM killer passes over this mm
 
 CAP_SYS_RESOURCE = 1 << 0
 CAP_SYS_ADMIN = 1 << 1

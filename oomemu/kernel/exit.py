@@ -1,13 +1,15 @@
 """Task exit: PF_EXITING, exit_mm (which may block on mmap_sem), mmput, zombies and reaping.
 
 Follows kernel/exit.c of Linux 3.14 (KERNEL §5.2 step 4): do_group_exit → do_exit → exit_signals,
-exit_mm, exit_notify; wait4's reaping (release_task). TIF_MEMDIE is never cleared, as in 3.14.
+exit_mm, exit_notify; wait4's reaping (release_task). TIF_MEMDIE is never cleared, as in 3.14 (profiles with
+`unmark_oom_victim`, 4.0+, clear it in exit_mm).
 """
 import numpy as np
 
 from oomemu import sync
 from oomemu.include.sched import (EXIT_DEAD, EXIT_ZOMBIE, PF_EXITING, PF_KTHREAD, SIGKILL, SIGNAL_GROUP_EXIT,
-                                  TASK_DEAD, TASK_INTERRUPTIBLE, TASK_NORMAL, TASK_RUNNING, TIF_SIGPENDING)
+                                  TASK_DEAD, TASK_INTERRUPTIBLE, TASK_NORMAL, TASK_RUNNING, TIF_MEMDIE,
+                                  TIF_SIGPENDING)
 from oomemu.kernel import fork, rwsem
 from oomemu.kernel import sched as ksched
 from oomemu.machine import G_NR_TASK_ROWS, G_NR_USER_LIVE, L_TASKLIST
@@ -54,7 +56,8 @@ async def do_exit(cpu, code):
 async def exit_mm(cpu, tsk):
     """Detach tsk from its mm under mmap_sem (read; may sleep uninterruptibly behind a writer), then mmput.
 
-    Follows: kernel/exit.c exit_mm(), 3.14. No core dumps are modelled.
+    Follows: kernel/exit.c exit_mm(), 3.14. No core dumps are modelled. With `unmark_oom_victim` (4.0) the
+    task's TIF_MEMDIE is cleared at the end (KERNEL §5.2 step 6).
     """
     m = cpu.m
     mm = m.v_task_mm[tsk]
@@ -66,6 +69,9 @@ async def exit_mm(cpu, tsk):
     rwsem.up_read(cpu, mm)
     tp.trace_exit_mm(cpu, mm)
     fork.mmput(cpu, mm)
+    if cpu.features.unmark_oom_victim and m.v_task_tif[tsk] & TIF_MEMDIE:
+        from oomemu.mm import oom_kill
+        oom_kill.exit_oom_victim(cpu, tsk)   # 4.0 (seen in 4.2.8): after mmput
 
 
 def _reparent_children(m, tsk):

@@ -58,6 +58,21 @@ async def _down(cpu, mm, kind):
     ksched.__set_current_state(cpu, TASK_RUNNING)
 
 
+def down_read_trylock(cpu, mm):
+    """Take mm's mmap_sem for read only if that needs no wait (no writer, nobody queued); True if taken.
+
+    Follows: kernel/locking/rwsem-spinlock.c __down_read_trylock(), 3.14 (the oom_reaper's, 4.6).
+    """
+    m = cpu.m
+    lk = m.mm_lock_index(mm)
+    base = mm * MM_NCOLS
+    with sync.spinlock(cpu, lk):
+        if m.v_mm[base + MM_SEM_WRITER] != -1 or sync.wq_peek(m, m.wq_mmap_sem(mm)) != -1:
+            return False
+        m.v_mm[base + MM_SEM_READERS] += 1
+        return True
+
+
 def up_read(cpu, mm):
     """Release a read hold; the last reader wakes a queued writer.
 

@@ -84,6 +84,20 @@ def do_munmap_anon(cpu, mm, nr_pages):
     return anon
 
 
+def unmap_anon_pages(cpu, mm):
+    """Free every anonymous page of mm while its mappings stay (the OOM reaper's zap); returns how many.
+
+    Follows the effect of mm/memory.c unmap_page_range() over an mm's private VMAs, as the 4.6 oom_reaper uses
+    it. Differs: no VMAs, so total_vm and the page-table count stay as they were.
+    """
+    m = cpu.m
+    pfns = ((m.page_owner == mm) & (m.page_kind == PAGE_ANON)).nonzero()[0]
+    anon, _ = _free_mm_pages(cpu, mm, pfns)
+    with sync.spinlock(cpu, m.mm_lock_index(mm)):
+        m.mm[mm, MM_ANONPAGES] -= anon
+    return anon
+
+
 def _sub_ptes(m, mm, nr):
     """Page-table pages follow the mapped size: one per PTRS_PER_PTE pages (mm lock held)."""
     m.mm[mm, MM_NR_PTES] = -(-int(m.mm[mm, MM_TOTAL_VM]) // PTRS_PER_PTE)

@@ -4,23 +4,29 @@ Follows mm/oom_kill.c of Linux 3.14 (KERNEL §1–5), in that file's order: the 
 find_lock_task_mm, oom_badness, the scan, the dumps, oom_kill_process, the constraint and panic checks, the
 zonelist OOM lock, and out_of_memory. The scan over the task table is vectorised (numpy); the scalar
 functions of the same names are the reference it is tested against.
+
+Later kernels' changes are switches of the run's profile (`cpu.features`, oomemu/config/profiles.py), each
+tested at the place the kernel changed; with every switch off the code is 3.14's. The 4.2 oom_lock mutex and
+the 4.6 oom_reaper (which the kernel keeps in this file too) are at the end.
 """
 import numpy as np
 
 from oomemu import sync
+from oomemu.config.profiles import DEFAULT_KERNEL, features_for
 from oomemu.include.gfp import GFP_KERNEL, gfp_zone
 from oomemu.include.mmzone import MAX_ORDER, PAGE_SHIFT, WMARK_HIGH, WMARK_LOW, WMARK_MIN, ZONE_NAMES, ZONE_OOM_LOCKED
-from oomemu.include.oom import (CONSTRAINT_NONE, OOM_FLAG_ORIGIN, OOM_SCAN_ABORT, OOM_SCAN_CONTINUE,
+from oomemu.include.oom import (CONSTRAINT_NAMES, CONSTRAINT_NONE, OOM_FLAG_ORIGIN, OOM_SCAN_ABORT, OOM_SCAN_CONTINUE,
                                 OOM_SCAN_OK, OOM_SCAN_SELECT, OOM_SCORE_ADJ_MIN)
-from oomemu.include.sched import CAP_SYS_ADMIN, PF_EXITING, PF_KTHREAD, SIGKILL, TIF_MEMDIE
+from oomemu.include.sched import (CAP_SYS_ADMIN, EXIT_DEAD, MMF_OOM_SKIP, PF_EXITING, PF_KTHREAD, SIGKILL,
+                                  SIGNAL_GROUP_COREDUMP, SIGNAL_GROUP_EXIT, TIF_MEMDIE)
 from oomemu.kernel import printk
 from oomemu.kernel import sched as ksched
 from oomemu.kernel import signal as ksignal
 from oomemu.kernel import time as ktime
 from oomemu.lib import ratelimit
-from oomemu.machine import (G_LAST_KILL_JIFFY, G_NR_KILLS, G_NR_MM_ROWS, G_NR_TASK_ROWS, G_OOM_RS, G_OOM_SEQ, G_TOTAL_SWAP,
+from oomemu.machine import (G_HZ, G_LAST_KILL_JIFFY, G_OOM_LOCK, G_OOM_REAPER_LIST, G_STOP, L_OOM_LOCK, L_OOM_REAPER, G_NR_KILLS, G_NR_MM_ROWS, G_NR_TASK_ROWS, G_OOM_RS, G_OOM_SEQ, G_TOTAL_SWAP,
                             G_TOTALRAM, K_CPU, K_KILLER_PID, K_KIND, K_NS, K_PID, K_POINTS, K_ROW,
-                            K_SEQ, L_KILL_LOG, L_TASKLIST, L_ZONE_SCAN, MAX_KILLS, MM_ANONPAGES,
+                            K_SEQ, L_KILL_LOG, L_TASKLIST, L_ZONE_SCAN, MAX_KILLS, MM_ANONPAGES, MM_FLAGS, MM_USERS,
                             MM_FILEPAGES, MM_NCOLS, MM_NR_PTES, MM_SWAPENTS, MM_TOTAL_VM, Z_FLAGS, Z_IDX,
                             Z_LOWMEM_RESERVE, Z_MANAGED, Z_NCOLS, Z_NODE, Z_NR_FREE, Z_STAT, Z_WMARK)
 from oomemu.include.mmzone import NR_FREE_PAGES, NR_LRU_ANON, NR_LRU_FILE
@@ -35,6 +41,8 @@ KILL_KINDS = {KILL_VICTIM: "oom", KILL_ALLOCATING: "allocating_task", KILL_SYSRQ
 
 ABORT = -2                # select_bad_process()'s (struct task_struct *)-1
 ULONG_MAX = (1 << 64) - 1
+LONG_MIN = -(1 << 63)     # 5.9's oom_badness() for a task that may not be killed
+FEATURES_3_14 = features_for(DEFAULT_KERNEL)
 
 
 def K(pages):
@@ -112,78 +120,162 @@ def _oom_score_adj_min_honoured(cpu):
 
 # --- badness -------------------------------------------------------------------------------------------------
 
+def not_eligible(features):
+    """What oom_badness() returns for a task that may not be killed: 0, or LONG_MIN with 5.9's signed badness."""
+    return LONG_MIN if features.signed_badness else 0
+
+
+def mm_has_oom_skip(m, mm):
+    """test_bit(MMF_OOM_SKIP, &mm->flags). Follows: include/linux/sched.h MMF_OOM_SKIP, 4.9."""
+    return bool(m.v_mm[mm * MM_NCOLS + MM_FLAGS] & MMF_OOM_SKIP)
+
+
 def oom_badness(cpu, p, memcg, nodemask, totalpages):
     """How much memory killing p would free, in pages, adjusted by oom_score_adj; 0 means "not eligible".
 
     Follows: mm/oom_kill.c oom_badness(), 3.14 (KERNEL §4.1): rss + nr_ptes + swapents, 3% off for
-    CAP_SYS_ADMIN, plus adj × (totalpages / 1000), at least 1.
+    CAP_SYS_ADMIN, plus adj × (totalpages / 1000), at least 1. Switches: `mmf_oom_skip` (4.9: an mm the
+    reaper is done with scores as ineligible; 4.8's MMF_OOM_REAPED, seen in 4.8.15 and 4.9.0), `no_root_bonus`
+    (4.17; no CAP_SYS_ADMIN test in 4.17.0), `signed_badness` (5.9: LONG_MIN when ineligible, no clamp to 1;
+    seen in 5.9.1), `nr_pmds` (4.0–4.15: + mm_nr_pmds; seen in 4.8.15) and `pgtables_bytes` (4.16:
+    mm_pgtables_bytes / PAGE_SIZE, the same PTE + PMD pages).
     """
     m = cpu.m
+    f = cpu.features
     if oom_unkillable_task(m, p, memcg, nodemask):
-        return 0
+        return not_eligible(f)
     t = find_lock_task_mm(cpu, p)
     if t == -1:
-        return 0
+        return not_eligible(f)
     adj = m.v_sig_oom_score_adj[m.v_task_leader[t]]
-    if adj == OOM_SCORE_ADJ_MIN and _oom_score_adj_min_honoured(cpu):
-        task_unlock(cpu, t)
-        return 0
     mm = m.v_task_mm[t]
+    if (adj == OOM_SCORE_ADJ_MIN and _oom_score_adj_min_honoured(cpu)) or (f.mmf_oom_skip and mm_has_oom_skip(m, mm)):
+        task_unlock(cpu, t)
+        return not_eligible(f)
     points = get_mm_rss(m, mm) + m.v_mm[mm * MM_NCOLS + MM_NR_PTES] + m.v_mm[mm * MM_NCOLS + MM_SWAPENTS]
+    if f.nr_pmds or f.pgtables_bytes:
+        points += mm_nr_pmds(m, mm)
     task_unlock(cpu, t)
-    if has_capability_sys_admin(m, p):
+    if not f.no_root_bonus and has_capability_sys_admin(m, p):
         points -= points * 3 // 100
     points += adj * (totalpages // 1000)
+    if f.signed_badness:
+        return points
     return points if points > 0 else 1
 
 
-def badness_vector(m, rows, totalpages, honour_adj_min=True, killable=False):
-    """oom_badness() for many rows at once (each with an mm); 0 where not eligible. `rows` is an index array or
-    a slice (a slice reads the columns in place, with no gather); `killable` says the caller already excluded
-    init and kernel threads (the scan's OK rows).
+def badness_vector(m, rows, totalpages, honour_adj_min=True, killable=False, features=None):
+    """oom_badness() for many rows at once (each with an mm); not_eligible() where not eligible. `rows` is an
+    index array or a slice (a slice reads the columns in place, with no gather); `killable` says the caller
+    already excluded init and kernel threads (the scan's OK rows); `features` is the profile (None: 3.14).
 
     Emulator-only: the vectorised twin of oom_badness(), tested against it.
     """
     mmc = m.mm[:int(m.glob[G_NR_MM_ROWS])]
     # Sum the four columns over the mm rows in use first, then gather once per candidate.
     per_mm = mmc[:, MM_FILEPAGES] + mmc[:, MM_ANONPAGES] + mmc[:, MM_NR_PTES] + mmc[:, MM_SWAPENTS]
-    points = per_mm[m.task_mm[rows]]
-    root = (m.task_uid[rows] == 0) | ((m.task_caps[rows] & CAP_SYS_ADMIN) != 0)
-    if root.any():
-        points[root] -= points[root] * 3 // 100
+    if features is not None and (features.nr_pmds or features.pgtables_bytes):
+        per_mm += -(-mmc[:, MM_NR_PTES] // PTRS_PER_PMD)
+    mms = m.task_mm[rows]
+    points = per_mm[mms]
+    if features is None or not features.no_root_bonus:
+        root = (m.task_uid[rows] == 0) | ((m.task_caps[rows] & CAP_SYS_ADMIN) != 0)
+        if root.any():
+            points[root] -= points[root] * 3 // 100
     adj = m.sig_oom_score_adj[m.task_leader[rows]]
     unit = totalpages // 1000
     if unit:
         points += adj.astype(np.int64) * unit
-    np.maximum(points, 1, out=points)
+    signed = features is not None and features.signed_badness
+    if not signed:
+        np.maximum(points, 1, out=points)
+    never = LONG_MIN if signed else 0
     if honour_adj_min:
-        points[adj == OOM_SCORE_ADJ_MIN] = 0
+        points[adj == OOM_SCORE_ADJ_MIN] = never
+    if features is not None and features.mmf_oom_skip:
+        points[(mmc[:, MM_FLAGS][mms] & MMF_OOM_SKIP) != 0] = never
     if not killable:
-        points[(m.task_pid[rows] == 1) | ((m.task_flags[rows] & PF_KTHREAD) != 0)] = 0
+        points[(m.task_pid[rows] == 1) | ((m.task_flags[rows] & PF_KTHREAD) != 0)] = never
     return points
 
 
 # --- the scan ------------------------------------------------------------------------------------------------
 
-def oom_scan_process_thread(m, task, totalpages, nodemask, force_kill):
+def tsk_is_oom_victim(m, task):
+    """The task's process was chosen by the OOM killer (signal->oom_mm is set). Follows: tsk_is_oom_victim(), 4.9."""
+    return m.v_sig_oom_mm[m.v_task_leader[task]] != -1
+
+
+def __task_will_free_mem(m, task):
+    """The process is dying and not dumping core. Follows: mm/oom_kill.c __task_will_free_mem(), 4.8 (seen in
+    4.8.15 and 5.9.1): SIGNAL_GROUP_EXIT, or the last thread with PF_EXITING."""
+    sig = m.v_sig_flags[m.v_task_leader[task]]
+    if sig & SIGNAL_GROUP_COREDUMP:
+        return False
+    if sig & SIGNAL_GROUP_EXIT:
+        return True
+    return bool(m.v_task_flags[task] & PF_EXITING) and m.v_sig_nr_live[m.v_task_leader[task]] <= 1
+
+
+def task_will_free_mem(m, task, features):
+    """current/p is exiting and will free its memory soon.
+
+    Follows: include/linux/oom.h task_will_free_mem(), 3.19 (seen in 3.19.0 per KERNEL §8): PF_EXITING and not
+    SIGNAL_GROUP_COREDUMP. With `kill_all_sharers` it is 4.8's "fortified" form in mm/oom_kill.c (seen in
+    4.8.15): the task has an mm, that mm is not MMF_OOM_SKIP (with `mmf_oom_skip`), and every process sharing
+    it is dying too. Differs: no core dumps are modelled, so the COREDUMP test never matters.
+    """
+    if not features.kill_all_sharers:
+        return bool(m.v_task_flags[task] & PF_EXITING) and not m.v_sig_flags[m.v_task_leader[task]] & SIGNAL_GROUP_COREDUMP
+    mm = m.v_task_mm[task]
+    if mm == -1 or not __task_will_free_mem(m, task):
+        return False
+    if features.mmf_oom_skip and mm_has_oom_skip(m, mm):
+        return False
+    if m.v_mm[mm * MM_NCOLS + MM_USERS] <= 1:
+        return True
+    leader = m.v_task_leader[task]
+    return all(__task_will_free_mem(m, q) for q in _processes(m) if m.v_task_mm[q] == mm and q != leader)
+
+
+def oom_scan_process_thread(m, task, totalpages, nodemask, force_kill, features=None):
     """Classify one thread for the scan: CONTINUE, ABORT, SELECT or OK, in 3.14's exact test order.
 
-    Follows: mm/oom_kill.c oom_scan_process_thread(), 3.14 (KERNEL §2.2). Differs: no freezer (no thaw),
-    no ptrace (the PT_TRACE_EXIT exception never applies).
+    Follows: mm/oom_kill.c oom_scan_process_thread(), 3.14 (KERNEL §2.2). Switches: `drop_exit_state_test`
+    (3.18: zombies are scanned; a released task is off the task list either way), `tsk_is_oom_victim` and
+    `mmf_oom_skip` (4.9 oom_evaluate_task, seen in 4.9.0: a victim process ABORTs the scan unless its oom_mm
+    is MMF_OOM_SKIP, then it is passed over), `task_will_free_mem` (3.19) and `no_exiting_abort` (4.6, seen
+    in 4.6.2: no exiting-task ABORT at all). Differs: no freezer (no thaw), no ptrace (the PT_TRACE_EXIT
+    exception never applies); 4.9+ visit processes, not threads, which gives the same verdicts here.
     """
-    if m.v_task_exit_state[task]:
+    f = features or FEATURES_3_14
+    if f.drop_exit_state_test:
+        if m.v_task_exit_state[task] == EXIT_DEAD:
+            return OOM_SCAN_CONTINUE  # released: not on the task list any more
+    elif m.v_task_exit_state[task]:
         return OOM_SCAN_CONTINUE
     if oom_unkillable_task(m, task, None, nodemask):
         return OOM_SCAN_CONTINUE
-    if m.v_task_tif[task] & TIF_MEMDIE:
+    if f.tsk_is_oom_victim:
+        if not force_kill and tsk_is_oom_victim(m, task):
+            oom_mm = m.v_sig_oom_mm[m.v_task_leader[task]]
+            if f.mmf_oom_skip and mm_has_oom_skip(m, oom_mm):
+                return OOM_SCAN_CONTINUE
+            return OOM_SCAN_ABORT
+    elif m.v_task_tif[task] & TIF_MEMDIE:
         if not force_kill:
+            mm = m.v_task_mm[task]
+            if f.mmf_oom_skip and mm != -1 and mm_has_oom_skip(m, mm):
+                return OOM_SCAN_CONTINUE
             return OOM_SCAN_ABORT
     if m.v_task_mm[task] == -1:
         return OOM_SCAN_CONTINUE
     if m.v_sig_oom_flags[m.v_task_leader[task]] & OOM_FLAG_ORIGIN:
         return OOM_SCAN_SELECT
-    if m.v_task_flags[task] & PF_EXITING and not force_kill:
-        return OOM_SCAN_ABORT
+    if not f.no_exiting_abort and not force_kill:
+        exiting = task_will_free_mem(m, task, f) if f.task_will_free_mem else m.v_task_flags[task] & PF_EXITING
+        if exiting:
+            return OOM_SCAN_ABORT
     return OOM_SCAN_OK
 
 
@@ -200,25 +292,42 @@ def scan_order(m):
     return rows[np.lexsort((rows, m.task_seq[leaders]))]
 
 
-def classify_all(m, order, force_kill):
+def classify_all(m, order, force_kill, features=None):
     """oom_scan_process_thread() over `order` (index array or slice) at once; returns an array of OOM_SCAN_*
     (emulator-only twin)."""
-    exit_state = m.task_exit_state[order] != 0
+    f = features or FEATURES_3_14
+    exit_state = m.task_exit_state[order]
+    gone = (exit_state == EXIT_DEAD) if f.drop_exit_state_test else (exit_state != 0)
     unkillable = (m.task_pid[order] == 1) | ((m.task_flags[order] & PF_KTHREAD) != 0)
-    memdie = (m.task_tif[order] & TIF_MEMDIE) != 0
-    no_mm = m.task_mm[order] == -1
-    origin = (m.sig_oom_flags[m.task_leader[order]] & OOM_FLAG_ORIGIN) != 0
-    exiting = (m.task_flags[order] & PF_EXITING) != 0
-    verdict = np.full(len(exit_state), OOM_SCAN_OK, dtype=np.int8)
+    mms = m.task_mm[order]
+    no_mm = mms == -1
+    leaders = m.task_leader[order]
+    mm_flags = m.mm[:, MM_FLAGS]
+    if f.tsk_is_oom_victim:
+        oom_mm = m.sig_oom_mm[leaders]
+        memdie = oom_mm != -1
+        skip = memdie & ((mm_flags[oom_mm] & MMF_OOM_SKIP) != 0) if f.mmf_oom_skip else None
+    else:
+        memdie = (m.task_tif[order] & TIF_MEMDIE) != 0
+        skip = memdie & ~no_mm & ((mm_flags[mms] & MMF_OOM_SKIP) != 0) if f.mmf_oom_skip else None
+    origin = (m.sig_oom_flags[leaders] & OOM_FLAG_ORIGIN) != 0
+    verdict = np.full(len(mms), OOM_SCAN_OK, dtype=np.int8)
     # Apply the tests last to first so that the earliest matching test wins, as in the sequential code.
-    if not force_kill:
+    if not force_kill and not f.no_exiting_abort:
+        exiting = (m.task_flags[order] & PF_EXITING) != 0
+        if f.task_will_free_mem and exiting.any():
+            rows = np.arange(order.start or 0, order.stop) if isinstance(order, slice) else np.asarray(order)
+            exiting = np.array([bool(e) and task_will_free_mem(m, int(t), f)
+                                for e, t in zip(exiting.tolist(), rows.tolist())], dtype=bool)
         verdict[exiting] = OOM_SCAN_ABORT
     verdict[origin] = OOM_SCAN_SELECT
     verdict[no_mm] = OOM_SCAN_CONTINUE
     if not force_kill:
         verdict[memdie] = OOM_SCAN_ABORT
+        if skip is not None:
+            verdict[skip] = OOM_SCAN_CONTINUE
     verdict[unkillable] = OOM_SCAN_CONTINUE
-    verdict[exit_state] = OOM_SCAN_CONTINUE
+    verdict[gone] = OOM_SCAN_CONTINUE
     return verdict
 
 
@@ -226,13 +335,15 @@ def select_bad_process(cpu, totalpages, nodemask, force_kill):
     """Pick the thread with the highest badness; returns (row, score 0..1000), (-1, 0) or (ABORT, 0).
 
     Follows: mm/oom_kill.c select_bad_process(), 3.14 (KERNEL §2.1): any ABORT wins at once; a SELECT takes
-    ULONG_MAX points; ties keep a chosen thread-group leader, else the later thread wins.
+    ULONG_MAX points; ties keep a chosen thread-group leader, else the later thread wins. With
+    `signed_badness` (5.9) chosen_points starts at LONG_MIN and negative scores are eligible.
     """
     m = cpu.m
+    f = cpu.features
     order = scan_order(m)
     # Work in row order over whole columns (slices, no gathers), then put the results in scan order once.
     in_use = slice(0, len(order))
-    verdict = classify_all(m, in_use, force_kill)[order]
+    verdict = classify_all(m, in_use, force_kill, f)[order]
     aborts = order[verdict == OOM_SCAN_ABORT]
     if len(aborts):
         tp.trace_oom_scan_result(cpu, 0, 0, m.v_task_pid[int(aborts[0])], len(order))
@@ -242,20 +353,25 @@ def select_bad_process(cpu, totalpages, nodemask, force_kill):
         chosen, chosen_points = int(selects[-1]), ULONG_MAX
     else:
         ok = order[verdict == OOM_SCAN_OK]
-        points = badness_vector(m, in_use, totalpages, _oom_score_adj_min_honoured(cpu), killable=True)[ok]
+        points = badness_vector(m, in_use, totalpages, _oom_score_adj_min_honoured(cpu), killable=True,
+                                features=f)[ok]
         tp.trace_many(cpu, "oom_scan_candidate", m.task_pid[ok], points, tp.CAND_SCAN, 0)
-        chosen, chosen_points = _pick(m, ok, points, "pick_lowest_badness" in cpu.debug_break)
+        chosen, chosen_points = _pick(m, ok, points, "pick_lowest_badness" in cpu.debug_break, not_eligible(f))
     if chosen == -1:
         tp.trace_oom_scan_result(cpu, 0, 0, 0, len(order))
         return -1, 0
-    score = ((chosen_points * 1000) & ULONG_MAX) // totalpages & 0xFFFFFFFF
+    if f.signed_badness:
+        score = chosen_points * 1000 // totalpages if chosen_points != ULONG_MAX else 0
+    else:
+        score = ((chosen_points * 1000) & ULONG_MAX) // totalpages & 0xFFFFFFFF
     tp.trace_oom_scan_result(cpu, m.v_task_pid[chosen], chosen_points, 0, len(order))
     return chosen, score
 
 
-def _pick(m, rows, points, lowest=False):
-    """The sequential choice among OK threads: highest points; a tie keeps a chosen leader, else replaces."""
-    eligible = points > 0
+def _pick(m, rows, points, lowest=False, never=0):
+    """The sequential choice among OK threads: highest points; a tie keeps a chosen leader, else replaces.
+    `never` is the ineligible score (0, or LONG_MIN with signed badness)."""
+    eligible = points > 0 if never == 0 else points != never
     if not eligible.any():
         return -1, 0
     best = points[eligible].min() if lowest else points.max()
@@ -269,9 +385,25 @@ def _pick(m, rows, points, lowest=False):
 # --- dumps ---------------------------------------------------------------------------------------------------
 
 def dump_tasks(cpu, memcg, nodemask):
-    """Print the per-process memory table. Follows: mm/oom_kill.c dump_tasks(), 3.14 (KERNEL §3.5)."""
+    """Print the per-process memory table. Follows: mm/oom_kill.c dump_tasks(), 3.14 (KERNEL §3.5).
+
+    Switches: `nr_pmds` (an nr_pmds column; seen in 4.2.8 to 4.9.0), `pgtables_bytes` (the page-table column is
+    pgtables_bytes, in bytes; seen in 4.17.0), `dump_tasks_state` (the "Tasks state" preamble and the 7-wide pid;
+    KERNEL §3.5 dates it 4.18 from a tree that also carries 5.x lines, so it is dated here by 4.19.1, which has it).
+    """
     m = cpu.m
-    lines = ["[ pid ]   uid  tgid total_vm      rss nr_ptes swapents oom_score_adj name"]
+    f = cpu.features
+    lines = []
+    if f.dump_tasks_state:
+        lines.append("Tasks state (memory values in pages):")
+    pid_head = "[  pid  ]" if f.dump_tasks_state else "[ pid ]"
+    if f.pgtables_bytes:
+        lines.append(f"{pid_head}   uid  tgid total_vm      rss pgtables_bytes swapents oom_score_adj name")
+    elif f.nr_pmds:
+        lines.append(f"{pid_head}   uid  tgid total_vm      rss nr_ptes nr_pmds swapents oom_score_adj name")
+    else:
+        lines.append(f"{pid_head}   uid  tgid total_vm      rss nr_ptes swapents oom_score_adj name")
+    pid_width = 7 if f.dump_tasks_state else 5
     for p in _processes(m):
         if oom_unkillable_task(m, p, memcg, nodemask):
             continue
@@ -280,8 +412,14 @@ def dump_tasks(cpu, memcg, nodemask):
             continue
         mm = m.v_task_mm[t]
         c = m.mm[mm]
-        lines.append(f"[{m.v_task_pid[t]:5d}] {m.v_task_uid[t]:5d} {m.v_task_tgid[t]:5d} {c[MM_TOTAL_VM]:8d} "
-                     f"{c[MM_FILEPAGES] + c[MM_ANONPAGES]:8d} {c[MM_NR_PTES]:7d} {c[MM_SWAPENTS]:8d}"
+        if f.pgtables_bytes:
+            tables = f"{mm_pgtables_bytes(m, mm):8d}"
+        elif f.nr_pmds:
+            tables = f"{c[MM_NR_PTES]:7d} {mm_nr_pmds(m, mm):7d}"
+        else:
+            tables = f"{c[MM_NR_PTES]:7d}"
+        lines.append(f"[{m.v_task_pid[t]:{pid_width}d}] {m.v_task_uid[t]:5d} {m.v_task_tgid[t]:5d} {c[MM_TOTAL_VM]:8d} "
+                     f"{c[MM_FILEPAGES] + c[MM_ANONPAGES]:8d} {tables} {c[MM_SWAPENTS]:8d}"
                      f"         {m.v_sig_oom_score_adj[m.v_task_leader[t]]:5d} {printk.task_comm(m, t)}")
         task_unlock(cpu, t)
     printk.printk(cpu, printk.KERN_INFO, "\n".join(lines))
@@ -291,7 +429,6 @@ def _processes(m):
     """Group leaders still on the task list, in creation order. Follows: for_each_process()."""
     n = int(m.glob[G_NR_TASK_ROWS])
     rows = np.arange(n)
-    from oomemu.include.sched import EXIT_DEAD
     leaders = rows[(m.task_leader[:n] == rows) & (m.task_exit_state[:n] != EXIT_DEAD) & (m.task_pid[:n] > 0)]
     return leaders.tolist()
 
@@ -299,7 +436,7 @@ def _processes(m):
 def show_mem(cpu):
     """The Mem-Info block: per-zone free/min/low/high, reserves and buddy lists. Follows: show_free_areas(), 3.14.
 
-    Differs: only the counters the emulator keeps are printed.
+    Differs: only the counters the emulator keeps are printed, in 3.14's layout for every profile.
     """
     m = cpu.m
     lines = ["Mem-Info:"]
@@ -327,33 +464,103 @@ def show_mem(cpu):
     printk.printk(cpu, printk.KERN_INFO, "\n".join(lines))
 
 
+def _mems_allowed(m):
+    return f"0-{m.nr_nodes - 1}" if m.nr_nodes > 1 else "0"
+
+
 def dump_header(cpu, p, gfp_mask, order, memcg, nodemask):
     """The "invoked oom-killer" report: the line, cpuset, stack, Mem-Info and (by sysctl) the task table.
 
-    Follows: mm/oom_kill.c dump_header(), 3.14 (KERNEL §3.4). Differs: dump_stack() prints only its first line.
+    Follows: mm/oom_kill.c dump_header(), 3.14 (KERNEL §3.4). Switches: `symbolic_gfp` (gfp_mask=%#x(%pGg);
+    seen in 4.6.2, not in 4.2.8), `header_nodemask` (nodemask=%*pbl, (null) for none; seen in 4.9.0, not in
+    4.8.15), `oom_kill_summary` (5.0: the cpuset line moves into a last oom-kill: line about the victim; seen
+    in 5.0.1 and 5.9.1, not in 4.19.1). Differs: dump_stack() prints only its first line; gfp bits keep 3.14's
+    values in every profile (5.x renumbered them).
     """
     m = cpu.m
+    f = cpu.features
     cur = cpu.current
     comm = printk.task_comm(m, cur)
     adj = m.v_sig_oom_score_adj[m.v_task_leader[cur]] if cur >= 0 else 0
-    printk.printk(cpu, printk.KERN_WARNING,
-                  f"{comm} invoked oom-killer: gfp_mask=0x{gfp_mask:x}, order={order}, oom_score_adj={adj}")
-    nodes = f"0-{m.nr_nodes - 1}" if m.nr_nodes > 1 else "0"
-    printk.printk(cpu, printk.KERN_INFO, f"{comm} cpuset=/ mems_allowed={nodes}")
+    if f.symbolic_gfp:
+        mask = f"{gfp_mask:#x}({gfp_names(gfp_mask)})"
+        where = ", nodemask=(null)" if f.header_nodemask else ""
+        printk.printk(cpu, printk.KERN_WARNING,
+                      f"{comm} invoked oom-killer: gfp_mask={mask}{where}, order={order}, oom_score_adj={adj}")
+    else:
+        printk.printk(cpu, printk.KERN_WARNING,
+                      f"{comm} invoked oom-killer: gfp_mask=0x{gfp_mask:x}, order={order}, oom_score_adj={adj}")
+    if not f.oom_kill_summary:
+        printk.printk(cpu, printk.KERN_INFO, f"{comm} cpuset=/ mems_allowed={_mems_allowed(m)}")
     pid = m.v_task_pid[cur] if cur >= 0 else 0
-    printk.printk(cpu, printk.KERN_WARNING, f"CPU: {cpu.id} PID: {pid} Comm: {comm} Not tainted 3.14.0-oomemu #1")
+    printk.printk(cpu, printk.KERN_WARNING,
+                  f"CPU: {cpu.id} PID: {pid} Comm: {comm} Not tainted {cpu.scenario.machine.kernel}.0-oomemu #1")
     show_mem(cpu)
     if cpu.scenario.sysctl.oom_dump_tasks:
         dump_tasks(cpu, memcg, nodemask)
+    if f.oom_kill_summary and p >= 0:
+        dump_oom_summary(cpu, p)
+
+
+def dump_oom_summary(cpu, victim):
+    """One line about the OOM's context and its victim. Follows: mm/oom_kill.c dump_oom_summary(), 5.0 (seen in
+    5.0.1 and 5.9.1): constraint, nodemask, the cpuset's mems, global_oom (no memcg), the victim's memcg, comm,
+    pid and uid. Differs: no cgroups exist, so every cgroup path is "/"."""
+    m = cpu.m
+    printk.printk(cpu, printk.KERN_INFO,
+                  f"oom-kill:constraint={CONSTRAINT_NAMES[CONSTRAINT_NONE]},nodemask=(null),cpuset=/,"
+                  f"mems_allowed={_mems_allowed(m)},global_oom,task_memcg=/,task={printk.task_comm(m, victim)},"
+                  f"pid={m.v_task_pid[victim]},uid={m.v_task_uid[victim]}")
+
+
+def gfp_names(gfp_mask):
+    """The %pGg rendering of a gfp mask: the largest composite names first, then single __GFP_ bits, joined by
+    "|"; "" for 0. Follows: lib/vsprintf.c flags_string() with gfpflag_names (4.5). Differs: the names and
+    bits are 3.14's."""
+    from oomemu.include import gfp
+    names, left = [], gfp_mask
+    for name in ("GFP_TRANSHUGE", "GFP_HIGHUSER_MOVABLE", "GFP_HIGHUSER", "GFP_USER", "GFP_TEMPORARY",
+                 "GFP_KERNEL", "GFP_NOFS", "GFP_NOIO", "GFP_ATOMIC"):
+        value = getattr(gfp, name)
+        if value and left & value == value:
+            names.append(name)
+            left &= ~value
+    for name, value in sorted(gfp.GFP_NAMES.items(), key=lambda kv: kv[1]):
+        if name.startswith("__GFP_") and value and left & value == value:
+            names.append(name)
+            left &= ~value
+    if left:
+        names.append(f"{left:#x}")
+    return "|".join(names)
 
 
 # --- killing -------------------------------------------------------------------------------------------------
 
-def mark_tsk_oom_victim(cpu, t, self_marked=False):
+def mark_oom_victim(cpu, t, self_marked=False):
     """Set TIF_MEMDIE on one thread with an atomic bit operation. 3.14 does this inline
-    (set_tsk_thread_flag(), an atomic set_bit); the name is 4.0's."""
-    sync.set_bit(cpu, cpu.m.v_task_tif, t, TIF_MEMDIE)
-    tp.trace_mark_victim(cpu, cpu.m.v_task_pid[t], int(self_marked))
+    (set_tsk_thread_flag(), an atomic set_bit); the name is 4.2's (4.0: mark_tsk_oom_victim).
+
+    With `tsk_is_oom_victim` (4.9, seen in 4.9.0) the first mark also records the mm in signal->oom_mm, which
+    stays for the life of the process.
+    """
+    m = cpu.m
+    if cpu.features.tsk_is_oom_victim and m.v_task_mm[t] != -1:
+        leader = m.v_task_leader[t]
+        if m.v_sig_oom_mm[leader] == -1:
+            m.v_sig_oom_mm[leader] = m.v_task_mm[t]
+    sync.set_bit(cpu, m.v_task_tif, t, TIF_MEMDIE)
+    tp.trace_mark_victim(cpu, m.v_task_pid[t], int(self_marked))
+
+
+mark_tsk_oom_victim = mark_oom_victim   # 4.0's name for it
+
+
+def exit_oom_victim(cpu, t):
+    """Clear TIF_MEMDIE. Follows: mm/oom_kill.c exit_oom_victim(), 4.2 (4.0: unmark_oom_victim); no
+    oom_victims count is kept (only oom_killer_disable() waits on it, and no freezer is modelled)."""
+    m = cpu.m
+    if sync.test_and_clear_bit(cpu, m.v_task_tif, t, TIF_MEMDIE):
+        tp.trace_exit_oom_victim(cpu, m.v_task_pid[t])
 
 
 def _children(m, t):
@@ -385,36 +592,73 @@ def _record_kill(cpu, victim, points, kind):
 def oom_kill_process(cpu, p, gfp_mask, order, points, totalpages, memcg, nodemask, message, kind=KILL_VICTIM):
     """Kill p (or its worst child), every other process sharing its mm, and mark the victim TIF_MEMDIE.
 
-    Follows: mm/oom_kill.c oom_kill_process(), 3.14 (KERNEL §5.1), step for step.
+    Follows: mm/oom_kill.c oom_kill_process(), 3.14 (KERNEL §5.1), step for step. Switches:
+    `task_will_free_mem` (3.19: the exiting test), `no_sacrifice_child` (5.1: no "Kill process" line and no
+    child scan; absent in 5.2.1, present in 5.0.1), `oom_reaper` (4.6, seen in 4.6.2: SIGKILL before
+    TIF_MEMDIE; the sharer loop of _kill_sharers decides can_oom_reap; the reaper is woken with the victim);
+    `mmf_oom_skip` (4.9: an exiting p is handed to the reaper too).
     """
     m = cpu.m
-    if m.v_task_flags[p] & PF_EXITING:
-        mark_tsk_oom_victim(cpu, p)  # it is already on its way out: let it use the reserves
+    f = cpu.features
+    exiting = task_will_free_mem(m, p, f) if f.task_will_free_mem else m.v_task_flags[p] & PF_EXITING
+    if exiting:
+        mark_oom_victim(cpu, p)  # it is already on its way out: let it use the reserves
+        if f.oom_reaper and f.mmf_oom_skip:
+            wake_oom_reaper(cpu, p)
         return
     if ratelimit.__ratelimit(cpu, G_OOM_RS, "oom_kill_process"):
         dump_header(cpu, p, gfp_mask, order, memcg, nodemask)
-    task_lock(cpu, p)
-    printk.printk(cpu, printk.KERN_ERR, f"{message}: Kill process {m.v_task_pid[p]} ({printk.task_comm(m, p)}) "
-                                        f"score {points} or sacrifice child")
-    task_unlock(cpu, p)
-    victim = _sacrifice_child(cpu, p, memcg, nodemask, totalpages)
+    if f.no_sacrifice_child:
+        victim = p
+    else:
+        task_lock(cpu, p)
+        printk.printk(cpu, printk.KERN_ERR, f"{message}: Kill process {m.v_task_pid[p]} ({printk.task_comm(m, p)}) "
+                                            f"score {points} or sacrifice child")
+        task_unlock(cpu, p)
+        victim = _sacrifice_child(cpu, p, memcg, nodemask, totalpages)
     t = find_lock_task_mm(cpu, victim)
     if t == -1:
         return
     victim = t
     mm = m.v_task_mm[victim]
-    c = m.mm[mm]
-    printk.printk(cpu, printk.KERN_ERR, f"Killed process {m.v_task_pid[victim]} ({printk.task_comm(m, victim)}) "
-                                        f"total-vm:{K(c[MM_TOTAL_VM])}kB, anon-rss:{K(c[MM_ANONPAGES])}kB, "
-                                        f"file-rss:{K(c[MM_FILEPAGES])}kB")
+    printk.printk(cpu, printk.KERN_ERR, killed_process_line(cpu, victim, mm, message))
     task_unlock(cpu, victim)
-    _kill_sharers(cpu, victim, mm)
-    mark_tsk_oom_victim(cpu, victim)
+    if f.oom_reaper:
+        # 4.6: SIGKILL first, so the victim cannot use the reserves from user space, then TIF_MEMDIE. (4.6 does
+        # both under the victim's task_lock, before the line; here the signal code takes task_lock itself.)
+        ksignal.do_send_sig_info(cpu, SIGKILL, victim, True)
+        mark_oom_victim(cpu, victim)
+    can_oom_reap = _kill_sharers(cpu, victim, mm)
+    if not f.oom_reaper:
+        mark_oom_victim(cpu, victim)
     vmstat.count_vm_event(cpu, vmstat.NR_KILLS)
     tp.trace_oom_kill(cpu, m.v_task_pid[victim], points, kind, m.v_sig_oom_score_adj[m.v_task_leader[victim]],
                       int(bool(m.v_task_flags[victim] & PF_KTHREAD)))
     _record_kill(cpu, victim, points, kind)
-    ksignal.do_send_sig_info(cpu, SIGKILL, victim, True)
+    if not f.oom_reaper:
+        ksignal.do_send_sig_info(cpu, SIGKILL, victim, True)
+    elif can_oom_reap:
+        wake_oom_reaper(cpu, victim)
+
+
+def killed_process_line(cpu, victim, mm, message):
+    """The "Killed process" line. Follows: oom_kill_process(), 3.14 (KERNEL §5.1 step 6). Switches: `shmem_rss`
+    (", shmem-rss:…kB"; seen in 4.6.2, not in 4.2.8; no shmem exists, so 0), `no_sacrifice_child` (the line
+    starts with the message; seen in 5.2.1, not in 5.0.1), `kill_message_uid` (UID, pgtables in kB and
+    oom_score_adj; seen in 5.9.1, not in 5.2.1)."""
+    m = cpu.m
+    f = cpu.features
+    c = m.mm[mm]
+    line = (f"Killed process {m.v_task_pid[victim]} ({printk.task_comm(m, victim)}) total-vm:{K(c[MM_TOTAL_VM])}kB, "
+            f"anon-rss:{K(c[MM_ANONPAGES])}kB, file-rss:{K(c[MM_FILEPAGES])}kB")
+    if f.shmem_rss:
+        line += ", shmem-rss:0kB"
+    if f.kill_message_uid:
+        line += (f", UID:{m.v_task_uid[victim]} pgtables:{mm_pgtables_bytes(m, mm) >> 10}kB "
+                 f"oom_score_adj:{m.v_sig_oom_score_adj[m.v_task_leader[victim]]}")
+    if f.no_sacrifice_child:
+        line = f"{message}: {line}"
+    return line
 
 
 def _sacrifice_child(cpu, p, memcg, nodemask, totalpages):
@@ -442,21 +686,50 @@ def _sacrifice_child(cpu, p, memcg, nodemask, totalpages):
 
 
 def _kill_sharers(cpu, victim, mm):
-    """SIGKILL every other process using mm, except kernel threads and OOM_SCORE_ADJ_MIN ones (3.14)."""
+    """SIGKILL every other process using mm, except kernel threads and OOM_SCORE_ADJ_MIN ones (3.14); returns
+    can_oom_reap.
+
+    Follows the sharer loop of oom_kill_process(), 3.14 (KERNEL §5.1 step 7). Switches: `oom_reaper` (4.6, seen
+    in 4.6.2: the "sharing same memory" line is gone, and a spared sharer (init, a kernel thread,
+    OOM_SCORE_ADJ_MIN) means the reaper must not touch the mm), `kill_all_sharers` (4.8, seen in 4.8.15 and
+    4.9.0: OOM_SCORE_ADJ_MIN sharers are killed too; only init pins the mm, which then gets MMF_OOM_SKIP and an
+    "oom killer … has mm pinned by …" line; kernel threads are passed over).
+    """
     m = cpu.m
+    f = cpu.features
     victim_leader = m.v_task_leader[victim]
+    can_oom_reap = True
     for q in _processes(m):
-        if m.v_task_mm[q] != mm or q == victim_leader or m.v_task_flags[q] & PF_KTHREAD:
+        if m.v_task_mm[q] != mm or q == victim_leader:
             continue
-        if m.v_sig_oom_score_adj[q] == OOM_SCORE_ADJ_MIN and _oom_score_adj_min_honoured(cpu):
-            continue  # left alive, and so the mm is never freed (KERNEL §9 R5)
-        task_lock(cpu, q)
-        printk.printk(cpu, printk.KERN_ERR, f"Kill process {m.v_task_pid[q]} ({printk.task_comm(m, q)}) "
-                                            "sharing same memory")
-        task_unlock(cpu, q)
+        if f.kill_all_sharers:
+            if is_global_init(m, q):
+                can_oom_reap = False
+                if f.mmf_oom_skip:
+                    sync.set_bit(cpu, m.v_mm, mm * MM_NCOLS + MM_FLAGS, MMF_OOM_SKIP)
+                printk.printk(cpu, printk.KERN_INFO,
+                              f"oom killer {m.v_task_pid[victim]} ({printk.task_comm(m, victim)}) has mm pinned by "
+                              f"{m.v_task_pid[q]} ({printk.task_comm(m, q)})")
+                continue
+            if m.v_task_flags[q] & PF_KTHREAD:
+                continue
+        else:
+            spared = m.v_task_flags[q] & PF_KTHREAD or (
+                m.v_sig_oom_score_adj[q] == OOM_SCORE_ADJ_MIN and _oom_score_adj_min_honoured(cpu))
+            if f.oom_reaper and is_global_init(m, q):
+                spared = True
+            if spared:
+                can_oom_reap = False  # left alive, and so the mm is never freed (KERNEL §9 R5)
+                continue
+        if not f.oom_reaper:
+            task_lock(cpu, q)
+            printk.printk(cpu, printk.KERN_ERR, f"Kill process {m.v_task_pid[q]} ({printk.task_comm(m, q)}) "
+                                                "sharing same memory")
+            task_unlock(cpu, q)
         vmstat.count_vm_event(cpu, vmstat.NR_SHARER_KILLS)
         tp.trace_oom_kill_sharer(cpu, m.v_task_pid[q], mm, m.v_sig_oom_score_adj[q], 0)
         ksignal.do_send_sig_info(cpu, SIGKILL, q, True)
+    return can_oom_reap
 
 
 # --- constraint and panic ------------------------------------------------------------------------------------
@@ -552,21 +825,29 @@ def clear_zonelist_oom(cpu, zonelist, gfp_mask):
 # --- out_of_memory ---------------------------------------------------------------------------------------------
 
 async def out_of_memory(cpu, zonelist, gfp_mask, order, nodemask, force_kill, from_kworker=False):
-    """Kill the worst task to free memory, or let a dying current use the reserves.
+    """Kill the worst task to free memory, or let a dying current use the reserves; True if it did either.
 
-    Follows: mm/oom_kill.c out_of_memory(), 3.14 (KERNEL §3.2), step for step. `from_kworker` runs it as the
-    SysRq-F work item would, with a kernel thread as current (no current-based shortcuts, no sleep).
+    Follows: mm/oom_kill.c out_of_memory(), 3.14 (KERNEL §3.2), step for step (3.14 returns nothing; the result
+    is 4.2's "progress", which the 3.14 caller ignores). `from_kworker` runs it as the SysRq-F work item
+    would, with a kernel thread as current (no current-based shortcuts, no sleep). Switches at their steps:
+    the dying-current shortcut (`task_will_free_mem` 3.19; `oom_reaper` 4.6: only with an mm; `mmf_oom_skip`
+    4.9, seen in 4.9.0: task_will_free_mem alone, and the reaper is woken for current), no panic for SysRq
+    (`oom_reaper`, seen in 4.6.2), `deadlocked_on_memory` (seen in 4.19.1 and 5.9.1, not in 4.17.0). Differs:
+    the one-jiffy sleep after a kill is kept in every profile (4.19.1 no longer sleeps here).
     """
     m = cpu.m
+    f = cpu.features
     cur = -1 if from_kworker else cpu.current
     vmstat.count_vm_event(cpu, vmstat.NR_OOM_INVOCATIONS)
     freed = sum(notifier(cpu) for notifier in m.oom_notify_list)
     if freed > 0:
-        return  # got some memory back in the last second
-    if cur >= 0 and (ksignal.fatal_signal_pending(m, cur) or m.v_task_flags[cur] & PF_EXITING):
+        return True  # got some memory back in the last second
+    if cur >= 0 and _current_will_exit(m, cur, f):
         vmstat.count_vm_event(cpu, vmstat.NR_SELF_MEMDIE)
-        mark_tsk_oom_victim(cpu, cur, self_marked=True)
-        return
+        mark_oom_victim(cpu, cur, self_marked=True)
+        if f.oom_reaper and f.mmf_oom_skip:
+            wake_oom_reaper(cpu, cur)
+        return True
     constraint, totalpages = constrained_alloc(m, zonelist, gfp_mask, nodemask)
     mpol_mask = None
     tp.trace_out_of_memory(cpu, constraint, totalpages, gfp_mask, order, int(force_kill))
@@ -576,11 +857,18 @@ async def out_of_memory(cpu, zonelist, gfp_mask, order, nodemask, force_kill, fr
             and m.v_sig_oom_score_adj[m.v_task_leader[cur]] != OOM_SCORE_ADJ_MIN):
         oom_kill_process(cpu, cur, gfp_mask, order, 0, totalpages, None, nodemask,
                          "Out of memory (oom_kill_allocating_task)", KILL_ALLOCATING)
-        return  # no sleep in this mode (KERNEL §9 R9)
+        return True  # no sleep in this mode (KERNEL §9 R9)
     p, points = select_bad_process(cpu, totalpages, mpol_mask, force_kill)
     if p == -1:
-        dump_header(cpu, -1, gfp_mask, order, None, mpol_mask)
-        printk.panic(cpu, "Out of memory and no killable processes...\n")
+        if f.deadlocked_on_memory:
+            dump_header(cpu, -1, gfp_mask, order, None, mpol_mask)
+            printk.printk(cpu, printk.KERN_WARNING, "Out of memory and no killable processes...")
+            if not force_kill:
+                printk.panic(cpu, "System is deadlocked on memory\n")
+        elif not (f.oom_reaper and force_kill):
+            dump_header(cpu, -1, gfp_mask, order, None, mpol_mask)
+            printk.panic(cpu, "Out of memory and no killable processes...\n")
+        return False
     killed = False
     if p == ABORT:
         vmstat.count_vm_event(cpu, vmstat.NR_SCAN_ABORTS)
@@ -591,14 +879,245 @@ async def out_of_memory(cpu, zonelist, gfp_mask, order, nodemask, force_kill, fr
     if killed and cur >= 0:
         # Give the victim a jiffy to exit and free its memory; a fatal signal ends the wait at once.
         await ksched.schedule_timeout_killable(cpu, 1)
+    return True
+
+
+def _current_will_exit(m, cur, f):
+    """out_of_memory's "current is dying" test, as the profile has it (see out_of_memory)."""
+    if f.oom_reaper and f.mmf_oom_skip:
+        return task_will_free_mem(m, cur, f)
+    if f.oom_reaper and m.v_task_mm[cur] == -1:
+        return False
+    if ksignal.fatal_signal_pending(m, cur):
+        return True
+    return task_will_free_mem(m, cur, f) if f.task_will_free_mem else bool(m.v_task_flags[cur] & PF_EXITING)
 
 
 async def pagefault_out_of_memory(cpu):
     """A user fault that failed with VM_FAULT_OOM: OOM-kill if the lock is free, else just return and re-fault.
 
-    Follows: mm/oom_kill.c pagefault_out_of_memory(), 3.14 (KERNEL §1.6). No memcg exists.
+    Follows: mm/oom_kill.c pagefault_out_of_memory(), 3.14 (KERNEL §1.6). No memcg exists. With
+    `oom_lock_mutex` (4.2, seen in 4.2.8) it takes a trylock of oom_lock instead of the zonelist lock.
     """
+    if cpu.features.oom_lock_mutex:
+        if mutex_trylock_oom_lock(cpu):
+            try:
+                await out_of_memory(cpu, None, 0, 0, None, False)
+            finally:
+                mutex_unlock_oom_lock(cpu)
+        return
     zonelist = page_alloc.node_zonelist(cpu.m, 0, GFP_KERNEL)  # first_online_node
     if try_set_zonelist_oom(cpu, zonelist, GFP_KERNEL):
         await out_of_memory(cpu, None, 0, 0, None, False)
         clear_zonelist_oom(cpu, zonelist, GFP_KERNEL)
+
+
+# --- the oom_lock mutex (4.2) ------------------------------------------------------------------------------------
+
+def _all_zones(m):
+    return (1 << m.nr_zones) - 1
+
+
+def mutex_trylock_oom_lock(cpu):
+    """mutex_trylock(&oom_lock): True if taken. Follows: mm/oom_kill.c DEFINE_MUTEX(oom_lock), 4.2 (seen in
+    4.2.8; KERNEL §8, C-dc56401). The trace records it as an OOM lock over every zone, with a sequence number
+    taken under the mutex's wait_lock, so the lock-exclusion invariant replays it exactly."""
+    m = cpu.m
+    with sync.spinlock(cpu, L_OOM_LOCK):
+        free = m.v_glob[G_OOM_LOCK] == 0
+        if free:
+            m.v_glob[G_OOM_LOCK] = cpu.current + 1 if cpu.current >= 0 else m.max_tasks + 1 + cpu.id
+        seq = m.v_glob[G_OOM_SEQ]
+        m.v_glob[G_OOM_SEQ] = seq + 1
+        tp.trace_oom_lock_try(cpu, int(free), _all_zones(m), seq=seq + 1)
+    if not free:
+        vmstat.count_vm_event(cpu, vmstat.NR_OOM_LOCK_BUSY)
+    return free
+
+
+async def mutex_lock_oom_lock(cpu):
+    """mutex_lock(&oom_lock), sleeping until it is free (SysRq-F's moom_callback, 4.2).
+
+    Differs: the sleeper polls once a jiffy (TASK_UNINTERRUPTIBLE) instead of queueing on the mutex.
+    """
+    while not mutex_trylock_oom_lock(cpu):
+        await ksched.schedule_timeout_uninterruptible(cpu, 1)
+
+
+def mutex_unlock_oom_lock(cpu):
+    """mutex_unlock(&oom_lock). Follows: mutex_unlock(), 4.2."""
+    m = cpu.m
+    with sync.spinlock(cpu, L_OOM_LOCK):
+        seq = m.v_glob[G_OOM_SEQ]
+        m.v_glob[G_OOM_SEQ] = seq + 1
+        tp.trace_oom_lock_release(cpu, _all_zones(m), seq=seq + 1)
+        m.v_glob[G_OOM_LOCK] = 0
+
+
+# --- the oom_reaper (4.6) ------------------------------------------------------------------------------------------
+
+MAX_OOM_REAP_RETRIES = 10
+_QUEUED_LAST = -2          # task_oom_reaper_list of the last queued task (its next is NULL, yet it is queued)
+
+
+def wake_oom_reaper(cpu, tsk):
+    """Queue tsk for the oom_reaper and wake it. Follows: mm/oom_kill.c wake_oom_reaper(), 4.6 (seen in 4.6.2):
+    a task already queued is not queued again; the list is pushed at its head under oom_reaper_lock."""
+    m = cpu.m
+    if m.oom_reaper_row < 0:
+        return  # no oom_reaper thread (oom_reaper_th == NULL)
+    with sync.spinlock(cpu, L_OOM_REAPER):
+        head = m.v_glob[G_OOM_REAPER_LIST]
+        if head == tsk or m.v_task_oom_reaper_list[tsk] != -1:
+            return
+        m.v_task_oom_reaper_list[tsk] = head if head != -1 else _QUEUED_LAST
+        m.v_glob[G_OOM_REAPER_LIST] = tsk
+    tp.trace_wake_oom_reaper(cpu, m.v_task_pid[tsk])
+    sync.ring_doorbell(m, m.oom_reaper_row)   # wake_up(&oom_reaper_wait)
+
+
+def _oom_reaper_dequeue(cpu):
+    """Take the head of oom_reaper_list, or -1 (the oom_reaper loop's locked step)."""
+    m = cpu.m
+    with sync.spinlock(cpu, L_OOM_REAPER):
+        tsk = m.v_glob[G_OOM_REAPER_LIST]
+        if tsk != -1:
+            nxt = m.v_task_oom_reaper_list[tsk]
+            m.v_glob[G_OOM_REAPER_LIST] = -1 if nxt == _QUEUED_LAST else nxt
+    return tsk
+
+
+def __oom_reap_task(cpu, tsk):
+    """Unmap the victim's anonymous memory if its mmap_sem can be had for read without waiting; False to try
+    again later.
+
+    Follows: mm/oom_kill.c __oom_reap_task(), 4.6 (seen in 4.6.2): find_lock_task_mm, take an mm_users
+    reference unless it is already 0, down_read_trylock, unmap, log "oom_reaper: reaped process …", up_read;
+    with `oom_reaper_hides_victim` (4.6) the victim's oom_score_adj becomes OOM_SCORE_ADJ_MIN and its TIF_MEMDIE
+    is cleared, so the next OOM can choose someone else; then mmput, which may be the last. With `mmf_oom_skip`
+    (4.9) the mm is signal->oom_mm when there is one. Differs: only anonymous pages exist to unmap (no
+    mlocked, hugetlb or shared VMAs); swap entries stay; 4.9's reaper also takes oom_lock, which this one does
+    not (later kernels dropped it, af5679fbc669, version UNVERIFIED).
+    """
+    from oomemu.kernel import fork, rwsem
+    from oomemu.mm import mmap
+    m = cpu.m
+    f = cpu.features
+    p = find_lock_task_mm(cpu, tsk)
+    if p == -1:
+        return True  # it already passed exit_mm: nothing left to reap
+    mm = m.v_task_mm[p]
+    lk = m.mm_lock_index(mm)
+    with sync.spinlock(cpu, lk):
+        users = m.v_mm[mm * MM_NCOLS + MM_USERS]
+        if users > 0:
+            m.v_mm[mm * MM_NCOLS + MM_USERS] = users + 1
+    task_unlock(cpu, p)
+    if users <= 0:
+        return True
+    try:
+        if not rwsem.down_read_trylock(cpu, mm):
+            return False
+        freed = mmap.unmap_anon_pages(cpu, mm)
+        c = m.mm[mm]
+        printk.printk(cpu, printk.KERN_INFO,
+                      f"oom_reaper: reaped process {m.v_task_pid[tsk]} ({printk.task_comm(m, tsk)}), now "
+                      f"anon-rss:{K(c[MM_ANONPAGES])}kB, file-rss:{K(c[MM_FILEPAGES])}kB, shmem-rss:0kB")
+        tp.trace_oom_reap(cpu, m.v_task_pid[tsk], mm, freed, 0, 1)
+        rwsem.up_read(cpu, mm)
+        if f.oom_reaper_hides_victim:
+            m.v_sig_oom_score_adj[m.v_task_leader[tsk]] = OOM_SCORE_ADJ_MIN
+            exit_oom_victim(cpu, tsk)
+        return True
+    finally:
+        fork.mmput(cpu, mm)
+
+
+def oom_reap_task(cpu, tsk):
+    """Try to reap tsk up to MAX_OOM_REAP_RETRIES times, HZ/10 apart; log "unable to reap" if it never could.
+
+    Follows: mm/oom_kill.c oom_reap_task(), 4.6 (seen in 4.6.2; KERNEL §8). With `mmf_oom_skip` (4.9, seen in
+    4.9.0) the victim's mm gets MMF_OOM_SKIP afterwards, reaped or not ("somebody can't call up_write"), so
+    the OOM killer moves on.
+    """
+    m = cpu.m
+    f = cpu.features
+    attempts = 0
+    while True:
+        attempts += 1
+        if attempts > MAX_OOM_REAP_RETRIES:
+            break
+        if __oom_reap_task(cpu, tsk):
+            break
+        sync.sched_point(cpu, "oom_reaper.retry", tsk)
+        schedule_timeout_idle(cpu, m.v_glob[G_HZ] // 10)
+    if attempts > MAX_OOM_REAP_RETRIES:
+        printk.printk(cpu, printk.KERN_INFO,
+                      f"oom_reaper: unable to reap pid:{m.v_task_pid[tsk]} ({printk.task_comm(m, tsk)})")
+        tp.trace_oom_reap(cpu, m.v_task_pid[tsk], -1, 0, attempts - 1, 0)
+    if f.mmf_oom_skip:
+        mm = m.v_sig_oom_mm[m.v_task_leader[tsk]]
+        if mm == -1:
+            mm = m.v_task_mm[tsk]
+        if mm != -1:
+            sync.set_bit(cpu, m.v_mm, mm * MM_NCOLS + MM_FLAGS, MMF_OOM_SKIP)
+    with sync.spinlock(cpu, L_OOM_REAPER):
+        m.v_task_oom_reaper_list[tsk] = -1   # tsk->oom_reaper_list = NULL
+
+
+def schedule_timeout_idle(cpu, timeout):
+    """Sleep `timeout` jiffies in the reaper's own process (TASK_IDLE: no signal ends it). Follows:
+    schedule_timeout_idle(), 4.6. Differs: a kthread that is its own process waits on its doorbell with a
+    deadline read through oomemu.kernel.time; it still parks for quiescent snapshots."""
+    _kthread_wait(cpu, ktime.ns_since_boot(cpu.m) + ktime.jiffies_to_ns(cpu.m, timeout), lambda: False)
+
+
+def _kthread_wait(cpu, deadline_ns, done):
+    """Wait on this row's doorbell until done() or (deadline_ns not None) the deadline; park for snapshots."""
+    m = cpu.m
+    doorbell = sync.DoorbellWaiter(m, cpu.id)
+    while not m.v_glob[G_STOP] and not done():
+        sync.pause_point(m, cpu.id)
+        left_ms = _KTHREAD_POLL_MS
+        if deadline_ns is not None:
+            left = deadline_ns - ktime.ns_since_boot(m)
+            if left <= 0:
+                return
+            left_ms = min(left_ms, left // 1_000_000 + 1)
+        if doorbell.wait(left_ms):
+            sync.drain_doorbell(m, cpu.id)
+
+
+_KTHREAD_POLL_MS = 5   # like kswapd: look up this often to park for the supervisor's snapshots
+
+
+def oom_reaper(cpu):
+    """The oom_reaper kthread: sleep until a victim is queued, reap it, repeat until the machine stops.
+
+    Follows: mm/oom_kill.c oom_reaper(), 4.6 (seen in 4.6.2). Runs as its own OS process, like kswapd.
+    """
+    m = cpu.m
+    while not m.v_glob[G_STOP]:
+        _kthread_wait(cpu, None, lambda: m.v_glob[G_OOM_REAPER_LIST] != -1)   # wait_event_freezable(...)
+        if m.v_glob[G_STOP]:
+            break
+        tsk = _oom_reaper_dequeue(cpu)
+        if tsk != -1:
+            oom_reap_task(cpu, tsk)
+
+
+# --- page-table sizes ----------------------------------------------------------------------------------------
+
+PTRS_PER_PMD = 512
+
+
+def mm_nr_pmds(m, mm):
+    """PMD pages of mm. Follows: mm_nr_pmds(), 4.0. Differs: derived from nr_ptes (one PMD page per 512
+    page-table pages), since the emulator counts page tables but does not build them."""
+    ptes = m.v_mm[mm * MM_NCOLS + MM_NR_PTES]
+    return -(-ptes // PTRS_PER_PMD)
+
+
+def mm_pgtables_bytes(m, mm):
+    """Bytes of page tables of mm (PTE and PMD pages). Follows: mm_pgtables_bytes(), 4.16 (seen in 4.17.0)."""
+    return (m.v_mm[mm * MM_NCOLS + MM_NR_PTES] + mm_nr_pmds(m, mm)) << PAGE_SHIFT

@@ -476,6 +476,42 @@ async def __alloc_pages_may_oom(cpu, gfp_mask, order, zonelist, high_zoneidx, no
     return page
 
 
+async def __alloc_pages_may_oom_oom_lock(cpu, gfp_mask, order, zonelist, high_zoneidx, nodemask, preferred_zone,
+                                        migratetype):
+    """The same step with 4.2's global oom_lock; returns (page, did_some_progress).
+
+    Follows: mm/page_alloc.c __alloc_pages_may_oom(), 4.2 (seen in 4.2.8; KERNEL §8, C-dc56401): a busy
+    mutex_trylock counts as progress after a one-jiffy uninterruptible sleep; the PF_DUMPCORE, costly-order,
+    lowmem and __GFP_THISNODE exits moved in here, and a !__GFP_FS request reports progress without killing
+    ("keep looping as per tradition"); out_of_memory's result is the progress. Used when the profile has
+    `oom_lock_mutex`.
+    """
+    m = cpu.m
+    if not oom_kill.mutex_trylock_oom_lock(cpu):
+        await ksched.schedule_timeout_uninterruptible(cpu, 1)  # somebody else is making progress for us
+        return None, 1
+    did_some_progress = 0
+    try:
+        page = get_page_from_freelist(cpu, gfp_mask | __GFP_HARDWALL, nodemask, order, zonelist, high_zoneidx,
+                                      ALLOC_WMARK_HIGH | ALLOC_CPUSET, preferred_zone, migratetype)
+        if page is not None:
+            return page, 0
+        if not gfp_mask & __GFP_NOFAIL:
+            if m.v_task_flags[cpu.current] & PF_DUMPCORE:
+                return None, 0
+            if order > PAGE_ALLOC_COSTLY_ORDER or high_zoneidx < ZONE_NORMAL:
+                return None, 0
+            if not gfp_mask & __GFP_FS:
+                return None, 1
+            if gfp_mask & __GFP_THISNODE:
+                return None, 0
+        if await oom_kill.out_of_memory(cpu, zonelist, gfp_mask, order, nodemask, False) or gfp_mask & __GFP_NOFAIL:
+            did_some_progress = 1
+        return None, did_some_progress
+    finally:
+        oom_kill.mutex_unlock_oom_lock(cpu)
+
+
 def __alloc_pages_direct_compact(cpu, gfp_mask, order, zonelist, high_zoneidx, nodemask, alloc_flags,
                                  preferred_zone, migratetype, sync_migration):
     """Direct compaction: returns (page, deferred, contended). Follows: __alloc_pages_direct_compact(), 3.14.
@@ -629,6 +665,22 @@ async def _slowpath_body(cpu, m, gfp_mask, order, zonelist, high_zoneidx, nodema
                 cpu, gfp_mask, order, zonelist, high_zoneidx, nodemask, alloc_flags, preferred_zone,
                 migratetype)
             if page is not None:
+                return page, restarts
+            if not did_some_progress and cpu.features.oom_lock_mutex:
+                # 4.2 (seen in 4.2.8): NORETRY gives up here; the OOM gating moved into __alloc_pages_may_oom;
+                # its "progress" retries, anything else is the last compaction and nopage.
+                if gfp_mask & __GFP_NORETRY or m.v_glob[G_OOM_KILLER_DISABLED]:
+                    return None, restarts
+                page, oom_progress = await __alloc_pages_may_oom_oom_lock(
+                    cpu, gfp_mask, order, zonelist, high_zoneidx, nodemask, preferred_zone, migratetype)
+                if page is not None:
+                    return page, restarts
+                if oom_progress:
+                    restarts += 1
+                    restart = True
+                    continue
+                page, _, _ = __alloc_pages_direct_compact(cpu, gfp_mask, order, zonelist, high_zoneidx, nodemask,
+                                                          alloc_flags, preferred_zone, migratetype, sync_migration)
                 return page, restarts
             if not did_some_progress:
                 if oom_gfp_allowed(gfp_mask):

@@ -41,6 +41,9 @@ CATALOGUE = (
     ("oom_stall", "oomemu", ("jiffies",)),
     ("sched_token", "oomemu", ("step", "point", "obj", "next_row")),
     ("zone_free_pages", "oomemu", ("zone", "nr_free")),     # NR_FREE_PAGES of a zone after each change
+    ("wake_oom_reaper", "oomemu", ("pid",)),
+    ("oom_reap", "oomemu", ("pid", "mm", "pages_freed", "attempts", "reaped")),
+    ("exit_oom_victim", "oomemu", ("pid",)),
 )
 EVENT_ID = {name: i for i, (name, _, _) in enumerate(CATALOGUE)}
 EVENT_NAME = {i: name for name, i in EVENT_ID.items()}

@@ -57,8 +57,10 @@ def event_args(header):
     return {e["id"]: tuple(e["args"]) for e in header["events"]}
 
 
-def row_name(row, nr_cpus):
-    """Track name of a trace row: cpuN, or kswapdN for the rows after the CPUs."""
+def row_name(row, nr_cpus, names=None):
+    """Track name of a trace row: the header's name for it (cpuN, kswapdN, oom_reaper), or cpuN / kswapdN."""
+    if names and row < len(names):
+        return names[row]
     return f"cpu{row}" if row < nr_cpus else f"kswapd{row - nr_cpus}"
 
 
@@ -255,7 +257,7 @@ def chrome_trace(trace, source=None):
     events = [{"name": "process_name", "ph": "M", "pid": 0, "tid": 0, "args": {"name": PROCESS_NAME}}]
     for row in sorted(rows):
         events.append({"name": "thread_name", "ph": "M", "pid": 0, "tid": row,
-                       "args": {"name": row_name(row, nr_cpus)}})
+                       "args": {"name": row_name(row, nr_cpus, header.get("rows"))}})
         events.append({"name": "thread_sort_index", "ph": "M", "pid": 0, "tid": row, "args": {"sort_index": row}})
 
     builder = _Builder(trace)
@@ -363,7 +365,7 @@ class Formatter:
         for ts, seq, ev, pid, row, a in zip(rec["ts"].tolist(), rec["seq"].tolist(), rec["event"].tolist(),
                                             rec["pid"].tolist(), rec["cpu"].tolist(), rec["a"].tolist()):
             if row not in rows:
-                rows[row] = row_name(row, nr_cpus)
+                rows[row] = row_name(row, nr_cpus, self.trace.header.get("rows"))
             parts = [f"[{ts / 1e9:12.6f}] {rows[row]} pid {pid} {names.get(ev, f'event#{ev}')}"]
             for k, arg in enumerate(args.get(ev, ())):
                 parts.append(f"{arg}={a[k]:#x}" if arg in HEX_ARGS else f"{arg}={a[k]}")

@@ -257,7 +257,7 @@ ONE_OP = '[[task]]\nprogram = [{op}]\n'
 
 @pytest.mark.parametrize("text, message", [
     # unknown keys, at several depths, with did-you-mean
-    ("tasks = []", 'tasks: unknown key; allowed: machine, sysctl, task, run, expect, debug (did you mean "task"?)'),
+    ("tasks = []", 'tasks: unknown key; allowed: machine, kernel, sysctl, task, run, expect, debug (did you mean "task"?)'),
     ("[machine]\ncpu = 2",
      'machine.cpu: unknown key; allowed: cpus, hz, kernel, swap, max_tasks, node (did you mean "cpus"?)'),
     ("[[machine.node]]\nzone = {}", 'machine.node[0].zone: unknown key; allowed: zones (did you mean "zones"?)'),
@@ -272,10 +272,10 @@ ONE_OP = '[[task]]\nprogram = [{op}]\n'
     (ONE_OP.format(op='{ op = "fork", program = [{ op = "sleep", msec = 1 }] }'),
      'task[0].program[0].program[0].msec: unknown key for op "sleep"; allowed: op, ms, state (did you mean "ms"?)'),
     ("[expect]\nkills = { mni = 1 }", 'expect.kills.mni: unknown key; allowed: min, max (did you mean "min"?)'),
-    ('["odd key"]\nx = 1', '"odd key": unknown key; allowed: machine, sysctl, task, run, expect, debug'),
+    ('["odd key"]\nx = 1', '"odd key": unknown key; allowed: machine, kernel, sysctl, task, run, expect, debug'),
     # wrong type
     ('[machine]\ncpus = "2"', 'machine.cpus = "2": must be an integer from 1 to 64'),
-    ("[machine]\nkernel = 3.14", 'machine.kernel = 3.14: must be one of "3.14", "3.16"'),
+    ("[machine]\nkernel = 3.14", 'machine.kernel = 3.14: must be one of "3.14", "3.16", "3.19", "4.2", "4.6", "4.9", "4.17", "5.1", "6.1"'),
     ('[machine]\nhz = "250"', "machine.hz = \"250\": must be one of 100, 250, 300, 1000"),
     ("[run]\ntrace = 1", "run.trace = 1: must be true or false"),
     ('[run]\nseconds = "10"', 'run.seconds = "10": must be a number > 0 and <= 3600'),
