@@ -18,5 +18,9 @@ def main(machine, scenario, row, printk_fd):
         machine.cpu[row, C_PID] = cpu.os_pid
         while not machine.glob[G_GO] and not machine.glob[G_STOP]:
             time.sleep(0.002)
+        if machine.controlled:
+            from oomemu.control import Controller
+            cpu.ctl = Controller(cpu)
+            cpu.ctl.enter()
         oom_kill.oom_reaper(cpu)
     run_worker("oom_reaper", body)

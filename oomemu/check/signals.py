@@ -47,14 +47,21 @@ def wait_chain(state, row):
 
 def check_thread_flags(trace, state):
     """No thread-info flag update was lost (KERNEL §5.2, §5.3): TIF_MEMDIE, never cleared in 3.14, is still set
-    on every thread the trace marked; every live task with SIGKILL pending still has TIF_SIGPENDING (the bit that
+    on every thread the trace marked (unless a later exit_oom_victim, 4.0+, cleared it); every live task with SIGKILL pending still has TIF_SIGPENDING (the bit that
     makes it act on the signal). Both bits are set by other CPUs while the task updates the same word itself, so
     only atomic bit operations keep them (include/asm-generic/bitops)."""
     problems = []
     row_of = {pid: row for row, pid in enumerate(state.task_pid.tolist()) if pid > 0}
+    # Profiles from 4.0 clear TIF_MEMDIE (exit_oom_victim, traced): a mark cleared after it is no lost update.
+    cleared = {}
+    if "exit_oom_victim" in trace.event_id:
+        for r in trace.of("exit_oom_victim"):
+            cleared[int(r["a"][0])] = int(r["ts"])
     for r in trace.of("mark_victim"):
         pid = int(r["a"][0])
         row = row_of.get(pid)
+        if cleared.get(pid, -1) >= int(r["ts"]):
+            continue
         if row is not None and not state.task_tif[row] & TIF_MEMDIE:
             problems.append(f"pid {pid} was marked TIF_MEMDIE at {r['ts'] / 1e9:.6f}s but the flag is gone")
     for row in range(state.nr_tasks):

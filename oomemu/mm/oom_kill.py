@@ -1049,8 +1049,7 @@ def oom_reap_task(cpu, tsk):
             break
         if __oom_reap_task(cpu, tsk):
             break
-        sync.sched_point(cpu, "oom_reaper.retry", tsk)
-        schedule_timeout_idle(cpu, m.v_glob[G_HZ] // 10)
+        schedule_timeout_idle(cpu, m.v_glob[G_HZ] // 10)   # a wait: a scheduling point of its own
     if attempts > MAX_OOM_REAP_RETRIES:
         printk.printk(cpu, printk.KERN_INFO,
                       f"oom_reaper: unable to reap pid:{m.v_task_pid[tsk]} ({printk.task_comm(m, tsk)})")
@@ -1068,23 +1067,23 @@ def oom_reap_task(cpu, tsk):
 def schedule_timeout_idle(cpu, timeout):
     """Sleep `timeout` jiffies in the reaper's own process (TASK_IDLE: no signal ends it). Follows:
     schedule_timeout_idle(), 4.6. Differs: a kthread that is its own process waits on its doorbell with a
-    deadline read through oomemu.kernel.time; it still parks for quiescent snapshots."""
-    _kthread_wait(cpu, ktime.ns_since_boot(cpu.m) + ktime.jiffies_to_ns(cpu.m, timeout), lambda: False)
+    deadline on oomemu.kernel.time's clock; it still parks for quiescent snapshots."""
+    _kthread_wait(cpu, ktime.now_ns(cpu.m) + ktime.jiffies_to_ns(cpu.m, timeout), lambda: False, "idle")
 
 
-def _kthread_wait(cpu, deadline_ns, done):
-    """Wait on this row's doorbell until done() or (deadline_ns not None) the deadline; park for snapshots."""
+def _kthread_wait(cpu, deadline_ns, done, name):
+    """Wait on this row's doorbell until done() or (deadline_ns not None) the clock reaches it; park for
+    snapshots on the way, as kswapd does."""
     m = cpu.m
     doorbell = sync.DoorbellWaiter(m, cpu.id)
     while not m.v_glob[G_STOP] and not done():
-        sync.pause_point(m, cpu.id)
-        left_ms = _KTHREAD_POLL_MS
+        sync.pause_point(cpu)
+        poll = ktime.now_ns(m) + _KTHREAD_POLL_MS * 1_000_000
         if deadline_ns is not None:
-            left = deadline_ns - ktime.ns_since_boot(m)
-            if left <= 0:
+            if ktime.now_ns(m) >= deadline_ns:
                 return
-            left_ms = min(left_ms, left // 1_000_000 + 1)
-        if doorbell.wait(left_ms):
+            poll = min(poll, deadline_ns)
+        if doorbell.wait_until(cpu, poll, name):
             sync.drain_doorbell(m, cpu.id)
 
 
@@ -1098,7 +1097,7 @@ def oom_reaper(cpu):
     """
     m = cpu.m
     while not m.v_glob[G_STOP]:
-        _kthread_wait(cpu, None, lambda: m.v_glob[G_OOM_REAPER_LIST] != -1)   # wait_event_freezable(...)
+        _kthread_wait(cpu, None, lambda: m.v_glob[G_OOM_REAPER_LIST] != -1, "idle")  # wait_event_freezable
         if m.v_glob[G_STOP]:
             break
         tsk = _oom_reaper_dequeue(cpu)
