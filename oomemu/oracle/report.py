@@ -157,8 +157,14 @@ class Report:
 
     @property
     def victim(self):
-        """The kernel's own choice: the selected task where a "Kill process" line names it, else the killed one."""
-        return self.selected or self.killed
+        """The kernel's own choice: the selected task where a "Kill process" line names it, else the killed one,
+        else the task the 4.18+ "oom-kill:" summary names."""
+        if self.selected or self.killed:
+            return self.selected or self.killed
+        if "pid" in self.summary:
+            return Kill(self.summary["pid"], self.summary.get("task", ""), None,
+                        self.constraint == "CONSTRAINT_MEMCG", 0)
+        return None
 
     def format_version(self):
         """The oldest (major, minor) the report's formats imply, when the release is not printed."""
@@ -222,8 +228,8 @@ RE_MEMCG_STATS = re.compile(r"^Memory cgroup stats for \S+?:?(?:\s|$)")
 RE_STAT_LINE = re.compile(r"^[a-z_]+ \d+$")
 RE_SWAP_TOTAL = re.compile(r"^Total swap = (\d+)kB$")
 RE_SWAP_FREE = re.compile(r"^Free swap\s+= (\d+)kB$")
-RE_PAGES_RAM = re.compile(r"^(\d+) pages RAM$")
-RE_PAGES_RESERVED = re.compile(r"^(\d+) pages reserved$")
+RE_PAGES_RAM = re.compile(r"^(\d+) pages (?:of )?RAM$")
+RE_PAGES_RESERVED = re.compile(r"^(\d+) (?:pages reserved|reserved pages)$")
 RE_OOM_GROUP = re.compile(r"^Tasks in \S+ are going to be killed due to memory\.oom\.group set$")
 RE_PANIC = re.compile(r"^Kernel panic - not syncing: (?P<why>.*)$")
 
@@ -241,13 +247,14 @@ _IGNORED = (
                                         r"\d+ pages non-shared|Memory cgroup min protection|Mem-Info:|"
                                         r"\d+ pages (?:swap )?cached|\d+ free pages|\d+ slab pages|"
                                         r"\d+ pages pagetables|Free swap|Unreclaimable slab info:|"
-                                        r"Name\s+Used\s+Total|Show Memory)")),
+                                        r"Name\s+Used\s+Total|Show Memory|Mem-info:)")),
     ("buddy lists", RE_BUDDY),
     ("oom_reaper", re.compile(r"^oom_reaper: ")),
     ("wrapped counters", re.compile(r"^(?:(?:[\w()\-]+:\s?-?\d+(?:kB|KB)?,?|all_unreclaimable\? (?:yes|no)|"
                                     r"[\w]+=\d+(?:kB)?)\s*)+$")),
     ("buddy lists", re.compile(r"^(?:(?:\d+\*\d+kB|\([A-Z]+\)|=|\d+kB)\s*)+$")),
     ("stack", re.compile(r"^(?:<?[0-9a-f]{2}>?\s)+<?[0-9a-f]{2}>?$")),
+    ("stack", re.compile(r"^(?:Exception stack\(|[0-9a-f]{4}:(?:\s+[0-9a-f]{8})+$)")),
     ("memcg stats", RE_MEMCG_STATS),
 )
 
@@ -288,13 +295,14 @@ def parse_reports(text):
         # A paste without the "invoked" line still counts if it has a task table and the kernel's kill line;
         # it begins at the first report line before the table.
         heads = [i for i, line in enumerate(lines) if RE_TABLE_HEAD.match(line)]
-        if heads and any(RE_SELECT.match(line) or RE_KILLED.match(line) for line in lines):
+        if heads and any(RE_SELECT.match(line) or RE_KILLED.match(line) or RE_SUMMARY.match(line) for line in lines):
             start = heads[0]
             while start > 0 and (not lines[start - 1] or _is_report_line(lines[start - 1])):
                 start -= 1
             starts = [start]
     if not starts:
-        raise NoReport("no OOM report found (no \"invoked oom-killer\" line, nor a task table with a kill line)")
+        raise NoReport("no OOM report found (no \"invoked oom-killer\" line, nor a task table with a kill or "
+                       "oom-kill: line)")
     reports = []
     for k, start in enumerate(starts):
         end = starts[k + 1] if k + 1 < len(starts) else len(lines)
