@@ -55,6 +55,7 @@ G_NOPAGE_RS = 23      # 3 slots: nopage_rs ratelimit state
 G_PAUSE = 27          # 1: every worker parks at its next quiescent point (a snapshot is being taken)
 G_OOM_REAPER_LIST = 28    # oom_reaper_list: first queued victim's task row, -1 when empty (profiles >= 4.6)
 G_OOM_LOCK = 29           # the oom_lock mutex (profiles >= 4.2): holder's task row + 1, 0 when free
+G_OOM_SCORES_TAKEN = 30   # 1 once the first out_of_memory recorded every task's /proc oom_score (report.json)
 G_NR = 32
 
 # --- zone columns ---------------------------------------------------------------------------------------------
@@ -187,9 +188,9 @@ class Machine:
                          ("task_wait_obj", np.int32), ("task_seq", np.int32), ("task_exit_code", np.int32),
                          ("sig_oom_score_adj", np.int32), ("sig_oom_score_adj_min", np.int32),
                          ("sig_oom_flags", np.int32), ("sig_nr_live", np.int32), ("sig_oom_mm", np.int32),
-                         ("task_oom_reaper_list", np.int32),
+                         ("task_oom_reaper_list", np.int32), ("task_first_oom_adj", np.int32),
                          ("task_flags", np.int64), ("task_tif", np.int64), ("task_state", np.int64),
-                         ("task_pending", np.int64), ("sig_flags", np.int64), ("task_wait_since", np.int64)):
+                         ("task_pending", np.int64), ("sig_flags", np.int64), ("task_first_oom_score", np.int64), ("task_wait_since", np.int64)):
             self._add(name, dt, T)
         self._add("task_comm", "S16", T)
         self._add("mm", np.int64, (T, MM_NCOLS))
@@ -228,6 +229,7 @@ class Machine:
         self.task_wq_next[:] = -1
         self.sig_oom_mm[:] = -1
         self.task_oom_reaper_list[:] = -1
+        self.task_first_oom_score[:] = -1
         self.glob[G_OOM_REAPER_LIST] = -1
         self.wq[:] = -1
         self.mm[:, MM_SEM_WRITER] = -1

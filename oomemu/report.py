@@ -5,6 +5,8 @@ or command line is wrong; 3 the emulator itself failed (a worker died, a lock ti
 """
 import json
 
+from oomemu.config.profiles import enabled
+
 from oomemu.check import run_all
 from oomemu.check.races import detect_races
 from oomemu.check.signals import stuck_tasks
@@ -84,6 +86,21 @@ def zones_of(m):
     return out
 
 
+def oom_scores_of(m):
+    """Each task's /proc/PID/oom_score and oom_score_adj as the profile's kernel showed them at the first OOM
+    (oomemu/fs/proc/base.py); empty if the run never reached out_of_memory."""
+    from oomemu.machine import G_NR_TASK_ROWS
+    n = int(m.glob[G_NR_TASK_ROWS])
+    out = []
+    for t in range(n):
+        score = int(m.task_first_oom_score[t])
+        if score == -1:
+            continue
+        out.append({"pid": int(m.task_pid[t]), "comm": m.task_comm[t].decode("ascii", "replace"),
+                    "oom_score": score & ((1 << 64) - 1), "oom_score_adj": int(m.task_first_oom_adj[t])})
+    return out
+
+
 def build_report(scenario, m, outcome, run_dir):
     """Everything report.json holds, from the quiescent machine and the supervisor's outcome."""
     kills = kills_of(m)
@@ -112,6 +129,7 @@ def build_report(scenario, m, outcome, run_dir):
         "elapsed_s": round(outcome.elapsed, 3), "kills": kills,
         "counters": vmstat.counters_total(m), "per_cpu": per_cpu,
         "zones": zones_of(m), "min_free_kbytes": m.min_free_kbytes,
+        "kernel": scenario.machine.kernel, "features": enabled(scenario.features), "oom_scores": oom_scores_of(m),
         "checks": checks, "expect": expect, "stuck": stuck_tasks(state),
         "workers": {"pids": outcome.worker_pids, "cpu_seconds": outcome.worker_cpu_seconds},
         "trace": {"records": outcome.trace_records, "lost": outcome.trace_lost,

@@ -25,11 +25,16 @@ def _is_leader(state):
     return dict(zip(state.task_pid.tolist(), (state.task_pid == state.task_tgid).tolist()))
 
 
-def _expected_choice(cands, leader):
-    """select_bad_process's choice over (pid, points) in scan order: max points; a tie keeps a leader."""
-    chosen, best = 0, 0
+LONG_MIN = -(1 << 63)
+
+
+def _expected_choice(cands, leader, signed=False):
+    """select_bad_process's choice over (pid, points) in scan order: max points; a tie keeps a leader. With 5.9's
+    signed badness (`signed_badness`) LONG_MIN is the ineligible score and chosen_points starts there."""
+    never = LONG_MIN if signed else 0
+    chosen, best = 0, never
     for pid, pts in cands:
-        if pts == 0 or pts < best:
+        if pts == never or pts < best:
             continue
         if pts == best and chosen and leader.get(chosen, True):
             continue
@@ -43,6 +48,7 @@ def check_victim_selection(trace, state=None):
     problems = []
     leader = _is_leader(state) if state is not None else {}
     tgid = _tgid_of(state) if state is not None else {}
+    signed = "signed_badness" in trace.header.get("features", ())
     streams = _per_cpu(trace, ("oom_scan_candidate", "oom_scan_result", "oom_kill", "out_of_memory"))
     for cpu, events in streams.items():
         cands, children, chosen = [], [], None
@@ -59,7 +65,7 @@ def check_victim_selection(trace, state=None):
                 if a[1] == ULONG_MAX:
                     chosen = a[0]
                     continue
-                want, best = _expected_choice(cands, leader)
+                want, best = _expected_choice(cands, leader, signed)
                 if a[0] != want:
                     problems.append(f"cpu {cpu} at {r['ts'] / 1e9:.6f}s: the scan chose pid {a[0]} with {a[1]} points, "
                                     f"but pid {want} had {best} (candidates: {cands[:8]})")

@@ -24,7 +24,7 @@ from oomemu.kernel import sched as ksched
 from oomemu.kernel import signal as ksignal
 from oomemu.kernel import time as ktime
 from oomemu.lib import ratelimit
-from oomemu.machine import (G_HZ, G_LAST_KILL_JIFFY, G_OOM_LOCK, G_OOM_REAPER_LIST, G_STOP, L_OOM_LOCK, L_OOM_REAPER, G_NR_KILLS, G_NR_MM_ROWS, G_NR_TASK_ROWS, G_OOM_RS, G_OOM_SEQ, G_TOTAL_SWAP,
+from oomemu.machine import (G_HZ, G_LAST_KILL_JIFFY, G_OOM_LOCK, G_OOM_REAPER_LIST, G_OOM_SCORES_TAKEN, G_STOP, L_OOM_LOCK, L_OOM_REAPER, G_NR_KILLS, G_NR_MM_ROWS, G_NR_TASK_ROWS, G_OOM_RS, G_OOM_SEQ, G_TOTAL_SWAP,
                             G_TOTALRAM, K_CPU, K_KILLER_PID, K_KIND, K_NS, K_PID, K_POINTS, K_ROW,
                             K_SEQ, L_KILL_LOG, L_TASKLIST, L_ZONE_SCAN, MAX_KILLS, MM_ANONPAGES, MM_FLAGS, MM_USERS,
                             MM_FILEPAGES, MM_NCOLS, MM_NR_PTES, MM_SWAPENTS, MM_TOTAL_VM, Z_FLAGS, Z_IDX,
@@ -839,6 +839,9 @@ async def out_of_memory(cpu, zonelist, gfp_mask, order, nodemask, force_kill, fr
     f = cpu.features
     cur = -1 if from_kworker else cpu.current
     vmstat.count_vm_event(cpu, vmstat.NR_OOM_INVOCATIONS)
+    if not m.v_glob[G_OOM_SCORES_TAKEN]:
+        from oomemu.fs.proc import base as proc_base
+        proc_base.record_first_oom_scores(cpu)   # emulator-only: /proc oom_score at the first OOM, for the report
     freed = sum(notifier(cpu) for notifier in m.oom_notify_list)
     if freed > 0:
         return True  # got some memory back in the last second
