@@ -18,6 +18,7 @@ FIGURE_KEYS = (
     "select_bad_process_ms_100k_traced",
     "boot_to_first_alloc_s", "start_to_first_alloc_s", "teardown_s", "run_wall_s",
     "shm_mib_per_gib_1", "shm_mib_per_gib_16", "shm_mib_per_gib_64", "boot_s_64gib",
+    "sweep_runs_per_s_j1", "sweep_runs_per_s_j2", "sweep_speedup_j2_vs_j1", "sweep_overhead_ms_per_run",
 )
 ENTRY_KEYS = ("title", "unit", "value", "median", "min", "max", "spread_pct", "n", "samples", "target", "met", "miss")
 

@@ -95,6 +95,17 @@ def test_local_sweep_table_summary_plots_and_resume(sweep_file, tmp_path):
         assert scenario["sysctl"]["min_free_kbytes"] == int(r["sysctl.min_free_kbytes"])
         assert report["verdict"] == r["verdict"] and int(r["kills"]) == len(report["kills"])
         assert int(r["oom_invocations"]) == report["counters"]["oom_invocations"]
+    if CONTROLLED:                       # each pct run is replayable from its row alone
+        assert all(r["replay"].startswith("oomemu1:") for r in rows)
+        pick = rows[5]
+        (tmp_path / "replay.txt").write_text(pick["replay"])
+        again = run_cli("run", "--schedule", "replay", "--replay", tmp_path / "replay.txt", "--quiet", "--out",
+                        tmp_path / "replayed")
+        assert again.returncode in (0, 1), again.stderr[-2000:]
+        replayed = json.loads((tmp_path / "replayed" / "report.json").read_text())
+        original = json.loads((tmp_path / pick["run_dir"] / "report.json").read_text())
+        assert replayed["verdict"] == original["verdict"]
+        assert [(k["pid"], k["comm"]) for k in replayed["kills"]] == [(k["pid"], k["comm"]) for k in original["kills"]]
     # the printed table: a header, a rule, one line per cell
     lines = res.stdout.splitlines()
     assert lines[0].split()[:3] == ["cpus", "min_free_kbytes", "n"]

@@ -19,13 +19,15 @@ Figures (ids are the keys of the JSON document):
   victim's `signal_generate` (SIGKILL) to its `mmput` record that gave pages back, from trace.msgpack;
 - select_bad_process over task tables of 1k, 10k and 100k tasks;
 - boot and teardown of `oomemu run` on the default scenario;
-- shared memory per emulated GiB (machines of 1, 16 and 64 GiB) and whether a 64 GiB machine boots.
+- shared memory per emulated GiB (machines of 1, 16 and 64 GiB) and whether a 64 GiB machine boots;
+- sweep throughput: runs per second of `oomemu sweep` on the local pool with -j 1 and -j 2, and the engine's
+  overhead per run.
 
 Measurements that build machines run in forked children, so the bench process never holds a large segment and
 every worker is gone when a measurement returns.
 
-Layout: one module per figure family (`fastpath`, `scaling`, `oom`, `select`, `boot`, `shm`), and `core` with
-what they share (`in_child`, `figure`, the `Bench` runner, the table). A family module has
+Layout: one module per figure family (`fastpath`, `scaling`, `oom`, `select`, `boot`, `shm`, `sweep`),
+and `core` with what they share (`in_child`, `figure`, the `Bench` runner, the table). A family module has
 
 - `GROUP`: its name, as `--only` takes it;
 - `FIGURES`: its figures in table order, id -> (title, unit, comparison ">=" / "<=" / None, target);
@@ -38,9 +40,9 @@ in `GROUPS` (when it runs). This module imports nothing heavy, so the CLI can li
 """
 
 # Catalogue order: the table and the JSON document list the families' figures in this order.
-FAMILIES = ("fastpath", "scaling", "oom", "select", "boot", "shm")
+FAMILIES = ("fastpath", "scaling", "oom", "select", "boot", "shm", "sweep")
 # Run order (shortest, least load-sensitive first; the scaling runs last, with the time left in the budget).
-GROUPS = ("fastpath", "select", "shm", "boot", "oom", "scaling")
+GROUPS = ("fastpath", "select", "shm", "boot", "oom", "sweep", "scaling")
 
 _EXPORTS = {"EmulatorLoop": "fastpath", "ReferenceAllocator": "fastpath", "FASTPATH_SCENARIO": "fastpath",
             "throughput_scenario": "scaling", "OOM_SCENARIO": "oom",

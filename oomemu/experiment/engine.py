@@ -52,6 +52,8 @@ def execute_run(task: dict[str, Any]) -> dict[str, Any]:
     row.update(verdict=verdict, exit_code=report["exit_code"], ended_by=report["ended_by"], hit=hit,
                elapsed_s=report["elapsed_s"], wall_s=round(wall, 4), run_dir=str(run_dir))
     row.update(metric_values(report, task["metrics"], run_dir))
+    if report.get("schedule"):                 # a controlled run: the string that replays it exactly
+        row["replay"] = report["schedule"]["replay"]
     if task.get("lean"):
         for p in run_dir.iterdir():
             if p.name not in LEAN_KEEP:

@@ -15,7 +15,7 @@ RESULTS = "results.csv"
 SUMMARY = "summary.json"
 SWEEP_JSON = "sweep.json"
 FIXED_COLUMNS = ("run_id", "cell", "repeat", "seed", "verdict", "exit_code", "ended_by", "hit", "elapsed_s",
-                 "engine_s", "run_dir")
+                 "run_dir")
 
 
 def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:

@@ -321,8 +321,8 @@ def _expand(sweep: Sweep, base_name: str) -> None:
             try:
                 scenario = scenario_from_dict(run_doc, name=base_name, source=sweep.base_source)
             except ScenarioError as error:
-                raise ScenarioError(f"{sweep.source}: {_blame(error, cell)}, cell {index} ({cell.label()}): "
-                                    f"{error}") from None
+                raise ScenarioError(f"{sweep.source}: {_blame(error, cell, sweep.fixed)}, cell {index} "
+                                    f"({cell.label()}): {error}") from None
             runs.append(RunSpec(cell, r, seed, scenario, scenario_id(scenario_to_dict(scenario))))
         cells.append(cell)
     sweep.cells, sweep.runs = tuple(cells), tuple(runs)
@@ -335,12 +335,19 @@ def _apply(doc: dict[str, Any], path: str, value: Any, where: str) -> dict[str, 
         raise ScenarioError(f"{where}: {error}") from None
 
 
-def _blame(error: ScenarioError, cell: Cell) -> str:
-    """Which axis a schema error is about: the one whose key path it names, else every axis of the cell."""
+def _blame(error: ScenarioError, cell: Cell, fixed: Mapping[str, Any]) -> str:
+    """Which axis a schema error is about: the one whose key path it names (or the [set] key), else every
+    axis of the cell."""
     where = error.path or ""
+
+    def under(path: str) -> bool:
+        return where == path or where.startswith(path + ".") or where.startswith(path + "[")
     for path in cell.values:
-        if where == path or where.startswith(path + ".") or where.startswith(path + "["):
+        if under(path):
             return f"axis \"{path}\""
+    for path in fixed:
+        if under(path):
+            return f"[set] \"{path}\""
     if not cell.values:
         return "the base scenario"
     return "axes " + ", ".join(f"\"{p}\"" for p in cell.values)

@@ -43,7 +43,7 @@ def run_sweep(sweep: Sweep, out=None, engine=None, *, lean=False, plots=True,
     desc = sweep.describe()
     desc["engine"] = engine.name
     (out / res.SWEEP_JSON).write_text(json.dumps(desc, indent=2, default=str) + "\n")
-    header = res.columns(desc["axes"], sweep.metrics) + ["wall_s"]
+    header = res.columns(desc["axes"], sweep.metrics) + ["wall_s", "replay"]
     wanted = {r.run_id for r in sweep.runs}
     by_id = {r.run_id: r for r in sweep.runs}
     existing = [r for r in res.read_rows(out) if r.get("run_id") in wanted]
