@@ -36,10 +36,10 @@ def execute(args):
             return _error("give a sweep file or --report DIR, not both")
         try:
             from oomemu.experiment.sweep import rerender
-            result = rerender(args.report)
+            result = rerender(args.report, plots=not args.no_plots)
         except ScenarioError as exc:
             return _error(str(exc))
-        _print(args, result)
+        _print(args, result, rerendered=True)
         return 0
     if not args.sweep:
         return _error("a sweep file is needed (or --report DIR)")
@@ -72,7 +72,7 @@ def execute(args):
     return 1 if result.errors else 0
 
 
-def _print(args, result):
+def _print(args, result, rerendered=False):
     if args.json:
         import json
         print(json.dumps(result.summary, indent=2))
@@ -81,6 +81,10 @@ def _print(args, result):
         return
     from oomemu.experiment.results import table_lines
     print("\n".join(table_lines(result.summary)))
+    if rerendered:
+        print(f"re-rendered from {result.out / 'results.csv'}"
+              + (f"; {len(result.plots)} plots in {result.out / 'plots'}" if result.plots else ""))
+        return
     extra = f", {result.skipped} already done" if result.skipped else ""
     print(f"{result.ran} runs this time{extra}; results in {result.out}"
           + (f"; {len(result.plots)} plots in {result.out / 'plots'}" if result.plots else ""))

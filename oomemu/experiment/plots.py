@@ -9,6 +9,7 @@ from typing import Any
 from oomemu.experiment.keypath import short_name
 from oomemu.experiment.metrics import percentile
 from oomemu.experiment.results import wilson_interval
+from oomemu.experiment.spec import value_label
 
 PLOTS_DIR = "plots"
 
@@ -29,7 +30,7 @@ def _positions(axis):
     values = list(axis["values"])
     if _numeric(values):
         return {v: v for v in values}, None
-    return {v: i for i, v in enumerate(values)}, [str(v) for v in values]
+    return {v: i for i, v in enumerate(values)}, [value_label(axis["path"], v) for v in values]
 
 
 def _pooled(rows, cell_values, fixed):
@@ -102,7 +103,8 @@ def render(out, summary: dict[str, Any], rows: list[dict[str, Any]]) -> list[Pat
                     hi.append(b - y)
                 if not xs:
                     continue
-                label = f"{short_name(line_axis['path'])}={lv}" if line_axis is not None else None
+                label = (f"{short_name(line_axis['path'])}={value_label(line_axis['path'], lv)}"
+                         if line_axis is not None else None)
                 xs = _dodge(xs, j - (len(lines) - 1) / 2, bool(labels), xaxis.get("log"), list(pos.values()))
                 ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=label)
             ax.set_xlabel(xaxis["path"])
@@ -148,8 +150,8 @@ def _heatmap(plt, pdir, summary, rows, cell_values, xa, ya, hit):
             if not np.isnan(grid[i, j]):
                 ax.text(j, i, f"{grid[i, j]:.2f}\nn={int(counts[i, j])}", ha="center", va="center",
                         fontsize="x-small", color="white" if grid[i, j] < 0.6 else "black")
-    ax.set_xticks(range(len(xa["values"])), [str(v) for v in xa["values"]])
-    ax.set_yticks(range(len(ya["values"])), [str(v) for v in ya["values"]])
+    ax.set_xticks(range(len(xa["values"])), [value_label(xa["path"], v) for v in xa["values"]])
+    ax.set_yticks(range(len(ya["values"])), [value_label(ya["path"], v) for v in ya["values"]])
     ax.set_xlabel(xa["path"])
     ax.set_ylabel(ya["path"])
     ax.set_title(f"{summary['name']}: {hit} rate", fontsize="medium")

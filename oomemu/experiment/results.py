@@ -134,6 +134,7 @@ def _num(v: Any) -> str:
 def table_lines(summary: dict[str, Any]) -> list[str]:
     """One line per cell: the axis values, n, the hit rate with its interval, and each metric's median."""
     from oomemu.experiment.keypath import short_name
+    from oomemu.experiment.spec import value_label
     axes = [a["path"] for a in summary["axes"]]
     hit = summary.get("hit") or "race"
     head = [short_name(a) for a in axes] + ["n", f"{hit} rate (95% CI)"] + [f"{m} (median)" for m in
@@ -141,7 +142,8 @@ def table_lines(summary: dict[str, Any]) -> list[str]:
     rows = [head]
     for c in summary["cells"]:
         h = c["hits"]
-        rows.append([_num(c["values"][a]) for a in axes] + [str(c["n"]),
+        rows.append([value_label(a, c["values"][a]) if a == "base" else _num(c["values"][a]) for a in axes]
+                    + [str(c["n"]),
                     f"{h['rate']:.2f} [{h['ci95'][0]:.2f}, {h['ci95'][1]:.2f}]"]
                     + [_num(c["metrics"][m]["median"]) for m in summary["metrics"]])
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]

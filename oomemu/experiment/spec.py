@@ -46,6 +46,7 @@ TOP_KEYS = ("base", "scenario", "name", "mode", "repeat", "seed", "hit", "metric
 MODES = ("grid", "zip")
 MAX_RUNS = 100000
 RACE_FREE = ("no-oom-kill", "oom-kill")   # verdicts that are not a race; the default hit is any other
+BASE_AXIS = "base"                          # an axis over whole scenario files (e.g. one per race)
 
 
 @dataclass(frozen=True)
@@ -69,10 +70,10 @@ class Cell:
     values: Mapping[str, Any]
 
     def label(self) -> str:
-        return ", ".join(f"{short_name(k)}={_fmt(v)}" for k, v in self.values.items())
+        return ", ".join(f"{short_name(k)}={value_label(k, v)}" for k, v in self.values.items())
 
     def slug(self) -> str:
-        text = "_".join(f"{short_name(k)}{_fmt(v)}" for k, v in self.values.items()) or "base"
+        text = "_".join(f"{short_name(k)}{value_label(k, v)}" for k, v in self.values.items()) or "base"
         return "".join(c if c.isalnum() or c in "._-=" else "-" for c in text)[:80]
 
 
@@ -85,6 +86,7 @@ class RunSpec:
     seed: int
     scenario: Any            # oomemu.config.Scenario
     run_id: str
+    hit: str | None = None   # the verdict that counts as a hit for this run (None: any race verdict)
 
     @property
     def dir_name(self) -> str:
@@ -106,6 +108,8 @@ class Sweep:
     hit: str | None
     metrics: tuple[str, ...]
     fixed: Mapping[str, Any] = field(default_factory=dict)
+    here: Path | None = None
+    hit_given: bool = False
     cells: tuple[Cell, ...] = ()
     runs: tuple[RunSpec, ...] = ()
 
@@ -113,18 +117,26 @@ class Sweep:
         """What `--report` needs to re-render: the axes, the metrics, the hit verdict."""
         return {"format": "oomemu-sweep", "version": 1, "name": self.name, "source": self.source,
                 "base": self.base_source, "mode": self.mode, "repeat": self.repeat, "seed": self.seed,
-                "hit": self.hit, "metrics": list(self.metrics), "set": dict(self.fixed),
+                "hit": self.hit if self.hit_given or not self.per_base_hit else None,
+                "metrics": list(self.metrics), "set": dict(self.fixed),
                 "axes": [{"path": a.path, "values": list(a.values), "log": a.log} for a in self.axes],
                 "cells": [dict(c.values) for c in self.cells], "runs": len(self.runs)}
 
-    def is_hit(self, verdict: str) -> bool:
-        return verdict == self.hit if self.hit else verdict not in RACE_FREE
+    @property
+    def per_base_hit(self) -> bool:
+        """With a `base` axis and no `hit`, each cell's hit is its own scenario's [expect] verdict."""
+        return any(a.path == BASE_AXIS for a in self.axes) and not self.hit_given
 
 
 def _fmt(v: Any) -> str:
     if isinstance(v, float) and v.is_integer():
         return str(int(v))
     return str(v)
+
+
+def value_label(path: str, v: Any) -> str:
+    """How an axis value is shown: a `base` axis by its scenario's file stem."""
+    return Path(str(v)).stem if path == BASE_AXIS else _fmt(v)
 
 
 def derive_seed(sweep_seed: int, cell_values: Mapping[str, Any], repeat: int) -> int:
@@ -167,6 +179,9 @@ def sweep_from_dict(doc: Mapping[str, Any], *, name: str = "sweep", source: str 
     for key in doc:
         if key not in TOP_KEYS:
             raise bad(f"{key}: unknown key; allowed: {', '.join(TOP_KEYS)}")
+    axes_doc = doc.get("sweep", {})
+    if isinstance(axes_doc, Mapping) and BASE_AXIS in axes_doc and ("base" in doc or "scenario" in doc):
+        raise bad("a \"base\" axis replaces base = / [scenario]: give one or the other")
     base_doc, base_source, base_name = _base(doc, source, here)
     mode = doc.get("mode", "grid")
     if mode not in MODES:
@@ -207,9 +222,10 @@ def sweep_from_dict(doc: Mapping[str, Any], *, name: str = "sweep", source: str 
         raise bad(f"hit = {hit!r}: unknown verdict; allowed: {', '.join(VERDICTS)}")
     if hit is None:
         hit = get_key_path(base_doc, "expect.verdict")
+    hit_given = "hit" in doc
     sweep = Sweep(name=doc.get("name", name), source=source, base_source=base_source, base_document=base_doc,
                   axes=axes, mode=mode, repeat=repeat, seed=seed, hit=hit, metrics=tuple(metrics),
-                  fixed=dict(fixed))
+                  fixed=dict(fixed), here=here, hit_given=hit_given)
     _expand(sweep, base_name)
     return sweep
 
@@ -220,6 +236,9 @@ def _is_int(v: Any) -> bool:
 
 def _base(doc: Mapping[str, Any], source: str, here: Path | None) -> tuple[dict[str, Any], str, str]:
     """The base scenario's raw document, where it came from, and its name."""
+    axes = doc.get("sweep")
+    if isinstance(axes, Mapping) and isinstance(axes.get(BASE_AXIS), list) and axes[BASE_AXIS]:
+        return _base({"base": axes[BASE_AXIS][0]}, f"{source}: axis \"base\"", here)
     if "base" in doc and "scenario" in doc:
         raise ScenarioError(f"{source}: give either base = \"FILE\" or an inline [scenario], not both")
     if "scenario" in doc:
@@ -246,6 +265,10 @@ def _base(doc: Mapping[str, Any], source: str, here: Path | None) -> tuple[dict[
 def _axis(path: str, spec: Any, source: str) -> Axis:
     """One axis from its file form: a list of values, or { range = [lo, hi], steps = N | step = S, scale }."""
     where = f"{source}: axis \"{path}\""
+    if path == BASE_AXIS:
+        if not isinstance(spec, list) or not spec or not all(isinstance(v, str) and v for v in spec):
+            raise ScenarioError(f"{where}: must be a non-empty list of scenario file paths")
+        return Axis(path, tuple(spec))
     try:
         parse_key_path(path)
     except ScenarioError as error:
@@ -304,14 +327,24 @@ def _expand(sweep: Sweep, base_name: str) -> None:
     if len(combos) * sweep.repeat > MAX_RUNS:
         raise ScenarioError(f"{sweep.source}: {len(combos)} cells x repeat {sweep.repeat} = "
                             f"{len(combos) * sweep.repeat} runs, more than {MAX_RUNS}")
-    fixed_doc = sweep.base_document
-    for path, value in sweep.fixed.items():
-        fixed_doc = _apply(fixed_doc, path, value, f"{sweep.source}: [set] \"{path}\"")
+    bases: dict[str, tuple[dict[str, Any], str, str]] = {}
     cells, runs = [], []
     for index, combo in enumerate(combos):
         cell = Cell(index, dict(zip((a.path for a in axes), combo)))
-        doc = fixed_doc
+        where = f"{sweep.source}: axis \"{BASE_AXIS}\", cell {index} ({cell.label()})"
+        if BASE_AXIS in cell.values:
+            file = cell.values[BASE_AXIS]
+            if file not in bases:
+                bases[file] = _base({"base": file}, where, sweep.here)
+            doc, source, name = bases[file]
+        else:
+            doc, source, name = sweep.base_document, sweep.base_source, base_name
+        hit = sweep.hit if sweep.hit_given or BASE_AXIS not in cell.values else get_key_path(doc, "expect.verdict")
+        for path, value in sweep.fixed.items():
+            doc = _apply(doc, path, value, f"{sweep.source}: [set] \"{path}\"")
         for axis, value in zip(axes, combo):
+            if axis.path == BASE_AXIS:
+                continue
             doc = _apply(doc, axis.path, value, f"{sweep.source}: axis \"{axis.path}\", cell {index} "
                                                 f"({cell.label()})")
         own_seed = "run.seed" in cell.values or "run.seed" in sweep.fixed
@@ -319,11 +352,11 @@ def _expand(sweep: Sweep, base_name: str) -> None:
             seed = get_key_path(doc, "run.seed", 0) + r if own_seed else derive_seed(sweep.seed, cell.values, r)
             run_doc = set_key_path(doc, "run.seed", seed)
             try:
-                scenario = scenario_from_dict(run_doc, name=base_name, source=sweep.base_source)
+                scenario = scenario_from_dict(run_doc, name=name, source=source)
             except ScenarioError as error:
                 raise ScenarioError(f"{sweep.source}: {_blame(error, cell, sweep.fixed)}, cell {index} "
                                     f"({cell.label()}): {error}") from None
-            runs.append(RunSpec(cell, r, seed, scenario, scenario_id(scenario_to_dict(scenario))))
+            runs.append(RunSpec(cell, r, seed, scenario, scenario_id(scenario_to_dict(scenario)), hit))
         cells.append(cell)
     sweep.cells, sweep.runs = tuple(cells), tuple(runs)
 

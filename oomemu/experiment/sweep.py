@@ -93,10 +93,10 @@ def _task(sweep: Sweep, out: Path, run, lean: bool) -> dict[str, Any]:
     row = {"run_id": run.run_id, "cell": run.cell.index, "repeat": run.repeat, "seed": run.seed}
     row.update(run.cell.values)
     return {"scenario": run.scenario, "run_dir": str((out / "runs" / run.dir_name).resolve()),
-            "metrics": list(sweep.metrics), "hit": sweep.hit, "lean": lean, "run_id": run.run_id, "row": row}
+            "metrics": list(sweep.metrics), "hit": run.hit, "lean": lean, "run_id": run.run_id, "row": row}
 
 
-def rerender(out) -> SweepResult:
+def rerender(out, plots=True) -> SweepResult:
     """`oomemu sweep --report DIR`: the summary, table and plots again from DIR's finished results."""
     out = Path(out)
     desc_path = out / res.SWEEP_JSON
@@ -108,5 +108,5 @@ def rerender(out) -> SweepResult:
     summary = res.summarize(desc, rows)
     res.write_summary(out, summary)
     from oomemu.experiment.plots import render
-    plots = render(out, summary, rows) if rows else []
-    return SweepResult(out=out, rows=rows, summary=summary, plots=plots)
+    drawn = render(out, summary, rows) if rows and plots else []
+    return SweepResult(out=out, rows=rows, summary=summary, plots=drawn)

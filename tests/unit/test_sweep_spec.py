@@ -186,3 +186,27 @@ def test_metric_counters_are_the_reports_counters():
         check_metric(ok)
     with pytest.raises(ScenarioError):
         check_metric("counters.nope")
+
+
+def test_a_base_axis_sweeps_whole_scenarios_each_with_its_own_hit(tmp_path):
+    """`base = [files]` as an axis: each cell runs its own scenario file (other axes applied on top), and
+    without `hit` a cell's hit is its own file's [expect] verdict."""
+    from oomemu.experiment.spec import load_sweep
+    (tmp_path / "a.toml").write_text('[machine]\ncpus = 2\n[expect]\nverdict = "livelock"\n')
+    (tmp_path / "b.toml").write_text('[machine]\ncpus = 4\n[expect]\nverdict = "extra-kill"\n')
+    (tmp_path / "s.toml").write_text('[sweep]\nbase = ["a.toml", "b.toml"]\n"machine.hz" = [100, 1000]\n')
+    sw = load_sweep(tmp_path / "s.toml")
+    assert len(sw.cells) == 4 and sw.describe()["hit"] is None
+    assert [(r.scenario.machine.cpus, r.scenario.machine.hz, r.hit) for r in sw.runs] == [
+        (2, 100, "livelock"), (2, 1000, "livelock"), (4, 100, "extra-kill"), (4, 1000, "extra-kill")]
+    assert sw.cells[2].label() == "base=b, hz=100"
+    (tmp_path / "bad.toml").write_text('[sweep]\nbase = ["a.toml", "missing.toml"]\n')
+    with pytest.raises(ScenarioError, match=r'axis "base", cell 1 \(base=missing\).*not found'):
+        load_sweep(tmp_path / "bad.toml")
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "sweeps").glob("*.toml")), ids=lambda p: p.name)
+def test_shipped_sweeps_validate(path):
+    from oomemu.experiment.spec import load_sweep
+    sw = load_sweep(path)
+    assert len(sw.runs) == len(sw.cells) * sw.repeat >= 2
