@@ -62,6 +62,24 @@ def kernel_victim_row(report):
                   "(a thread id, or the table was cut)")
 
 
+def nr_ptes_for(task, features):
+    """The emulator's MM_NR_PTES for a report row under a profile. The emulator keeps PTE pages only and, with
+    `nr_pmds` / `pgtables_bytes` (4.0+), derives the PMD pages from them (mm_nr_pmds: one per 512); so for those
+    profiles the row's page-table total (nr_ptes + nr_pmds, or pgtables_bytes / PAGE_SIZE) is split into the
+    PTE count whose derived total gives it back. 3.14's profile counts nr_ptes as printed (or the whole
+    page-table total where the table has only pgtables_bytes).
+
+    Emulator-only: how a report's columns map onto the emulator's mm counters.
+    """
+    total = task.page_tables
+    if features is not None and (features.nr_pmds or features.pgtables_bytes):
+        ptes = total - -(-total // 513)
+        while ptes + -(-ptes // 512) < total:
+            ptes += 1
+        return max(0, ptes)
+    return task.nr_ptes if task.nr_ptes is not None else total
+
+
 def select_on_table(report, kernel, totalpages):
     """The emulator's select_bad_process() over the report's table on a machine of profile `kernel`:
     (row or None, points, score, {row: points})."""
@@ -89,7 +107,7 @@ def select_on_table(report, kernel, totalpages):
             m.mm[mm, MM_ANONPAGES] = anon
             m.mm[mm, MM_FILEPAGES] = file
             m.mm[mm, MM_SWAPENTS] = t.swapents
-            m.mm[mm, MM_NR_PTES] = t.page_tables
+            m.mm[mm, MM_NR_PTES] = nr_ptes_for(t, sc.features)
             m.mm[mm, MM_TOTAL_VM] = t.total_vm
             m.task_state[row] = 0  # never runs
         chosen, score = oom_kill.select_bad_process(cpu, totalpages, None, False)

@@ -11,6 +11,7 @@ import json
 
 from oomemu.config.schema import MACHINE, MAX_ORDER_BLOCK, MAX_ZONE
 from oomemu.include.gfp import GFP_NAMES, __GFP_HIGHMEM, __GFP_MOVABLE
+from oomemu.config.profiles import features_for
 from oomemu.oracle.report import PAGE_KB, oom_totalpages, total_swap_pages
 
 MiB_KB = 1024
@@ -201,7 +202,7 @@ def build_scenario(report, source="report"):
         out.append("")
     for k, t in enumerate(rows):
         anon, file = t.anon_file
-        ptes = t.page_tables
+        ptes = _nr_ptes_for(t, features_for(kernel))
         total_vm = max(t.total_vm, anon + file + t.swapents)
         out.append(f"# report row {k}: pid {t.pid} tgid {t.tgid} (line {t.line})")
         out.append("[[task]]")
@@ -222,6 +223,11 @@ def build_scenario(report, source="report"):
     out.append("[run]")
     out.append("seconds = 10")
     return "\n".join(out) + "\n", notes
+
+
+def _nr_ptes_for(task, features):
+    from oomemu.oracle.explain import nr_ptes_for
+    return nr_ptes_for(task, features)
 
 
 def _victim_text(report):

@@ -10,7 +10,7 @@ from oomemu.boot import create_machine
 from oomemu.check.conservation import check_page_conservation
 from oomemu.machine import G_NR_TASK_ROWS, MM_ANONPAGES, MM_FILEPAGES, MM_NR_PTES, MM_SWAPENTS
 from oomemu.config import load_scenario_text
-from oomemu.oracle.explain import explain
+from oomemu.oracle.explain import explain, nr_ptes_for
 from oomemu.oracle.report import parse_report
 from oomemu.oracle.scenario import build_scenario, implied_profile, kernel_profiles
 
@@ -70,7 +70,11 @@ def test_import_writes_a_scenario_that_boots_with_the_table(entry):
         booted = [(int(m.mm[m.task_mm[k], MM_ANONPAGES] + m.mm[m.task_mm[k], MM_FILEPAGES]),
                    int(m.mm[m.task_mm[k], MM_NR_PTES]), int(m.mm[m.task_mm[k], MM_SWAPENTS]),
                    int(m.sig_oom_score_adj[k])) for k in user]
-        assert booted == [(t.rss, t.page_tables, t.swapents, t.oom_score_adj) for t in r.tasks]
+        # page tables: the PTE pages whose total with the profile's derived PMD pages is the row's (nr_ptes_for)
+        assert booted == [(t.rss, nr_ptes_for(t, sc.features), t.swapents, t.oom_score_adj) for t in r.tasks]
+        for t, (_, ptes, _, _) in zip(r.tasks, booted):
+            with_pmds = ptes + -(-ptes // 512) if sc.features.nr_pmds or sc.features.pgtables_bytes else ptes
+            assert with_pmds == (t.page_tables if with_pmds != ptes or t.nr_ptes is None else t.nr_ptes)
         assert check_page_conservation(m) == []
     finally:
         m.close()
