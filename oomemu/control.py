@@ -89,6 +89,7 @@ END_REASONS = {END_DEADLINE: "deadline", END_ALL_EXITED: "all-exited", END_PANIC
 
 LOG_PAIRS = 1 << 20   # room for this many (row, run) pairs in the segment
 CHECK_EVERY = 64      # steps between end-condition checks
+PCT_SLICE = 4096      # PCT: consecutive steps after which a runner that others wait behind is demoted
 DEFAULT_PCT_STEPS = 20000
 IDLE_POLL_NS = 20_000_000
 _MASK = (1 << 64) - 1
@@ -101,7 +102,7 @@ POINTS = (
     "down", "up",
     "schedule", "process_timeout", "idle", "pause", "cpu_relax",
     "kswapd_wait", "kswapd_wake",
-    "set_tsk_thread_flag", "zone_set_flag", "zone_clear_flag",
+    "atomic_bitop", "bitop_window", "zone_set_flag", "zone_clear_flag",
     "handle_mm_fault", "shrink_lruvec", "exit_mmap",
     "may_oom.trylock", "may_oom.last_chance", "may_oom.out_of_memory", "may_oom.clear",
     "oom.select", "oom.kill", "oom.sleep",
@@ -146,7 +147,6 @@ def setup(m, run, hz, replay_pairs=None):
     c[CT_SNAP_NEXT] = 500_000_000
     c[CT_NEXT_EVENT] = min(c[CT_SNAP_NEXT], c[CT_DEADLINE])
     c[CT_CHECK_AT] = CHECK_EVERY
-    c[CT_LOG_ROW] = -1
     c[CT_HASH] = 0
     c[CT_STALL_LIMIT] = run.stall_jiffies
     rng = random.Random(run.seed)
@@ -169,14 +169,16 @@ def setup(m, run, hz, replay_pairs=None):
     if mode == MODE_PCT and changes:
         c[CT_CHECK_AT] = min(CHECK_EVERY, changes[0])
     if mode == MODE_REPLAY:
-        pairs = replay_pairs or []
+        pairs = replay_pairs or [(0, 1)]
         m.ctl_replay[:len(pairs) * 2] = [v for pair in pairs for v in pair]
         c[CT_REPLAY_LEN] = len(pairs)
-        c[CT_REPLAY_POS] = 0
-        c[CT_REPLAY_LEFT] = 0
-        c[CT_REPLAY_ROW] = -1
+        c[CT_REPLAY_POS] = 1
+        c[CT_REPLAY_ROW] = pairs[0][0]
+        c[CT_REPLAY_LEFT] = pairs[0][1] - 1      # the first grant of the token is the log's step 0
     first = _first_runner(m, mode)
     c[CT_HOLDER] = first
+    c[CT_LOG_ROW] = first
+    c[CT_LOG_RUN] = 1
 
 
 def _first_runner(m, mode):
@@ -340,7 +342,7 @@ class Controller:
             c[CT_SWITCHES] += 1
             if self.cpu.trace is not None:
                 from oomemu.trace import events as tp
-                tp.trace_sched_token(self.cpu, step, point, obj, nxt)
+                tp.trace_sched_token(self.cpu, step, point, obj, nxt, self.cpu.os_pid)
             c[CT_HOLDER] = nxt
             os.eventfd_write(self.tokens[nxt], 1)
             self._wait_token()
@@ -372,6 +374,11 @@ class Controller:
             self._refresh()
         mode = self.mode
         if mode == MODE_PCT:
+            if c[CT_LOG_RUN] >= PCT_SLICE and len(self._runnable) > 1 and c[CT_LOG_ROW] == self._best:
+                # A row that kept the token this long while others could run is demoted: CPUs run in
+                # parallel, so no CPU's retry loop may starve the one it waits for (a fair PCT).
+                self._demote(self._best)
+                self._refresh()
             return self._best
         if mode == MODE_RANDOM:
             runnable = self._runnable
@@ -387,7 +394,7 @@ class Controller:
         if c[CT_DIVERGED]:
             return self._best     # the run is being ended; any runnable row will do
         left = c[CT_REPLAY_LEFT]
-        if left == 0:
+        while left == 0:
             pos = c[CT_REPLAY_POS]
             if pos >= c[CT_REPLAY_LEN]:
                 self._diverged(step, "the recorded schedule ended before the run did")
@@ -441,16 +448,18 @@ class Controller:
             c[CT_CHANGE_IDX] += 1
             c[CT_NCHANGE] -= 1
         if step >= c[CT_CHECK_AT]:
-            nxt = step + CHECK_EVERY
-            if c[CT_NCHANGE]:
-                nxt = min(nxt, c[CT_CHANGE + c[CT_CHANGE_IDX]])
-            c[CT_CHECK_AT] = nxt
-            if not c[CT_END]:
+            # the end conditions are tested every CHECK_EVERY steps whatever the strategy, so a replay ends at
+            # the very step its recording did
+            if step % CHECK_EVERY == 0 and not c[CT_END]:
                 g = self.g
                 if g[G_PANIC]:
                     self._request_end(END_PANIC, step)
                 elif g[G_NR_USER_LIVE] <= 1:
                     self._request_end(END_ALL_EXITED, step)
+            nxt = (step // CHECK_EVERY + 1) * CHECK_EVERY
+            if c[CT_NCHANGE]:
+                nxt = min(nxt, c[CT_CHANGE + c[CT_CHANGE_IDX]])
+            c[CT_CHECK_AT] = nxt
         if vnow >= c[CT_NEXT_EVENT]:
             self._time_events(step, vnow)
 

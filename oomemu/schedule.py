@@ -205,12 +205,16 @@ def first_difference(a, b):
 
 def normalised_trace(run_dir):
     """The run's trace as comparable rows (virtual ts, cpu row, event, pid, a0..a4), in trace order; the
-    controlled modes promise the same rows for the same seed."""
+    controlled modes promise the same rows for the same seed (the host pid in `sched_token` is zeroed)."""
+    import numpy as np
+
+    from oomemu.trace.events import EVENT_ID
     from oomemu.trace.reader import load_trace
     recs = load_trace(run_dir).records
     cols = [recs["ts"], recs["cpu"], recs["event"], recs["pid"]] + [recs["a"][:, i] for i in range(5)]
-    import numpy as np
-    return np.stack(cols, axis=1) if len(recs) else np.empty((0, 9), dtype=np.int64)
+    out = np.stack(cols, axis=1) if len(recs) else np.empty((0, 9), dtype=np.int64)
+    out[out[:, 2] == EVENT_ID["sched_token"], 8] = 0     # the OS pid of the process: not the schedule's
+    return out
 
 
 def first_differing_event(dir_a, dir_b):

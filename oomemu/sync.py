@@ -313,7 +313,10 @@ def _nonatomic_update(cpu, words, index, mask, set_bits):
     """Debug break `nonatomic_bitops` only: a plain read-modify-write with a window between the read and the
     write, so a concurrent update of the same word can be lost."""
     old = words[index]
-    time.sleep(0.0005)
+    if cpu.ctl is not None:
+        sched_point(cpu, "bitop_window", index)   # the window, as a scheduling point
+    else:
+        time.sleep(0.0005)
     words[index] = (old | mask) if set_bits else (old & ~mask)
     return old
 
@@ -330,6 +333,7 @@ def _locked_update(cpu, words, index, mask, set_bits):
 
 def atomic_fetch_or(cpu, words, index, mask):
     """words[index] |= mask atomically; returns the old word. Follows: atomic64_fetch_or() semantics."""
+    sched_point(cpu, "atomic_bitop", index)
     if cpu.debug_break and "nonatomic_bitops" in cpu.debug_break:
         return _nonatomic_update(cpu, words, index, mask, True)
     if _fetch_or is not None:
@@ -339,6 +343,7 @@ def atomic_fetch_or(cpu, words, index, mask):
 
 def atomic_fetch_andnot(cpu, words, index, mask):
     """words[index] &= ~mask atomically; returns the old word. Follows: atomic64_fetch_andnot() semantics."""
+    sched_point(cpu, "atomic_bitop", index)
     if cpu.debug_break and "nonatomic_bitops" in cpu.debug_break:
         return _nonatomic_update(cpu, words, index, mask, False)
     if _fetch_and is not None:

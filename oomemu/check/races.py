@@ -146,11 +146,15 @@ def detect_parallel_kills(run, ended_by):
 def _sections(run):
     """OOM critical sections (pid, acquired ts, released ts) and busy trylocks (pid, ts), from the trace."""
     tries, rels = run.trace.of("oom_lock_try"), run.trace.of("oom_lock_release")
+    release_ts = {}      # pid -> its release timestamps, sorted (one searchsorted per section, not a scan)
+    for pid in np.unique(rels["pid"]).tolist():
+        release_ts[pid] = np.sort(rels["ts"][rels["pid"] == pid])
     sections = []
     for t in tries[tries["a"][:, 0] == 1]:
         pid, ts = int(t["pid"]), int(t["ts"])
-        later = rels[(rels["pid"] == pid) & (rels["ts"] >= ts)]
-        sections.append((pid, ts, int(later["ts"][0]) if len(later) else None))
+        mine = release_ts.get(pid)
+        i = int(np.searchsorted(mine, ts)) if mine is not None else 0
+        sections.append((pid, ts, int(mine[i]) if mine is not None and i < len(mine) else None))
     busy = [(int(t["pid"]), int(t["ts"])) for t in tries[tries["a"][:, 0] == 0]]
     return sections, busy
 

@@ -4,6 +4,8 @@ import sys
 
 COMMANDS = {
     "run": ("oomemu.cli.run", "run a scenario on the emulated machine"),
+    "replay": ("oomemu.cli.replay", "run a recorded controlled schedule again (a replay string)"),
+    "explore": ("oomemu.cli.explore", "search controlled schedules (random, PCT) for a failure, in parallel"),
     "check": ("oomemu.cli.check", "re-check a finished run's invariants offline"),
     "trace": ("oomemu.cli.trace", "show or export a run's trace"),
     "bench": ("oomemu.cli.bench", "measure the emulator's speed, scaling and footprint"),

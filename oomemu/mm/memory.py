@@ -4,6 +4,7 @@ Follows mm/memory.c of Linux 3.14: handle_mm_fault() → do_anonymous_page(), wh
 GFP_HIGHUSER_MOVABLE (or the gfp the scenario asks for), maps the page into the mm and counts it in
 MM_ANONPAGES. A failed allocation is VM_FAULT_OOM.
 """
+from oomemu import sync
 from oomemu.machine import G_NR_SWAP_FREE, LRU_ANON, MM_ANONPAGES, PAGE_ANON
 from oomemu.mm import mmap, page_alloc, vmscan
 
@@ -31,4 +32,5 @@ def map_anon_page(cpu, mm, pfn):
 
 async def handle_mm_fault(cpu, mm, gfp_mask):
     """Resolve a fault on a not-yet-touched anonymous address. Follows: handle_mm_fault(), 3.14."""
+    sync.sched_point(cpu, "handle_mm_fault", mm)
     return await do_anonymous_page(cpu, mm, gfp_mask)

@@ -49,6 +49,7 @@ def exit_mmap(cpu, mm):
     Follows: mm/mmap.c exit_mmap(), 3.14. Returns the pages given back to the allocator.
     """
     m = cpu.m
+    sync.sched_point(cpu, "exit_mmap", mm)
     pfns = (m.page_owner == mm).nonzero()[0]
     kinds = m.page_kind[pfns]     # the owner column also holds CPU ids (per-CPU pages): keep mm pages only
     pfns = pfns[(kinds == PAGE_ANON) | (kinds == PAGE_FILE)]

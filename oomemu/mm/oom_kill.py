@@ -786,9 +786,8 @@ def try_set_zonelist_oom(cpu, zonelist, gfp_mask):
                 ret = 0
                 break
         else:
-            if not locked:
-                _widen_race_window()
             for z in zones:
+                sync.sched_point(cpu, "zone_set_flag", z)  # zone_set_flag(): an atomic set_bit
                 vz[z * Z_NCOLS + Z_FLAGS] |= ZONE_OOM_LOCKED
         seq = m.v_glob[G_OOM_SEQ]
         m.v_glob[G_OOM_SEQ] = seq + 1
@@ -799,12 +798,6 @@ def try_set_zonelist_oom(cpu, zonelist, gfp_mask):
     if not ret:
         vmstat.count_vm_event(cpu, vmstat.NR_OOM_LOCK_BUSY)  # from the allocator and the page-fault path alike
     return ret
-
-
-def _widen_race_window():
-    """Debug break only: widen the check-then-set window the missing lock leaves open (2 ms)."""
-    import time
-    time.sleep(0.002)
 
 
 def clear_zonelist_oom(cpu, zonelist, gfp_mask):
@@ -819,6 +812,7 @@ def clear_zonelist_oom(cpu, zonelist, gfp_mask):
         m.v_glob[G_OOM_SEQ] = seq + 1
         tp.trace_oom_lock_release(cpu, _zone_mask(zones), seq=seq + 1)
         for z in zones:
+            sync.sched_point(cpu, "zone_clear_flag", z)  # zone_clear_flag(): an atomic clear_bit
             vz[z * Z_NCOLS + Z_FLAGS] &= ~ZONE_OOM_LOCKED
 
 
@@ -861,6 +855,7 @@ async def out_of_memory(cpu, zonelist, gfp_mask, order, nodemask, force_kill, fr
         oom_kill_process(cpu, cur, gfp_mask, order, 0, totalpages, None, nodemask,
                          "Out of memory (oom_kill_allocating_task)", KILL_ALLOCATING)
         return True  # no sleep in this mode (KERNEL §9 R9)
+    sync.sched_point(cpu, "oom.select")
     p, points = select_bad_process(cpu, totalpages, mpol_mask, force_kill)
     if p == -1:
         if f.deadlocked_on_memory:
@@ -876,11 +871,13 @@ async def out_of_memory(cpu, zonelist, gfp_mask, order, nodemask, force_kill, fr
     if p == ABORT:
         vmstat.count_vm_event(cpu, vmstat.NR_SCAN_ABORTS)
     else:
+        sync.sched_point(cpu, "oom.kill", p)
         oom_kill_process(cpu, p, gfp_mask, order, points, totalpages, None, nodemask, "Out of memory",
                          KILL_SYSRQ if force_kill else KILL_VICTIM)
         killed = True
     if killed and cur >= 0:
         # Give the victim a jiffy to exit and free its memory; a fatal signal ends the wait at once.
+        sync.sched_point(cpu, "oom.sleep")
         await ksched.schedule_timeout_killable(cpu, 1)
     return True
 

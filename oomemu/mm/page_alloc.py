@@ -460,9 +460,11 @@ async def __alloc_pages_may_oom(cpu, gfp_mask, order, zonelist, high_zoneidx, no
 
     Follows: mm/page_alloc.c __alloc_pages_may_oom(), 3.14 (KERNEL §1.4).
     """
+    sync.sched_point(cpu, "may_oom.trylock")
     if not oom_kill.try_set_zonelist_oom(cpu, zonelist, gfp_mask):
         await ksched.schedule_timeout_uninterruptible(cpu, 1)  # a parallel OOM kill is running: back off
         return None
+    sync.sched_point(cpu, "may_oom.last_chance")
     # The last chance: a parallel OOM kill may just have freed memory. The high watermark keeps this from
     # succeeding on the crumbs that are left while a real shortage goes on.
     page = get_page_from_freelist(cpu, gfp_mask | __GFP_HARDWALL, nodemask, order, zonelist, high_zoneidx,
@@ -471,7 +473,9 @@ async def __alloc_pages_may_oom(cpu, gfp_mask, order, zonelist, high_zoneidx, no
         exempt = not gfp_mask & __GFP_NOFAIL and (order > PAGE_ALLOC_COSTLY_ORDER or high_zoneidx < ZONE_NORMAL
                                                   or gfp_mask & __GFP_THISNODE)
         if not exempt:
+            sync.sched_point(cpu, "may_oom.out_of_memory")
             await oom_kill.out_of_memory(cpu, zonelist, gfp_mask, order, nodemask, False)
+    sync.sched_point(cpu, "may_oom.clear")
     oom_kill.clear_zonelist_oom(cpu, zonelist, gfp_mask)
     return page
 

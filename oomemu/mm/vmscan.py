@@ -145,6 +145,7 @@ def shrink_lruvec(cpu, z, priority, nr_to_reclaim):
                     break
                 target -= 1
                 scanned += 1
+                sync.sched_point(cpu, "shrink_lruvec", pfn)
                 if _reclaim_page(cpu, m, z, pfn, lru):
                     reclaimed += 1
                 else:

@@ -39,7 +39,7 @@ CATALOGUE = (
     ("sleep", "oomemu", ("state", "wait_kind", "wait_obj")),
     ("wakeup", "oomemu", ("pid", "old_state", "reason")),
     ("oom_stall", "oomemu", ("jiffies",)),
-    ("sched_token", "oomemu", ("step", "point", "obj", "next_row")),
+    ("sched_token", "oomemu", ("step", "point", "obj", "next_row", "os_pid")),
     ("zone_free_pages", "oomemu", ("zone", "nr_free")),     # NR_FREE_PAGES of a zone after each change
     ("wake_oom_reaper", "oomemu", ("pid",)),
     ("oom_reap", "oomemu", ("pid", "mm", "pages_freed", "attempts", "reaped")),
