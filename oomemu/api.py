@@ -179,24 +179,50 @@ def _config(scenario) -> ScenarioConfig:
     return scenario.config if isinstance(scenario, Scenario) else scenario
 
 
-def run(scenario, out=None, progress=None, replay=None, strategy=None) -> Report:
+def run(scenario, out=None, progress=None, replay=None, strategy=None, *, force=False, guard=None,
+        on_check=None) -> Report:
     """Run `scenario` (a Scenario or an oomemu.config.Scenario) once on a fresh machine; write report.json in
     the run directory (`out`, default runs/<time>-<name>) and return it as a Report.
+
+    `out` must be a new or empty directory (or an old run directory with `force`); it is locked while the run
+    lasts (a RunDirError otherwise). `guard` (oomemu/cli/signals.py) carries SIGINT/SIGTERM/SIGHUP: the run
+    then ends as `interrupted` with its report written. `on_check(done, total, records, elapsed_s)` follows
+    the end-of-run check. If report.json cannot be written, the returned report says so (exit_code 3).
 
     Controlled modes: `replay` is the (row, steps) schedule a `replay` run follows, `strategy` the strategy
     that first chose it (kept in the new replay string); the run directory gets schedule.bin and the report a
     `schedule` section with the replay string.
     """
-    from oomemu.report import build_report, write_report
+    from oomemu.cli.signals import NoGuard
+    from oomemu.report import build_report
     from oomemu.supervisor import make_run_dir, run_scenario
     scenario = _config(scenario)
-    run_dir = make_run_dir(scenario, out)
-    m, outcome = run_scenario(scenario, run_dir, progress, replay=replay)
-    report = build_report(scenario, m, outcome, run_dir)
-    if outcome.schedule is not None:
-        report["schedule"] = _schedule_section(scenario, outcome.schedule, run_dir, strategy)
-    write_report(report, run_dir)
+    guard = guard or NoGuard()
+    run_dir = make_run_dir(scenario, out, force=force)
+    try:
+        with guard.holding():
+            m, outcome = run_scenario(scenario, run_dir.path, progress, guard, replay=replay)
+            report = build_report(scenario, m, outcome, run_dir.path, guard=guard, on_check=on_check)
+            if outcome.schedule is not None:
+                report["schedule"] = _schedule_section(scenario, outcome.schedule, run_dir.path, strategy)
+            _write(report, run_dir.path)
+    finally:
+        run_dir.release()
     return Report(report)
+
+
+def _write(report, run_dir):
+    """Write report.json; if the disk refuses, the returned report says so (exit 3) instead of raising."""
+    from oomemu.errors import describe_os_error
+    from oomemu.report import write_report
+    try:
+        write_report(report, run_dir)
+    except OSError as exc:
+        why = f"report.json could not be written: {describe_os_error(exc)}"
+        report["report_written"] = False
+        report["error"] = f"{report['error']} ({why})" if report["error"] else why
+        if report["exit_code"] < 128:
+            report["exit_code"] = 3
 
 
 def _schedule_section(scenario, schedule, run_dir, strategy):
@@ -210,26 +236,34 @@ def _schedule_section(scenario, schedule, run_dir, strategy):
             "choices": record["choices"], "replay": replay_string(record)}
 
 
-def run_batch(scenario, repeat, out=None, on_run=None):
+def run_batch(scenario, repeat, out=None, on_run=None, *, force=False, guard=None):
     """Run `scenario` `repeat` times on a fresh machine each; write and return the batch report (verdict
-    counts with 95% Wilson intervals, per-run exit codes, and the [expect] min_rate result)."""
+    counts with 95% Wilson intervals, per-run exit codes, and the [expect] min_rate result). A signal ends the
+    batch after the run it came in (that run's report says interrupted; the batch exits 128 + signum)."""
+    from oomemu.cli.signals import NoGuard
     from oomemu.report import build_batch_report, write_report
     from oomemu.supervisor import make_run_dir
     scenario = _config(scenario)
-    batch_dir = make_run_dir(scenario, out)
+    guard = guard or NoGuard()
+    batch_dir = make_run_dir(scenario, out, force=force)
     reports = []
     try:
-        for i in range(repeat):
-            report = run(scenario, out=batch_dir / f"run{i:03d}")
-            reports.append(report)
-            if on_run is not None:
-                on_run(i, report)
-            if report["exit_code"] == 130:
-                break
-    except KeyboardInterrupt:
-        pass
-    batch = build_batch_report(scenario, reports, batch_dir, repeat)
-    write_report(batch, batch_dir)
+        with guard.holding():
+            for i in range(repeat):
+                if guard.signum is not None:
+                    break
+                report = run(scenario, out=batch_dir.path / f"run{i:03d}", guard=guard)
+                reports.append(report)
+                if on_run is not None:
+                    on_run(i, report)
+                if report["exit_code"] >= 128:
+                    break
+            batch = build_batch_report(scenario, reports, batch_dir.path, repeat)
+            if guard.signum is not None:
+                batch["exit_code"] = 128 + guard.signum
+            write_report(batch, batch_dir.path)
+    finally:
+        batch_dir.release()
     return batch
 
 

@@ -58,3 +58,34 @@ class RingOverflow(EmulatorError):
 
 class KernelBug(EmulatorError):
     """An emulated BUG_ON() fired: a state the kernel code asserts can never happen."""
+
+
+class EnvironmentFailure(EmulatorError):
+    """The host refused something the run needs: a full disk, a read-only file system, a missing permission.
+    Exit status 3; str(e) is one line naming the file and the system's reason."""
+
+
+class RunDirError(ScenarioError):
+    """`--out` cannot be used as a run directory (a file, under a file, not empty, in use, not writable):
+    exit status 2, nothing is started."""
+
+
+class Interrupted(BaseException):
+    """SIGINT, SIGTERM or SIGHUP arrived outside the supervised part of a run (where signals are only recorded
+    and polled): unwinds to the command, which exits 128 + signum. Not an Exception, like KeyboardInterrupt."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+def describe_os_error(error: OSError, what: str | None = None) -> str:
+    """One line for an OSError: the file it concerns and the system's reason (`runs/x/trace.msgpack: No space
+    left on device`)."""
+    name = what or error.filename or ""
+    reason = error.strerror or str(error) or type(error).__name__
+    return f"{name}: {reason}" if name else reason

@@ -7,8 +7,7 @@ import json
 
 from oomemu.config.profiles import enabled
 
-from oomemu.check import run_all
-from oomemu.check.races import detect_races
+from oomemu.check import all_invariants, check_run, is_broken, not_checked, run_all
 from oomemu.check.signals import stuck_tasks
 from oomemu.check.state import state_of
 from oomemu.include.mmzone import MAX_NR_ZONES, NR_FREE_PAGES, ZONE_NAMES
@@ -16,14 +15,14 @@ from oomemu.machine import (G_NR_KILLS, K_CPU, K_KILLER_PID, K_KIND, K_NS, K_PID
                             Z_MANAGED, Z_STAT)
 from oomemu.mm import vmstat
 from oomemu.mm.oom_kill import KILL_KINDS
-from oomemu.trace.reader import load_trace
+from oomemu.trace.reader import TraceError
 from oomemu.trace.ring import RingWriter
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_EMULATOR = 3
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130     # 128 + the signal: 130 SIGINT, 143 SIGTERM, 129 SIGHUP
 
 
 def kills_of(m):
@@ -42,12 +41,8 @@ def outcome_of(outcome, kills):
     """The run's plain outcome in one word (before any race is recognised)."""
     if outcome.reason in ("worker-died", "emulator-failure"):
         return "emulator-failure"
-    if outcome.reason == "interrupted":
-        return "interrupted"
-    if outcome.reason == "panic":
-        return "panic"
-    if outcome.reason == "stall":
-        return "stall"
+    if outcome.reason in ("interrupted", "environment-error", "panic", "stall"):
+        return outcome.reason
     return "oom-kill" if kills else "no-oom-kill"
 
 
@@ -101,45 +96,148 @@ def oom_scores_of(m):
     return out
 
 
-def build_report(scenario, m, outcome, run_dir):
-    """Everything report.json holds, from the quiescent machine and the supervisor's outcome."""
+def exit_code_of(outcome, checks, expect, stalls_unresolved=False):
+    """The run's exit status (module docstring): a signal wins, then the emulator's own failures, then the
+    kernel's (an invariant or [expect])."""
+    if outcome.reason == "interrupted":
+        return 128 + signal_number(outcome.signal)
+    if outcome.reason in ("worker-died", "emulator-failure", "environment-error") or stalls_unresolved:
+        return EXIT_EMULATOR
+    if any(is_broken(c) for c in checks) or not all(e["ok"] for e in expect):
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def signal_number(name):
+    import signal
+    try:
+        return int(signal.Signals[name]) if name else 2
+    except KeyError:
+        return 2
+
+
+def _skip_reason(outcome):
+    if outcome.reason == "interrupted":
+        return f"the run was interrupted ({outcome.signal} during {outcome.during})"
+    if outcome.reason == "worker-died":
+        return f"a worker died: {outcome.error}"
+    if outcome.reason == "emulator-failure":
+        return f"the emulator failed: {outcome.error}"
+    if outcome.reason == "environment-error":
+        return f"the run could not be completed: {outcome.error}"
+    return None
+
+
+def all_not_checked(reason):
+    return [not_checked(name, ref, reason) for name, ref in all_invariants()]
+
+
+def build_report(scenario, m, outcome, run_dir, guard=None, on_check=None):
+    """Everything report.json holds, from the quiescent machine and the supervisor's outcome. `guard` is polled
+    during the check: a signal there ends the check (its invariants are listed not-checked) and the report
+    says `interrupted` during `check`."""
+    if m is None:
+        return _report_without_machine(scenario, outcome, run_dir)
+    import time
+    t_check = time.monotonic()
     kills = kills_of(m)
-    plain = outcome_of(outcome, kills)
     state = state_of(m)
-    trace = load_trace(run_dir) if scenario.run.trace else None
-    failed = outcome.reason in ("worker-died", "emulator-failure", "interrupted")
-    checks = [] if failed else run_all(trace, state, outcome.snapshots)
-    races = [] if failed or trace is None else detect_races(trace, state, outcome.reason)
-    verdict = races[0]["race"] if races else plain
-    expect = check_expect(scenario.expect, verdict, kills)
-    if outcome.reason in ("worker-died", "emulator-failure"):
-        code = EXIT_EMULATOR
-    elif outcome.reason == "interrupted":
-        code = EXIT_INTERRUPTED
-    elif not all(c["ok"] for c in checks) or not all(e["ok"] for e in expect):
-        code = EXIT_FAILED
+    skip = _skip_reason(outcome)
+    races = []
+    trace_ok = scenario.run.trace and outcome.trace_ok
+    stats = None
+    if skip:
+        checks = all_not_checked(skip)
+    elif not trace_ok:
+        why = "the run had trace = false" if not scenario.run.trace else \
+            f"the trace could not be written: {outcome.env_errors[0] if outcome.env_errors else outcome.error}"
+        checks = run_all(None, state, outcome.snapshots, snapshot_skips=outcome.snapshot_skips, no_trace_reason=why)
     else:
-        code = EXIT_OK
+        def stop():
+            if guard is not None and guard.signum is not None:
+                outcome.reason, outcome.signal, outcome.during = "interrupted", guard.name, "check"
+                return f"the check was interrupted ({guard.name})"
+            return None
+        try:
+            found = check_run(run_dir, state, outcome.snapshots, snapshot_skips=outcome.snapshot_skips,
+                              ended_by=outcome.reason, stop=stop, on_progress=on_check)
+            checks, races, stats = found.results, found.races, found.stats
+        except (TraceError, OSError) as exc:
+            reason = f"the trace could not be read: {exc}"
+            checks = all_not_checked(reason)
+            if outcome.reason not in ("interrupted",):
+                outcome.reason, outcome.error = "environment-error", reason
+    check_s = time.monotonic() - t_check
+    plain = outcome_of(outcome, kills)
+    unresolved = [s for s in outcome.stalls if "recovered_after_s" not in s]
+    if unresolved and plain not in ("interrupted", "environment-error", "emulator-failure"):
+        plain = "emulator-stall"
+    verdict = races[0]["race"] if races and plain not in ("interrupted", "emulator-stall") else plain
+    expect = check_expect(scenario.expect, verdict, kills)
+    code = exit_code_of(outcome, checks, expect, bool(unresolved))
+    if guard is not None and guard.signum is not None and outcome.reason != "interrupted":
+        outcome.reason, outcome.signal, outcome.during = "interrupted", guard.name, "report"
+        plain = verdict = "interrupted"
+        code = exit_code_of(outcome, checks, expect)
+    error = outcome.error
+    if unresolved and not error:
+        error = "emulator-stall: " + unresolved[0]["summary"]
     per_cpu = {}
     for row in range(m.nr_rows_cpu):
         per_cpu[m.row_name(row)] = vmstat.counters_of(m, row)
     return {
         "scenario": scenario.name, "source": scenario.source, "run_dir": str(run_dir),
-        "verdict": verdict, "outcome": plain, "races": races, "exit_code": code, "ended_by": outcome.reason, "error": outcome.error,
+        "verdict": verdict, "outcome": plain, "races": races, "exit_code": code, "ended_by": outcome.reason,
+        "error": error, "interrupted": _interruption(outcome), "warnings": list(outcome.warnings),
         "elapsed_s": round(outcome.elapsed, 3), "kills": kills,
         "counters": vmstat.counters_total(m), "per_cpu": per_cpu,
         "zones": zones_of(m), "min_free_kbytes": m.min_free_kbytes,
         "kernel": scenario.machine.kernel, "features": enabled(scenario.features), "oom_scores": oom_scores_of(m),
         "checks": checks, "expect": expect, "stuck": stuck_tasks(state),
+        "stalls": [{k: v for k, v in s.items() if not k.startswith("_")} for s in outcome.stalls],
+        "hung_tasks": outcome.hung_tasks,
         "workers": {"pids": outcome.worker_pids, "cpu_seconds": outcome.worker_cpu_seconds},
-        "trace": {"records": outcome.trace_records, "lost": outcome.trace_lost,
+        "trace": {"records": outcome.trace_records, "lost": outcome.trace_lost, "bytes": outcome.trace_bytes,
+                  "limit_bytes": outcome.trace_limit, "limit_why": outcome.trace_limit_why,
                   "writer": "compiled" if RingWriter.compiled else "python"},
-        "timing": {"boot_to_first_alloc_s": outcome.boot_to_first_alloc_s, "teardown_s": round(outcome.teardown_s, 3)},
+        "timing": {"boot_to_first_alloc_s": outcome.boot_to_first_alloc_s, "teardown_s": round(outcome.teardown_s, 3),
+                   "check_s": round(check_s, 3), "check": stats},
     }
 
 
+def _interruption(outcome):
+    if outcome.reason != "interrupted":
+        return None
+    return {"signal": outcome.signal, "during": outcome.during}
+
+
+def _report_without_machine(scenario, outcome, run_dir):
+    """A run that ended before its machine existed (a signal at boot, or an environment error)."""
+    plain = outcome_of(outcome, [])
+    reason = _skip_reason(outcome) or "the machine was never booted"
+    return {"scenario": scenario.name, "source": scenario.source, "run_dir": str(run_dir),
+            "verdict": plain, "outcome": plain, "races": [], "exit_code": exit_code_of(outcome, [], []),
+            "ended_by": outcome.reason, "error": outcome.error, "interrupted": _interruption(outcome),
+            "warnings": list(outcome.warnings), "elapsed_s": 0.0, "kills": [], "counters": {}, "per_cpu": {}, "zones": [], "min_free_kbytes": None,
+            "checks": all_not_checked(reason), "expect": [], "stuck": [], "stalls": [], "hung_tasks": [],
+            "workers": {"pids": {}, "cpu_seconds": {}},
+            "trace": {"records": 0, "lost": 0, "bytes": 0, "limit_bytes": 0, "limit_why": "", "writer": None},
+            "timing": {"boot_to_first_alloc_s": None, "teardown_s": 0.0, "check_s": 0.0}}
+
+
 def write_report(report, run_dir):
-    (run_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    """Write report.json whole or not at all (a temporary file renamed over it). Raises OSError."""
+    import os
+    tmp = run_dir / ".report.json.tmp"
+    try:
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
+        os.replace(tmp, run_dir / "report.json")
+    except OSError:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
 
 
 def summary_lines(report):
@@ -149,6 +247,18 @@ def summary_lines(report):
              f"(ended by {report['ended_by']}); run directory {report['run_dir']}"]
     if report["error"]:
         lines.append(f"  error: {report['error']}")
+    for w in report.get("warnings", []):
+        lines.append(f"  warning: {w}")
+    if report.get("interrupted"):
+        lines.append(f"  interrupted by {report['interrupted']['signal']} during {report['interrupted']['during']}")
+    for st in report.get("stalls", []):
+        state = f" (moved again after {st['recovered_after_s']:.1f} s)" if "recovered_after_s" in st else ""
+        lines.append(f"  warning: emulator-stall: {st['summary']}{state}")
+    for h in report.get("hung_tasks", []):
+        lines.append(f"  warning: {h['line']}")
+    if not report["counters"]:
+        lines += [f"  invariant {c['invariant']}: not-checked ({c['details'][0]})" for c in report["checks"][:1]]
+        return lines
     for race in report["races"]:
         lines.append(f"  race {race['race']}: {race['details'][0]}")
     for s in report["stuck"]:
@@ -161,7 +271,11 @@ def summary_lines(report):
         lines.append(f"  killed pid {k['pid']} ({k['comm']}) score {k['points']} [{k['kind']}] "
                      f"by cpu {k['by_cpu']} pid {k['by_pid']} at {k['time_s']:.3f}s")
     for chk in report["checks"]:
-        lines.append(f"  invariant {chk['invariant']}: {'ok' if chk['ok'] else 'BROKEN'}")
+        status = chk.get("status") or ("ok" if chk["ok"] else "BROKEN")
+        if status == "not-checked":
+            lines.append(f"  invariant {chk['invariant']}: not-checked ({chk['details'][0]})")
+            continue
+        lines.append(f"  invariant {chk['invariant']}: {status}")
         lines += [f"    {d}" for d in chk["details"][:5]]
     for e in report["expect"]:
         lines.append(f"  expect {e['what']}: {'ok' if e['ok'] else 'NOT MET (saw ' + json.dumps(e['seen']) + ')'}")
@@ -195,8 +309,8 @@ def build_batch_report(scenario, reports, batch_dir, repeat):
         minimum = want.min_rate if want.min_rate is not None else 1.0
         expect.append({"what": f"rate of {want.verdict} >= {minimum}", "ok": n > 0 and k / n >= minimum,
                        "seen": round(k / n, 4) if n else None})
-    if 130 in codes or n < repeat:
-        code = EXIT_INTERRUPTED
+    if any(c >= 128 for c in codes) or n < repeat:
+        code = next((c for c in codes if c >= 128), EXIT_INTERRUPTED)
     elif EXIT_EMULATOR in codes:
         code = EXIT_EMULATOR
     elif EXIT_FAILED in codes or not all(e["ok"] for e in expect):

@@ -1,5 +1,10 @@
 """What every worker process does first and last: detach from the terminal's signals, die with the
-supervisor, report a failure through the shared log, and leave with os._exit."""
+supervisor, report a failure through the run's log, and leave with os._exit.
+
+A worker's log records are written straight into the run's oomemu.log (an O_APPEND descriptor the supervisor
+opened before forking, one write() per record), so a failure's reason is on disk before the worker's process
+ends: the supervisor reads it from there the moment the worker's sentinel fires, with no queue to wait on.
+"""
 import ctypes
 import logging
 import os
@@ -7,14 +12,59 @@ import signal
 
 PR_SET_PDEATHSIG = 1
 log = logging.getLogger("oomemu.worker")
+LOG_FORMAT = "%(asctime)s %(processName)s %(levelname)s %(message)s"
+# Set by the supervisor before it forks the workers (inherited, the same in every worker of a run).
+_log_fd = -1
+
+
+class FdLogHandler(logging.Handler):
+    """Formats a record and writes it with one os.write() on an O_APPEND descriptor (no buffer, no thread),
+    so records from several processes never interleave within a record and none waits in memory."""
+
+    def __init__(self, fd, level=logging.INFO):
+        super().__init__(level)
+        self.fd = fd
+        self.setFormatter(logging.Formatter(LOG_FORMAT))
+
+    def emit(self, record):
+        try:
+            os.write(self.fd, (self.format(record) + "\n").encode("utf-8", "replace"))
+        except OSError:
+            pass  # a full disk must not turn a worker's report into a second failure
+
+    def createLock(self):
+        self.lock = None   # one write() per record needs no lock (and a fork can never inherit a held one)
+
+    def acquire(self):
+        pass
+
+    def release(self):
+        pass
+
+
+def set_log_fd(fd):
+    """The supervisor's side: the descriptor every worker forked from now on logs into."""
+    global _log_fd
+    _log_fd = fd
+
+
+def _log_to_run(fd):
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    if fd >= 0:
+        root.addHandler(FdLogHandler(fd))
+    root.setLevel(logging.INFO)
 
 
 def become_worker():
-    """Ignore Ctrl-C (the supervisor stops us), die if the supervisor dies first, keep freed heap memory."""
+    """Ignore Ctrl-C, SIGTERM and SIGHUP (the supervisor stops us), die if the supervisor dies first, keep
+    freed heap memory, log into the run's oomemu.log."""
     from oomemu.supervisor import retain_freed_heap
     retain_freed_heap()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    _log_to_run(_log_fd)
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):
@@ -22,7 +72,8 @@ def become_worker():
 
 
 def run_worker(name, body):
-    """Run body() and leave the process with 0 (clean), or 3 after logging the failure."""
+    """Run body() and leave the process with 0 (clean), or 3 after logging the failure in one line first
+    (`NAME: reason`; a traceback follows it in oomemu.log for failures that are not EmulatorErrors)."""
     from oomemu.errors import EmulatorError
     from oomemu.sync import RunStopped
     code = 3
@@ -33,13 +84,9 @@ def run_worker(name, body):
     except RunStopped:
         code = 0
     except EmulatorError as exc:
-        log.error("%s: %s", name, exc)
-    except BaseException:  # noqa: BLE001 - a worker must report anything, then leave
-        log.exception("%s: emulator failure", name)
+        log.error("%s: %s", name, " ".join(str(exc).splitlines()))
+    except BaseException as exc:  # noqa: BLE001 - a worker must report anything, then leave
+        reason = " ".join(str(exc).splitlines()) or "(no message)"
+        log.error("%s: emulator failure: %s: %s", name, type(exc).__name__, reason, exc_info=True)
     finally:
-        for handler in logging.getLogger().handlers:
-            try:
-                handler.flush()
-            except Exception:  # noqa: BLE001 - best effort while leaving
-                pass
         os._exit(code)

@@ -128,23 +128,84 @@ def _check_mm_counters(m):
     return problems
 
 
-def check_no_double_free(trace):
+class NoDoubleFree:
+    """no-double-free over a stream of time-ordered chunks: one owned/free byte per page frame (memory bounded by
+    the machine, not the run). A chunk is checked with numpy (per page, the running ownership must stay 0 or 1);
+    a chunk where it does not is replayed record by record to word each violation."""
+
+    LIMIT = 50
+
+    def __init__(self, nr_pages, alloc_id, free_id):
+        self.owned = np.zeros(nr_pages, dtype=np.int8)
+        self.alloc_id, self.free_id = alloc_id, free_id
+        self.problems = []
+
+    def feed(self, recs):
+        ev = recs["event"]
+        recs = recs[(ev == self.alloc_id) | (ev == self.free_id)]
+        if not len(recs) or len(self.problems) > self.LIMIT:
+            return
+        pfn = recs["a"][:, 0]
+        order = recs["a"][:, 1]
+        alloc = recs["event"] == self.alloc_id
+        if (order == 0).all():
+            pages, rec_of = pfn, None
+        else:
+            if (order < 0).any() or (order > 20).any():
+                return self._replay(recs)
+            n = np.left_shift(1, order)
+            rec_of = np.repeat(np.arange(len(recs)), n)
+            first = np.cumsum(n) - n
+            pages = pfn[rec_of] + (np.arange(int(n.sum())) - first[rec_of])
+        if len(pages) and (pages.min() < 0 or pages.max() >= len(self.owned)):
+            return self._replay(recs)
+        delta = np.where(alloc if rec_of is None else alloc[rec_of], 1, -1).astype(np.int64)
+        o = np.argsort(pages, kind="stable")
+        sp, sd = pages[o], delta[o]
+        start = np.empty(len(sp), dtype=bool)
+        start[0] = True
+        np.not_equal(sp[1:], sp[:-1], out=start[1:])
+        cs = np.cumsum(sd)
+        heads = np.flatnonzero(start)
+        gid = np.cumsum(start) - 1
+        state = self.owned[sp].astype(np.int64) + cs - (cs - sd)[heads][gid]
+        if ((state < 0) | (state > 1)).any():
+            return self._replay(recs)
+        ends = np.empty(len(heads), dtype=np.int64)
+        ends[:-1] = heads[1:] - 1
+        ends[-1] = len(sp) - 1
+        self.owned[sp[ends]] = state[ends]
+
+    def _replay(self, recs):
+        """Record by record, wording each violation (a page freed while free, or allocated while owned)."""
+        owned, problems = self.owned, self.problems
+        for ev, pfn, order, ts, cpu in zip(recs["event"].tolist(), recs["a"][:, 0].tolist(),
+                                           recs["a"][:, 1].tolist(), recs["ts"].tolist(), recs["cpu"].tolist()):
+            lo, hi = pfn, pfn + (1 << max(0, min(order, 20)))
+            if lo < 0 or hi > len(owned):
+                problems.append(f"{ts / 1e9:.6f}s cpu {cpu}: pfn {pfn} (order {order}) is outside the machine")
+            elif ev == self.alloc_id:
+                if owned[lo:hi].any():
+                    problems.append(f"{ts / 1e9:.6f}s cpu {cpu}: pfn {pfn} (order {order}) allocated while owned")
+                owned[lo:hi] = 1
+            else:
+                if not owned[lo:hi].all():
+                    problems.append(f"{ts / 1e9:.6f}s cpu {cpu}: pfn {pfn} (order {order}) freed while free")
+                owned[lo:hi] = 0
+            if len(problems) > self.LIMIT:
+                break
+
+    def finish(self):
+        return self.problems
+
+
+def check_no_double_free(trace, nr_pages=None):
     """From the trace: no page is freed while free, and none is allocated while allocated (owned twice)."""
     alloc_id, free_id = trace.event_id["mm_page_alloc"], trace.event_id["mm_page_free"]
     recs = trace.records[(trace.records["event"] == alloc_id) | (trace.records["event"] == free_id)]
-    allocated = set()
-    problems = []
-    for ev, pfn, order, ts, cpu in zip(recs["event"].tolist(), recs["a"][:, 0].tolist(), recs["a"][:, 1].tolist(),
-                                       recs["ts"].tolist(), recs["cpu"].tolist()):
-        pages = range(pfn, pfn + (1 << order))
-        if ev == alloc_id:
-            if allocated.intersection(pages):
-                problems.append(f"{ts / 1e9:.6f}s cpu {cpu}: pfn {pfn} (order {order}) allocated while owned")
-            allocated.update(pages)
-        else:
-            if not allocated.issuperset(pages):
-                problems.append(f"{ts / 1e9:.6f}s cpu {cpu}: pfn {pfn} (order {order}) freed while free")
-            allocated.difference_update(pages)
-        if len(problems) > 50:
-            break
-    return problems
+    if nr_pages is None:
+        top = recs["a"][:, 0] + np.left_shift(1, np.clip(recs["a"][:, 1], 0, 20)) if len(recs) else np.zeros(1)
+        nr_pages = int(top.max()) + 1
+    check = NoDoubleFree(nr_pages, alloc_id, free_id)
+    check.feed(recs)
+    return check.finish()

@@ -1,6 +1,13 @@
-"""The `oomemu` command: parse, call the library, print. Heavy imports wait until a subcommand runs."""
+"""The `oomemu` command: parse, call the library, print. Heavy imports wait until a subcommand runs.
+
+SIGINT, SIGTERM and SIGHUP are handled from the first line of `main` (oomemu/cli/signals.py): the command
+always ends with one line and exit 128 + signum, never a traceback. So does an environment error (exit 3).
+"""
 import argparse
 import sys
+
+from oomemu.cli.signals import GUARD
+from oomemu.errors import Interrupted, describe_os_error
 
 COMMANDS = {
     "run": ("oomemu.cli.run", "run a scenario on the emulated machine"),
@@ -17,8 +24,23 @@ COMMANDS = {
 }
 
 
+def version():
+    try:
+        from importlib.metadata import version as dist_version
+        return dist_version("oomemu")
+    except Exception:  # noqa: BLE001 - not installed (run from a checkout): read pyproject.toml
+        import re
+        from pathlib import Path
+        try:
+            text = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+            return re.search(r'^version = "([^"]+)"', text, re.M).group(1)
+        except (OSError, AttributeError):
+            return "unknown"
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="oomemu", description="A multi-process emulator of the Linux 3.14 OOM path.")
+    parser.add_argument("--version", action="version", version=f"oomemu {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, summary) in COMMANDS.items():
         p = sub.add_parser(name, help=summary, description=summary)
@@ -28,12 +50,20 @@ def build_parser():
 
 def main(argv=None):
     """Entry point of the console script; returns (and exits with) the command's status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not args.command:
-        parser.print_help()
-        return 2
-    module = __import__(COMMANDS[args.command][0], fromlist=["execute"])
-    code = module.execute(args)
-    sys.stdout.flush()
-    return code
+    try:
+        GUARD.install()
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not args.command:
+            parser.print_help()
+            return 2
+        module = __import__(COMMANDS[args.command][0], fromlist=["execute"])
+        code = module.execute(args)
+        sys.stdout.flush()
+        return code
+    except Interrupted as exc:
+        print(f"oomemu: interrupted by {GUARD.name}", file=sys.stderr)
+        return exc.exit_code
+    except OSError as exc:
+        print(f"oomemu: error: {describe_os_error(exc)}", file=sys.stderr)
+        return 3

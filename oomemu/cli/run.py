@@ -4,7 +4,9 @@ import sys
 
 def add_arguments(p):
     p.add_argument("scenario", nargs="?", help="scenario TOML file (default: the built-in default scenario)")
-    p.add_argument("--out", metavar="DIR", help="run directory (default: runs/<time>-<scenario>)")
+    p.add_argument("--out", metavar="DIR", help="run directory (default: runs/<time>-<scenario>); must be new or "
+                                                "empty unless --force")
+    p.add_argument("--force", action="store_true", help="empty an existing run directory given by --out first")
     p.add_argument("--seconds", type=float, metavar="S", help="override run.seconds")
     p.add_argument("--repeat", type=int, default=1, metavar="N",
                    help="run N times and report how often each verdict occurred (95%% confidence intervals)")
@@ -15,6 +17,8 @@ def add_arguments(p):
                    help="with --schedule replay: a schedule.bin or a file holding a replay string")
     p.add_argument("--quiet", "-q", action="store_true", help="no live progress and no summary")
     p.add_argument("--json", action="store_true", help="print report.json instead of the summary")
+    p.add_argument("--allow-large", action="store_true",
+                   help="run a machine whose shared memory would exceed the host-relative cap")
 
 
 def _load(args):
@@ -61,14 +65,26 @@ def _replay_input(args, scenario):
     return scenario, pairs, record["strategy"]
 
 
+def _usage_error(args, exc):
+    where = f"{args.scenario}: " if args.scenario else ""
+    text = str(exc)
+    if where and args.scenario in text:
+        where = ""          # the loader already named the file
+    print(f"oomemu: error: {where}{text}", file=sys.stderr)
+    return 2
+
+
 def execute(args):
-    from oomemu.errors import ScenarioError
+    from oomemu.cli.signals import GUARD
+    from oomemu.errors import RunDirError, ScenarioError, describe_os_error
     try:
         scenario = _load(args)
-    except ScenarioError as exc:
-        where = f"{args.scenario}: " if args.scenario else ""
-        print(f"oomemu: error: {where}{exc}", file=sys.stderr)
+        _host_checks(args, scenario)
+    except RunDirError as exc:
+        print(f"oomemu: error: {exc}", file=sys.stderr)
         return 2
+    except ScenarioError as exc:
+        return _usage_error(args, exc)
     replay, strategy = None, None
     if scenario.run.schedule == "replay" or args.replay:
         try:
@@ -76,17 +92,30 @@ def execute(args):
         except ScenarioError as exc:
             print(f"oomemu: error: {exc}", file=sys.stderr)
             return 2
+    if not scenario.tasks:
+        print(f"oomemu: warning: {scenario.source}: the scenario starts no tasks; the machine boots and idles "
+              "until run.seconds", file=sys.stderr)
     if args.repeat > 1:
         return _execute_batch(args, scenario)
     from oomemu.api import run
-    from oomemu.cli.progress import Progress
+    from oomemu.cli.progress import CheckProgress, Progress
     from oomemu.report import summary_lines
     progress = None if args.quiet or args.json else Progress(scenario)
+    on_check = None if args.quiet or args.json else CheckProgress()
     try:
-        report = run(scenario, out=args.out, progress=progress, replay=replay, strategy=strategy)
+        report = run(scenario, out=args.out, progress=progress, replay=replay, strategy=strategy, force=args.force,
+                     guard=GUARD, on_check=on_check)
+    except RunDirError as exc:
+        print(f"oomemu: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"oomemu: error: cannot write the report: {describe_os_error(exc)}", file=sys.stderr)
+        return 3
     finally:
         if progress is not None:
             progress.close()
+        if on_check is not None:
+            on_check.close()
     if args.json:
         import json
         print(json.dumps(report, indent=2))
@@ -96,13 +125,24 @@ def execute(args):
         print(f"replay: oomemu replay {report['schedule']['replay']}", file=sys.stderr if args.quiet else sys.stdout)
     if report["error"]:
         print(f"oomemu: error: {report['error']}", file=sys.stderr)
+    elif report.get("interrupted"):
+        print(f"oomemu: interrupted by {report['interrupted']['signal']} during {report['interrupted']['during']}; "
+              f"report in {report['run_dir']}", file=sys.stderr)
     return report["exit_code"]
+
+
+def _host_checks(args, scenario):
+    """What the scenario asks of this host, checked before anything starts (exit 2)."""
+    from oomemu.config.host import check_fits_host
+    check_fits_host(scenario, allow_large=args.allow_large)
 
 
 def _execute_batch(args, scenario):
     import json
 
     from oomemu.api import run_batch
+    from oomemu.cli.signals import GUARD
+    from oomemu.errors import RunDirError, describe_os_error
     from oomemu.report import batch_lines
 
     def progress(i, report):
@@ -110,7 +150,14 @@ def _execute_batch(args, scenario):
             print(f"oomemu: run {i + 1}/{args.repeat}: {report['verdict']} ({report['elapsed_s']:.2f}s)",
                   file=sys.stderr, flush=True)
 
-    batch = run_batch(scenario, args.repeat, out=args.out, on_run=progress)
+    try:
+        batch = run_batch(scenario, args.repeat, out=args.out, on_run=progress, force=args.force, guard=GUARD)
+    except RunDirError as exc:
+        print(f"oomemu: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"oomemu: error: cannot write the report: {describe_os_error(exc)}", file=sys.stderr)
+        return 3
     if args.json:
         print(json.dumps(batch, indent=2))
     elif not args.quiet:

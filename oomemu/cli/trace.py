@@ -47,6 +47,10 @@ def _load(run_dir):
     path = Path(run_dir)
     if not path.is_dir():
         return None, _error(f"{run_dir}: no such run directory")
+    from oomemu.cli.check import batch_hint
+    hint = batch_hint(path)
+    if hint and not (path / "trace.msgpack").exists():
+        return None, _error(hint)
     if not (path / "trace.msgpack").is_file():
         return None, _error(f"{path / 'trace.msgpack'}: not found (was the run traced?)")
     import msgpack

@@ -101,6 +101,8 @@ class SysctlCfg:
     oom_dump_tasks: int
     min_free_kbytes: int
     lowmem_reserve_ratio: tuple[int, int, int]
+    hung_task_timeout_secs: int = 120
+    hung_task_warnings: int = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +133,8 @@ class RunCfg:
     pct_steps: int = 0
     step_ns: int = 1000
     wall_seconds: float = 600.0
+    watchdog_ms: int = 5000
+    trace_limit: int = 4 << 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,12 +323,15 @@ class Size:
 
     multiple: int = 1
     maximum: int | None = None
+    minimum: int | None = None
 
     @property
     def allowed(self) -> str:
         text = SIZE_ALLOWED
         if self.multiple > 1:
             text += f", a multiple of {format_size(self.multiple)}"
+        if self.minimum is not None:
+            text += f", at least {format_size(self.minimum)}"
         if self.maximum is not None:
             text += f", at most {format_size(self.maximum)}"
         return text
@@ -335,6 +342,8 @@ class Size:
             raise invalid(path, value, f"must be a multiple of {format_size(self.multiple)}")
         if self.maximum is not None and nbytes > self.maximum:
             raise invalid(path, value, f"must be at most {format_size(self.maximum)}")
+        if self.minimum is not None and nbytes < self.minimum:
+            raise invalid(path, value, f"must be at least {format_size(self.minimum)}")
         return nbytes
 
 
@@ -623,6 +632,9 @@ SYSCTL = Table((
         0, "vm.min_free_kbytes"),
     Key("lowmem_reserve_ratio", ListOf(Int(1), allowed="a list of 3 integers >= 1 (DMA, DMA32, Normal)",
                                        min_len=3, max_len=3), (256, 256, 32), "vm.lowmem_reserve_ratio"),
+    Key("hung_task_timeout_secs", Int(0, 86400), 120,
+        "kernel.hung_task_timeout_secs: report tasks blocked in D longer than this (0 = off)"),
+    Key("hung_task_warnings", Int(-1, 1000000), 10, "kernel.hung_task_warnings: reports left (-1 = no limit)"),
 ), build=lambda r, _: SysctlCfg(**r))
 
 # A task's memory as it stands at boot, e.g. rebuilt from a kernel OOM report's task dump (oomemu import):
@@ -662,6 +674,10 @@ RUN = Table((
     Key("pct_steps", Int(0), 0, "pct: the expected number of steps the change points are drawn over (0 = 20000)"),
     Key("step_ns", Int(1, 1_000_000), 1000, "controlled modes: virtual nanoseconds each step costs"),
     Key("wall_seconds", Number(0, 86400), 600, "controlled modes: wall-clock safety limit (seconds)"),
+    Key("watchdog_ms", Int(100, 3_600_000, also=(0,), text="0 (off) or an integer from 100 to 3600000"), 5000,
+        "report a CPU or kswapd process whose heartbeat stops for this long (emulator-stall)"),
+    Key("trace_limit", Size(minimum=1 << 20, maximum=1 << 40), "4GiB",
+        "the most trace.msgpack may take; the run ends when it is reached (less if the disk has less room)"),
 ), build=lambda r, _: RunCfg(**r))
 
 _COMMS = ListOf(Comm(), allowed="a list of task names (comm)")
@@ -742,11 +758,14 @@ def scenario_to_dict(scenario: Scenario) -> dict[str, Any]:
         "kernel": {"features": dict(scenario.feature_overrides)},
         "sysctl": {"panic_on_oom": sysctl.panic_on_oom, "oom_kill_allocating_task": sysctl.oom_kill_allocating_task,
                    "oom_dump_tasks": sysctl.oom_dump_tasks, "min_free_kbytes": sysctl.min_free_kbytes,
-                   "lowmem_reserve_ratio": list(sysctl.lowmem_reserve_ratio)},
+                   "lowmem_reserve_ratio": list(sysctl.lowmem_reserve_ratio),
+                   "hung_task_timeout_secs": sysctl.hung_task_timeout_secs,
+                   "hung_task_warnings": sysctl.hung_task_warnings},
         "task": [_task_to_dict(task) for task in scenario.tasks],
         "run": {"seconds": run.seconds, "seed": run.seed, "trace": run.trace, "stall_jiffies": run.stall_jiffies,
                 "schedule": run.schedule, "pct_depth": run.pct_depth, "pct_steps": run.pct_steps,
-                "step_ns": run.step_ns, "wall_seconds": run.wall_seconds},
+                "step_ns": run.step_ns, "wall_seconds": run.wall_seconds,
+                "watchdog_ms": run.watchdog_ms, "trace_limit": run.trace_limit},
         "expect": _expect_to_dict(scenario.expect),
         "debug": {"break": list(scenario.debug_break)},
     }

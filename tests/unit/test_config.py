@@ -264,7 +264,8 @@ ONE_OP = '[[task]]\nprogram = [{op}]\n'
     ('[[machine.node]]\nzones = { normal = "16MiB" }',
      'machine.node[0].zones.normal: unknown key; allowed: DMA, DMA32, Normal (did you mean "Normal"?)'),
     ("[sysctl]\nxyzzy = 1", "sysctl.xyzzy: unknown key; allowed: panic_on_oom, oom_kill_allocating_task, "
-                            "oom_dump_tasks, min_free_kbytes, lowmem_reserve_ratio"),
+                            "oom_dump_tasks, min_free_kbytes, lowmem_reserve_ratio, "
+     "hung_task_timeout_secs, hung_task_warnings"),
     ('[[task]]\nprogam = []', 'task[0].progam: unknown key; allowed: comm, count, cpu, oom_score_adj, uid, caps, '
                               'kthread, program, mm (did you mean "program"?)'),
     (ONE_OP.format(op='{ op = "fault", pages = 1, chunks = 4 }'),

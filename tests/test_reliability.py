@@ -1,0 +1,291 @@
+"""Every run ends in a truthful report: signals at any moment, worker deaths, environment errors, run directories
+that are not ours, a stopped CPU, a hung task. Each test drives `python -m oomemu` as a user would and checks
+the exit status, the one-line message, report.json, the trace's end marker and that no process is left."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import msgpack
+import psutil
+import pytest
+
+from conftest import ROOT, run_cli, write_scenario
+
+LONG = """
+[machine]
+cpus = 2
+[[machine.node]]
+zones = { DMA = "16MiB", DMA32 = "0", Normal = "48MiB" }
+[[task]]
+comm = "churn"
+count = 2
+program = [{ op = "fault", pages = "4MiB", chunk = 16 }, { op = "free", pages = "all" }, { op = "repeat" }]
+[run]
+seconds = {seconds}
+"""
+
+
+def start(*args, cwd=None):
+    return subprocess.Popen([sys.executable, "-m", "oomemu", *map(str, args)], cwd=cwd or ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(predicate, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def report_of(run_dir):
+    return json.loads((run_dir / "report.json").read_text())
+
+
+def trace_end(run_dir):
+    """The trace's last map (the end marker when the trace was closed)."""
+    last = None
+    with open(run_dir / "trace.msgpack", "rb") as f:
+        for obj in msgpack.Unpacker(f, raw=False, strict_map_key=False):
+            last = obj
+    return last
+
+
+def assert_no_workers(report):
+    alive = [pid for pid in report["workers"]["pids"].values() if psutil.pid_exists(pid)
+             and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"workers left running: {alive}"
+
+
+def worker_pids_of(proc):
+    try:
+        return [c.pid for c in psutil.Process(proc.pid).children()]
+    except psutil.Error:
+        return []
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129), (signal.SIGINT, 130)])
+def test_a_signal_mid_run_stops_everything_and_reports_interrupted(tmp_path, sig, code):
+    path = write_scenario(tmp_path, LONG.replace("{seconds}", "20"))
+    out = tmp_path / "run"
+    proc = start("run", path, "--out", out, "--quiet")
+    assert wait_for(lambda: (out / "trace.msgpack").exists() and len(worker_pids_of(proc)) >= 3)
+    time.sleep(0.5)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
+    report = report_of(out)
+    assert report["verdict"] == "interrupted" and report["exit_code"] == code
+    assert report["interrupted"] == {"signal": signal.Signals(sig).name, "during": "run"}
+    assert all(c["status"] == "not-checked" for c in report["checks"]), report["checks"]
+    assert len(report["checks"]) == 11
+    assert trace_end(out).get("end") is True
+    assert_no_workers(report)
+
+
+def _handles_sigterm(pid):
+    """True once process `pid` catches SIGTERM (oomemu's handler is installed: its first line has run)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            mask = next(int(line.split()[1], 16) for line in f if line.startswith("SigCgt:"))
+    except (OSError, StopIteration):
+        return False
+    return bool(mask & (1 << (signal.SIGTERM - 1)))
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.02, 0.1, 0.2, 0.35, 0.5])
+def test_an_early_sigint_never_prints_a_traceback(tmp_path, delay):
+    """At any moment after oomemu's first line (before that the interpreter itself is starting): exit 130, one
+    line, and a report if the run directory was made."""
+    path = write_scenario(tmp_path, LONG.replace("{seconds}", "5"))
+    out = tmp_path / "run"
+    proc = start("run", path, "--out", out, "--quiet")
+    assert wait_for(lambda: _handles_sigterm(proc.pid) or proc.poll() is not None)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    if out.exists() and any(p.name != ".oomemu.lock" for p in out.iterdir()):
+        report = report_of(out)
+        assert report["verdict"] == "interrupted" and report["exit_code"] == 130
+
+
+def test_sigterm_during_the_check_ends_the_check_and_reports_it(tmp_path):
+    path = write_scenario(tmp_path, LONG.replace("{seconds}", "6"))
+    out = tmp_path / "run"
+    proc = start("run", path, "--out", out, "--quiet")
+    assert wait_for(lambda: (out / "machine.npz").exists(), timeout=60)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    report = report_of(out)
+    assert report["verdict"] == "interrupted"
+    assert report["interrupted"]["during"] in ("check", "report"), report["interrupted"]
+    assert trace_end(out).get("end") is True
+
+
+def test_a_dead_workers_reason_reaches_stderr_and_the_report_without_a_wait(tmp_path):
+    """A task table overflow in a CPU: its reason is in report.json and on stderr, and the run does not hang."""
+    path = write_scenario(tmp_path, """
+        [machine]
+        max_tasks = 16
+        [[task]]
+        program = [{ op = "fork", program = [{ op = "sleep", ms = 5000 }] }, { op = "repeat" }]
+        [run]
+        seconds = 20
+        """)
+    t0 = time.monotonic()
+    res = run_cli("run", path, "--out", tmp_path / "run", "--quiet")
+    wall = time.monotonic() - t0
+    assert res.returncode == 3, res.stderr
+    report = report_of(tmp_path / "run")
+    assert "task table full" in report["error"], report["error"]
+    assert "task table full" in res.stderr
+    assert report["verdict"] == "emulator-failure"
+    assert wall < 8, f"the run took {wall:.1f} s to end after the worker died"
+
+
+@pytest.mark.parametrize("make, needle", [
+    (lambda p: p.write_text("x"), "exists and is not a directory"),
+    (lambda p: None, "not empty"),
+])
+def test_an_unusable_out_is_one_line_and_exit_2(tmp_path, make, needle):
+    target = tmp_path / "target"
+    if needle == "not empty":
+        target.mkdir()
+        (target / "notes.txt").write_text("mine")
+    else:
+        make(target)
+    res = run_cli("run", "--out", target, "--quiet")
+    assert res.returncode == 2, res.stderr
+    assert needle in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    if needle == "not empty":
+        assert (target / "notes.txt").read_text() == "mine"
+
+
+def test_out_under_a_file_and_empty_out_are_refused(tmp_path):
+    (tmp_path / "file").write_text("x")
+    for out in (tmp_path / "file" / "run", ""):
+        res = run_cli("run", "--out", out, "--quiet", cwd=tmp_path)
+        assert res.returncode == 2, res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr, res.stderr
+    assert not any(p.suffix == ".json" for p in tmp_path.iterdir())
+
+
+def test_force_replaces_an_old_run_and_refuses_other_directories(tmp_path):
+    traced = write_scenario(tmp_path, LONG.replace("{seconds}", "0.5"), name="traced")
+    untraced = write_scenario(tmp_path, LONG.replace("{seconds}", "0.5") + "trace = false\n", name="untraced")
+    out = tmp_path / "run"
+    assert run_cli("run", traced, "--out", out, "--quiet").returncode == 0
+    assert (out / "trace.msgpack").exists()
+    res = run_cli("run", untraced, "--out", out, "--quiet")
+    assert res.returncode == 2 and "--force" in res.stderr
+    res = run_cli("run", untraced, "--out", out, "--quiet", "--force")
+    assert res.returncode == 0, res.stderr
+    assert not (out / "trace.msgpack").exists(), "--force must not keep the old run's trace"
+    assert run_cli("check", out).returncode == 2
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("keep me")
+    res = run_cli("run", "--out", mine, "--quiet", "--force")
+    assert res.returncode == 2 and (mine / "thesis.tex").exists(), res.stderr
+
+
+def test_a_second_run_into_a_directory_in_use_is_refused_at_once(tmp_path):
+    path = write_scenario(tmp_path, LONG.replace("{seconds}", "30"))
+    out = tmp_path / "run"
+    first = start("run", path, "--out", out, "--quiet")
+    try:
+        assert wait_for(lambda: (out / "trace.msgpack").exists())
+        res = run_cli("run", path, "--out", out, "--quiet", "--force")
+        assert res.returncode == 2 and "another oomemu run" in res.stderr, res.stderr
+        assert first.poll() is None, "the second run must be refused at once, not after the first one ends"
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=60)
+    assert report_of(out)["verdict"] == "interrupted"
+
+
+def _tmpfs(path, size):
+    path.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True,
+                         text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({res.stderr.strip() or 'mount failed'}); needs root")
+    return path
+
+
+def _umount(path):
+    subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def test_the_trace_limit_comes_from_the_free_space_and_ends_the_run_cleanly(tmp_path):
+    disk = _tmpfs(tmp_path / "small", "40m")
+    try:
+        path = write_scenario(tmp_path, LONG.replace("{seconds}", "30") + 'trace_limit = "1000GiB"\n')
+        res = run_cli("run", path, "--out", disk / "run", "--quiet", timeout=120)
+        assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+        report = report_of(disk / "run")
+        assert report["ended_by"] == "trace-limit", report["ended_by"]
+        assert "free space" in report["warnings"][0] and report["trace"]["limit_bytes"] < 40 << 20
+        assert report["trace"]["bytes"] >= report["trace"]["limit_bytes"]
+        assert trace_end(disk / "run").get("end") is True
+        assert all(c["ok"] for c in report["checks"]), report["checks"]
+        assert_no_workers(report)
+    finally:
+        _umount(disk)
+
+
+def test_a_disk_too_small_for_the_trace_is_refused_before_the_run(tmp_path):
+    disk = _tmpfs(tmp_path / "tiny", "3m")
+    try:
+        res = run_cli("run", "--out", disk / "run", "--quiet")
+        assert res.returncode == 3, res.stderr
+        assert "no room for the trace" in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    finally:
+        _umount(disk)
+
+
+def test_a_disk_that_fills_mid_run_is_an_environment_error_in_one_line(tmp_path):
+    disk = _tmpfs(tmp_path / "small", "40m")
+    try:
+        path = write_scenario(tmp_path, LONG.replace("{seconds}", "30"))
+        proc = start("run", path, "--out", disk / "run", "--quiet")
+        assert wait_for(lambda: (disk / "run" / "trace.msgpack").exists())
+        with open(disk / "filler", "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * (1 << 20))
+                    f.flush()
+            except OSError:
+                pass
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 3, err
+        assert "No space left on device" in err and "Traceback" not in err, err
+        assert len(err.strip().splitlines()) == 1, err
+    finally:
+        _umount(disk)
+
+
+def test_a_read_only_out_is_exit_2_with_one_line(tmp_path):
+    disk = _tmpfs(tmp_path / "ro", "1m")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        res = run_cli("run", "--out", disk / "run", "--quiet")
+        assert res.returncode == 2, res.stderr
+        assert "Read-only" in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    finally:
+        _umount(disk)
+
+
+def test_oomemu_version():
+    res = run_cli("--version")
+    assert res.returncode == 0 and res.stdout.startswith("oomemu ")
