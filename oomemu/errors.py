@@ -70,9 +70,10 @@ class RunDirError(ScenarioError):
     exit status 2, nothing is started."""
 
 
-class Interrupted(BaseException):
+class Interrupted(KeyboardInterrupt):
     """SIGINT, SIGTERM or SIGHUP arrived outside the supervised part of a run (where signals are only recorded
-    and polled): unwinds to the command, which exits 128 + signum. Not an Exception, like KeyboardInterrupt."""
+    and polled): unwinds to the command, which exits 128 + signum. A KeyboardInterrupt, so code that already
+    stops cleanly on Ctrl-C (a sweep, the benchmark) does the same on SIGTERM and SIGHUP."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signum)

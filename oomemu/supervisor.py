@@ -465,7 +465,15 @@ def _start_workers(m, scenario, dmesg_fd):
 
 
 def _watch(m, scenario, procs, trace, outcome, log_fd, progress, t_boot, guard, dmesg_fd):
-    """Poll until the run ends; fill `outcome`. Every end condition is one `return` with `outcome.reason`."""
+    """Poll until the run ends; fill `outcome`. A run that ends normally before its first quiescent snapshot
+    gets one now, so page-conservation-snapshots is checked on every run that can be."""
+    watchdog = _watch_loop(m, scenario, procs, trace, outcome, log_fd, progress, t_boot, guard, dmesg_fd)
+    if not outcome.snapshots and outcome.reason in ("deadline", "all-exited", "stall", "trace-limit"):
+        take_snapshot(m, procs, outcome, watchdog)
+
+
+def _watch_loop(m, scenario, procs, trace, outcome, log_fd, progress, t_boot, guard, dmesg_fd):
+    """The polling loop: every end condition is one `return` (of the watchdog) with `outcome.reason`."""
     start = time.monotonic()
     deadline = start + scenario.run.seconds
     next_snapshot = start + SNAPSHOT_S
@@ -479,7 +487,7 @@ def _watch(m, scenario, procs, trace, outcome, log_fd, progress, t_boot, guard, 
         now = time.monotonic()
         outcome.elapsed = now - start
         if _interrupted(guard, outcome, "run"):
-            return
+            return watchdog
         if outcome.boot_to_first_alloc_s is None and _allocs(m) > 0:
             outcome.boot_to_first_alloc_s = now - t_boot
         if trace is not None:
@@ -490,7 +498,7 @@ def _watch(m, scenario, procs, trace, outcome, log_fd, progress, t_boot, guard, 
                 outcome.warnings.append(f"trace.msgpack reached its limit of {trace.limit >> 20} MiB "
                                         f"({outcome.trace_limit_why}); the run was ended there, after "
                                         f"{outcome.elapsed:.1f} of {scenario.run.seconds:g} s")
-                return
+                return watchdog
             if hung is not None:
                 hung.saw_records(trace, records_before)
         if ready and not m.glob[G_STOP]:
@@ -498,19 +506,19 @@ def _watch(m, scenario, procs, trace, outcome, log_fd, progress, t_boot, guard, 
             dead.join(0.1)
             outcome.reason = "worker-died"
             outcome.error = describe_dead_worker(m, dead, log_fd)
-            return
+            return watchdog
         if m.glob[G_PANIC]:
             outcome.reason = "panic"
-            return
+            return watchdog
         if m.glob[G_NR_USER_LIVE] <= 1:
             outcome.reason = "all-exited"
-            return
+            return watchdog
         if now >= deadline:
             outcome.reason = "deadline"
-            return
+            return watchdog
         if stall.stalled():
             outcome.reason = "stall"
-            return
+            return watchdog
         watchdog.poll(now, outcome)
         if hung is not None:
             hung.poll(now, outcome)

@@ -25,17 +25,8 @@ COMMANDS = {
 
 
 def version():
-    try:
-        from importlib.metadata import version as dist_version
-        return dist_version("oomemu")
-    except Exception:  # noqa: BLE001 - not installed (run from a checkout): read pyproject.toml
-        import re
-        from pathlib import Path
-        try:
-            text = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
-            return re.search(r'^version = "([^"]+)"', text, re.M).group(1)
-        except (OSError, AttributeError):
-            return "unknown"
+    from oomemu.version import __version__
+    return __version__
 
 
 def build_parser():
