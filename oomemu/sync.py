@@ -15,7 +15,7 @@ import time
 
 from oomemu import control
 from oomemu.errors import EmulatorError, LockTimeout
-from oomemu.machine import C_PAUSED, G_BOOT_NS, G_PAUSE, G_STOP
+from oomemu.machine import C_HEARTBEAT, C_PAUSED, G_BOOT_NS, G_PAUSE, G_STOP
 
 LOCK_TIMEOUT = 10.0
 _SPIN_SLICE = 0.05
@@ -141,6 +141,9 @@ def pause_point(cpu):
         ctl.pause(cpu)
         return
     m = cpu.m
+    # The worker's heartbeat (supervisor.Watchdog, supervisor.row_trace_floor): a pause point is quiescent, so
+    # every record this row wrote is published and every later one is stamped after this.
+    m.v_cpu[cpu.id * m.cpu.shape[1] + C_HEARTBEAT] = time.monotonic_ns()
     if not m.v_glob[G_PAUSE]:
         return
     i = cpu.id * m.cpu.shape[1] + C_PAUSED

@@ -6,15 +6,13 @@ anonymous pages (only when swap has free slots), each zone keeping one LRU list 
 Differs: one list per kind (no active/inactive split), lru_lock folded into zone->lock, no dirty or writeback
 pages (every scanned page is reclaimed), no slab shrinkers, no direct-reclaim throttling.
 """
-import time
-
 from oomemu import sync
 from oomemu.kernel import time as ktime
 from oomemu.include.gfp import gfp_zone
 from oomemu.include.mmzone import (DEF_PRIORITY, KSWAPD_ZONE_BALANCE_GAP_RATIO, MAX_NR_ZONES, NR_FREE_PAGES,
                                    NR_LRU_ANON, NR_LRU_FILE, NR_PAGES_SCANNED, SWAP_CLUSTER_MAX, WMARK_HIGH,
                                    WMARK_LOW)
-from oomemu.machine import (C_HEARTBEAT, C_KSWAPD_CLASSZONE, C_KSWAPD_MAX_ORDER, C_KSWAPD_SLEEPING, G_HZ,
+from oomemu.machine import (C_KSWAPD_CLASSZONE, C_KSWAPD_MAX_ORDER, C_KSWAPD_SLEEPING, G_HZ,
                             G_NR_SWAP_FREE, G_OOM_KILLER_DISABLED, G_STOP, L_SWAP, LRU_ANON, LRU_FILE,
                             MM_ANONPAGES, MM_FILEPAGES, MM_NCOLS, MM_SWAPENTS, PG_lru,
                             Z_IDX, Z_LRU_HEAD, Z_LRU_TAIL, Z_MANAGED, Z_NCOLS, Z_NODE, Z_STAT, Z_WMARK)
@@ -275,7 +273,6 @@ def balance_pgdat(cpu, nid, order, classzone_idx):
     m = cpu.m
     vmstat.count_vm_event(cpu, vmstat.NR_KSWAPD_RUNS)
     for priority in range(DEF_PRIORITY, 0, -1):
-        m.v_cpu[cpu.id * m.cpu.shape[1] + C_HEARTBEAT] = time.monotonic_ns()   # the supervisor's watchdog
         sync.pause_point(cpu)
         zones = _node_zones(m, nid, MAX_NR_ZONES - 1)
         unbalanced = [z for z in zones if not zone_balanced(m, z, order, 0, 0)]
@@ -306,7 +303,6 @@ def _kswapd_wait(cpu, timeout_ms):
     doorbell = sync.DoorbellWaiter(m, cpu.id)
     deadline = None if timeout_ms is None else ktime.now_ns(m) + int(timeout_ms * 1_000_000)
     while not m.v_glob[G_STOP]:
-        m.v_cpu[cpu.id * m.cpu.shape[1] + C_HEARTBEAT] = time.monotonic_ns()   # the supervisor's watchdog
         sync.pause_point(cpu)
         poll = ktime.now_ns(m) + KSWAPD_PAUSE_POLL_MS * 1_000_000
         if doorbell.wait_until(cpu, poll if deadline is None else min(poll, deadline), "kswapd_wait") \
