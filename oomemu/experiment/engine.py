@@ -142,7 +142,7 @@ class LocalEngine:
         from multiprocessing.connection import wait
         tasks = list(tasks)
         if not tasks:
-            self._close(self.workers)
+            self.close()
             return
         self.start(len(tasks))
         workers = self.workers
@@ -170,6 +170,11 @@ class LocalEngine:
         finally:
             self._close(workers)
             self.workers = []
+
+    def close(self) -> None:
+        """Stop the workers (map does at its end; this is for a sweep that never got to map)."""
+        self._close(self.workers)
+        self.workers = []
 
     @staticmethod
     def _interrupt(busy, on_result, grace=15.0):
@@ -257,6 +262,12 @@ class RayEngine:
         check_address(address)
         self.address = address or "auto"
         self.jobs = jobs
+        self.ray = None
+
+    def start(self, n_tasks: int) -> None:
+        """Connect to the cluster (before the progress bar starts: a bad address is one line, exit 2)."""
+        if n_tasks and self.ray is None:
+            self.ray = self._init()
 
     def _init(self):
         import ray
@@ -274,7 +285,8 @@ class RayEngine:
         tasks = list(tasks)
         if not tasks:
             return
-        ray = self._init()
+        self.start(len(tasks))
+        ray = self.ray
         remote = ray.remote(num_cpus=1, max_retries=0)(_ray_run)
         window = self.jobs or max(1, int(ray.cluster_resources().get("CPU", 1)))
         queue = list(reversed(tasks))
@@ -293,6 +305,7 @@ class RayEngine:
             raise
         finally:
             ray.shutdown()
+            self.ray = None
 
 
 def _ray_run(task):  # pragma: no cover - runs on a Ray worker

@@ -52,15 +52,10 @@ def run_sweep(sweep: Sweep, out=None, engine=None, *, lean=False, plots=True,
         row.update(spec.cell.values, cell=spec.cell.index)
     done = {r["run_id"] for r in existing}
     todo = [r for r in sweep.runs if r.run_id not in done]
-    if hasattr(engine, "start"):
-        engine.start(len(todo))
-    if on_start is not None:
-        on_start(len(todo), len(done))
     rows = {r["run_id"]: r for r in existing}
     result = SweepResult(out=out, rows=[], summary={}, skipped=len(done))
     tasks = [_task(sweep, out, r, lean) for r in todo]
-    t0 = time.monotonic()
-    file = res.ResultsFile(out, header, existing)
+    file = None
 
     def on_result(kind, payload):
         if kind == "ok":
@@ -72,12 +67,21 @@ def run_sweep(sweep: Sweep, out=None, engine=None, *, lean=False, plots=True,
         elif kind == "error":
             result.errors.append(payload.strip().splitlines()[-1])
 
+    t0 = time.monotonic()
     try:
+        if hasattr(engine, "start"):
+            engine.start(len(todo))        # fork the pool / connect before a progress bar's thread exists
+        file = res.ResultsFile(out, header, existing)
+        if on_start is not None:
+            on_start(len(todo), len(done))
         engine.map(tasks, on_result)
     except KeyboardInterrupt:
         result.interrupted = True
     finally:
-        file.close()
+        if hasattr(engine, "close"):
+            engine.close()
+        if file is not None:
+            file.close()
         result.wall_s = time.monotonic() - t0
     order = {r.run_id: i for i, r in enumerate(sweep.runs)}
     result.rows = sorted(rows.values(), key=lambda r: order[r["run_id"]])
