@@ -99,8 +99,8 @@ def render(out, summary: dict[str, Any], rows: list[dict[str, Any]]) -> list[Pat
                         continue
                     xs.append(pos[xv])
                     ys.append(y)
-                    lo.append(y - a)
-                    hi.append(b - y)
+                    lo.append(max(0.0, y - a))           # rounding can put a bound a hair inside
+                    hi.append(max(0.0, b - y))
                 if not xs:
                     continue
                 label = (f"{short_name(line_axis['path'])}={value_label(line_axis['path'], lv)}"

@@ -125,9 +125,9 @@ def _num(v: Any) -> str:
     if v is None:
         return "-"
     if isinstance(v, float):
-        if math.isfinite(v) and v.is_integer() and abs(v) < 1e9:
-            return f"{v:.0f}"
-        return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+        if not math.isfinite(v):
+            return str(v)
+        return f"{v:.0f}" if v.is_integer() or abs(v) >= 100 else f"{v:.3g}"
     return str(v)
 
 
