@@ -639,6 +639,10 @@ class Watchdog:
         m = self.m
         for row in self.rows_expected_to_run():
             beat = int(m.cpu[row, C_HEARTBEAT])
+            if m.cpu[row, C_PAUSED]:
+                self.since[row] = now      # parked for a snapshot: waiting on the supervisor, not stalled
+                self.beat[row] = beat
+                continue
             if self.beat.get(row) != beat:
                 self.beat[row], self.since[row] = beat, now
                 finding = self.open.pop(row, None)
@@ -710,6 +714,12 @@ def take_snapshot(m, procs, outcome, watchdog=None, timeout=SNAPSHOT_PARK_S):
         while not all(m.cpu[row, C_PAUSED] for row in live):
             if m.glob[G_STOP]:
                 return
+            if watchdog is not None:
+                watchdog.poll(time.monotonic(), outcome)
+                stalled = [row_name(m, r) for r in watchdog.open if r in live]
+                if stalled:
+                    outcome.snapshot_skips.append(f"{', '.join(stalled)} stalled (see the watchdog's finding)")
+                    return
             if time.monotonic() > deadline:
                 late = [row_name(m, r) for r in live if not m.cpu[r, C_PAUSED]]
                 outcome.snapshot_skips.append(f"{', '.join(late)} did not park within {timeout:g} s")

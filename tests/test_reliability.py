@@ -290,3 +290,139 @@ def test_a_read_only_out_is_exit_2_with_one_line(tmp_path):
 def test_oomemu_version():
     res = run_cli("--version")
     assert res.returncode == 0 and res.stdout.startswith("oomemu ")
+
+
+def test_a_stopped_cpu_is_named_by_the_watchdog_within_twice_watchdog_ms(tmp_path):
+    path = write_scenario(tmp_path, LONG.replace("{seconds}", "4") + "watchdog_ms = 500\n")
+    out = tmp_path / "run"
+    proc = start("run", path, "--out", out, "--quiet")
+    assert wait_for(lambda: len(worker_pids_of(proc)) >= 3)
+    time.sleep(0.5)
+    workers = {psutil.Process(pid).name(): pid for pid in worker_pids_of(proc)}
+    victim = sorted(worker_pids_of(proc))[1]          # the second child: cpu1
+    os.kill(victim, signal.SIGSTOP)
+    _, err = proc.communicate(timeout=90)
+    report = report_of(out)
+    stalls = [s for s in report["stalls"] if s["pid"] == victim and s["process_status"] == "stopped"]
+    assert stalls, (report["stalls"], workers, err)
+    s = stalls[0]
+    assert s["kind"] == "emulator-stall" and s["row"] == "cpu1" and s["process_status"] == "stopped", s
+    assert 0.5 <= s["stalled_for_s"] < 1.0, s
+    assert proc.returncode == 3 and "emulator-stall" in err or "cpu1" in err, err
+    snap = next(c for c in report["checks"] if c["invariant"] == "page-conservation-snapshots")
+    assert snap["status"] == "not-checked" or snap.get("skipped"), snap
+    assert_no_workers(report)
+
+
+def test_a_task_blocked_uninterruptibly_gets_the_hung_task_report_in_dmesg(tmp_path):
+    path = write_scenario(tmp_path, """
+        [sysctl]
+        hung_task_timeout_secs = 1
+        [[task]]
+        comm = "stuck"
+        program = [{ op = "sleep", ms = 2500, state = "uninterruptible" }, { op = "exit" }]
+        [[task]]
+        comm = "patient"
+        program = [{ op = "sleep", ms = 2500, state = "killable" }, { op = "exit" }]
+        [run]
+        seconds = 4
+        """)
+    res = run_cli("run", path, "--out", tmp_path / "run", "--quiet")
+    assert res.returncode == 0, res.stderr
+    report = report_of(tmp_path / "run")
+    dmesg = (tmp_path / "run" / "dmesg.log").read_text()
+    pid = next(h["pid"] for h in report["hung_tasks"] if h["comm"] == "stuck")
+    assert f"INFO: task stuck:{pid} blocked for more than 1 seconds." in dmesg
+    assert '"echo 0 > /proc/sys/kernel/hung_task_timeout_secs" disables this message.' in dmesg
+    assert "patient" not in " ".join(h["comm"] for h in report["hung_tasks"])   # TASK_KILLABLE is not reported
+
+
+# --- inputs that used to escape validation --------------------------------------------------------------------
+
+def _fork_chain(depth):
+    return ("[[task]]\nprogram = " + '[{ op = "fork", program = ' * depth + '[{ op = "exit" }]' + " }]" * depth
+            + "\n")
+
+
+@pytest.mark.parametrize("text, needle", [
+    (_fork_chain(200), "nested"),
+    (_fork_chain(17), "programs nested 17 deep; at most 16"),
+    ('[[task]]\nprogram = [{ op = "unlock" }, { op = "lock" }]', "has no `lock` before it"),
+    ('[[task]]\nprogram = [{ op = "fork", program = [{ op = "unlock" }] }]', "task[0].program[0].program[0].op"),
+    ('[expect]\nverdict = "oom-kill"\nverdict_not = ["oom-kill"]', "expect.verdict_not"),
+    ('[expect]\nkills = { min = 1 }\nvictims = ["a"]\nnever_killed = ["a"]', "expect.never_killed"),
+])
+def test_bad_scenarios_are_one_line_and_exit_2(tmp_path, text, needle):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    res = run_cli("run", path, "--out", tmp_path / "run", "--quiet")
+    assert res.returncode == 2, res.stderr
+    assert needle in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert res.stderr.count(str(path)) <= 1, "the file is named once"
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_fork_chain_16_deep_is_accepted():
+    from oomemu.config import load_scenario_text
+    assert load_scenario_text(_fork_chain(16)).tasks
+
+
+def test_toml_errors_name_the_file_once(tmp_path):
+    path = tmp_path / "syntax.toml"
+    path.write_text("[machine\n")
+    res = run_cli("run", path, "--quiet")
+    assert res.returncode == 2 and res.stderr.count(str(path)) == 1, res.stderr
+
+
+def test_special_files_are_refused_at_once(tmp_path):
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    for path, needle in ((fifo, "a FIFO"), ("/dev/zero", "a character device")):
+        res = run_cli("run", path, "--quiet", timeout=30)
+        assert res.returncode == 2 and needle in res.stderr, res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_a_machine_too_big_for_the_host_is_refused_unless_allowed():
+    from oomemu.config import load_scenario_text
+    from oomemu.config.host import check_fits_host
+    from oomemu.errors import ScenarioError
+    big = load_scenario_text("[[machine.node]]\nzones = { DMA = \"16MiB\", DMA32 = \"0\", Normal = \"64GiB\" }\n"
+                             * 8 + "")
+    with pytest.raises(ScenarioError, match="--allow-large"):
+        check_fits_host(big, total=16 << 30)
+    check_fits_host(big, allow_large=True, total=16 << 30)
+    check_fits_host(load_scenario_text(""), total=16 << 30)
+
+
+def test_a_terabyte_machine_is_refused_on_the_command_line(tmp_path):
+    nodes = "".join('[[machine.node]]\nzones = { DMA = "16MiB", DMA32 = "64GiB", Normal = "64GiB" }\n'
+                    for _ in range(8))
+    path = tmp_path / "big.toml"
+    path.write_text(nodes)
+    res = run_cli("run", path, "--quiet", "--out", tmp_path / "run")
+    assert res.returncode == 2 and "--allow-large" in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_an_empty_scenario_warns(tmp_path):
+    path = tmp_path / "empty.toml"
+    path.write_text("[run]\nseconds = 0.3\n")
+    res = run_cli("run", path, "--quiet", "--out", tmp_path / "run")
+    assert res.returncode == 0, res.stderr
+    assert "warning" in res.stderr and "starts no tasks" in res.stderr
+
+
+def test_check_and_trace_on_a_batch_directory_point_at_its_runs(tmp_path):
+    path = write_scenario(tmp_path, LONG.replace("{seconds}", "0.3"))
+    assert run_cli("run", path, "--repeat", "2", "--out", tmp_path / "batch", "--quiet").returncode == 0
+    for args in (("check", tmp_path / "batch"), ("trace", "show", tmp_path / "batch")):
+        res = run_cli(*args)
+        assert res.returncode == 2 and "run000" in res.stderr and "--repeat batch" in res.stderr, res.stderr
+    assert run_cli("check", tmp_path / "batch" / "run000").returncode == 0
+
+
+def test_bench_keep_that_is_a_file_is_exit_2(tmp_path):
+    (tmp_path / "file").write_text("x")
+    res = run_cli("bench", "--keep", tmp_path / "file", "--only", "shm")
+    assert res.returncode == 2 and "not a directory" in res.stderr and "Traceback" not in res.stderr, res.stderr

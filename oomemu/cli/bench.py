@@ -31,6 +31,16 @@ def execute(args):
     if args.repeats is not None and not 1 <= args.repeats <= 50:
         print(f"oomemu: error: --repeats = {args.repeats}: must be an integer from 1 to 50", file=sys.stderr)
         return 2
+    if args.keep is not None:
+        from pathlib import Path
+        keep = Path(args.keep)
+        try:
+            if keep.exists() and not keep.is_dir():
+                raise NotADirectoryError(20, "exists and is not a directory", str(keep))
+            keep.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            print(f"oomemu: error: --keep {keep}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
     from oomemu import bench
 
     def log(msg):

@@ -20,6 +20,7 @@ from oomemu.config.units import format_value, invalid
 from oomemu.errors import ScenarioError
 
 DEFAULT_SCENARIO_PATH = Path(__file__).with_name("default.toml")
+MAX_PROGRAM_DEPTH = 16       # fork/clone_vm/thread programs nested in programs (schema.OpTable enforces it)
 
 
 def load_scenario(path: str | os.PathLike[str] | None = None) -> Scenario:
@@ -36,6 +37,9 @@ def load_scenario_text(text: str, name: str = "<string>", *, source: str | None 
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ScenarioError(f"{source}: TOML syntax error: {error}", source=source) from None
+    except RecursionError:
+        raise ScenarioError(f"{source}: tables or arrays nested too deeply to read (programs may nest at most "
+                            f"{MAX_PROGRAM_DEPTH} deep)", source=source) from None
     return scenario_from_dict(document, name=name, source=source)
 
 
@@ -48,7 +52,11 @@ def scenario_from_dict(document: Mapping[str, Any], *, name: str, source: str) -
         sections = SCHEMA(document, "")
         _check_machine(sections["machine"], document)
         _check_tasks(sections["task"], sections["machine"])
+        _check_expect(sections["expect"])
         features = _kernel_features(sections["machine"].kernel, sections["kernel"])
+    except RecursionError:
+        raise ScenarioError(f"{source}: nested too deeply (programs may nest at most {MAX_PROGRAM_DEPTH} deep)",
+                            source=source) from None
     except ScenarioError as error:
         error.source = source
         raise
@@ -62,8 +70,29 @@ def _load_file(path: Path, *, name: str, source: str) -> Scenario:
     return load_scenario_text(_read_text(path, source), name=name, source=source)
 
 
+MAX_FILE_BYTES = 1 << 20     # a scenario is a few KiB; this many bytes means the path is not one
+
+
 def _read_text(path: Path, source: str) -> str:
-    """The text of a scenario file; every way of failing to read it is a ScenarioError."""
+    """The text of a scenario file; every way of failing to read it is a ScenarioError. Only a regular file of
+    at most MAX_FILE_BYTES is read (a FIFO would block, /dev/zero never end)."""
+    import stat
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise ScenarioError(f"scenario file not found: {source}", source=source) from None
+    except OSError as error:
+        raise ScenarioError(f"cannot read scenario file {source}: {error.strerror}", source=source) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ScenarioError(f"scenario path is a directory, not a file: {source}", source=source)
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a FIFO" if stat.S_ISFIFO(st.st_mode) else "a character device" if stat.S_ISCHR(st.st_mode) else
+                "a block device" if stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else
+                "not a regular file")
+        raise ScenarioError(f"scenario path is {kind}, not a regular file: {source}", source=source)
+    if st.st_size > MAX_FILE_BYTES:
+        raise ScenarioError(f"scenario file {source} is {st.st_size:,} bytes; a scenario may be at most "
+                            f"{MAX_FILE_BYTES:,}", source=source)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -120,6 +149,7 @@ def _check_tasks(tasks: tuple[TaskCfg, ...], machine: MachineCfg) -> None:
             if task.kthread and op.op not in KTHREAD_OPS:
                 raise invalid(f"{op_path}.op", op.op, "a kernel thread (kthread = true) has no mm; allowed: "
                               + ", ".join(KTHREAD_OPS))
+        _check_lock_pairing(task.program, f"{path}.program")
     _check_task_count(tasks, machine.max_tasks)
 
 
@@ -128,6 +158,34 @@ def _check_cpu(cpu: str | int, path: str, cpus: int, named: tuple[str, ...]) -> 
     if isinstance(cpu, int) and cpu >= cpus:
         names = ", ".join(format_value(n) for n in named)
         raise invalid(path, cpu, f"must be {names} or a CPU index from 0 to {cpus - 1} (machine.cpus = {cpus})")
+
+
+def _check_lock_pairing(program, path: str) -> None:
+    """In one program (each runs in its own task), an `unlock` must follow a `lock` it releases."""
+    held = 0
+    for i, op in enumerate(program):
+        if op.op == "lock":
+            held += 1
+        elif op.op == "unlock":
+            if not held:
+                raise invalid(f"{path}[{i}].op", "unlock", "has no `lock` before it in this program to release "
+                              "(each program runs in its own task)")
+            held -= 1
+        if "program" in op:
+            _check_lock_pairing(op["program"], f"{path}[{i}].program")
+
+
+def _check_expect(expect) -> None:
+    """[expect] keys that contradict each other."""
+    if expect.kills_min is not None and expect.kills_max is not None and expect.kills_min > expect.kills_max:
+        raise invalid("expect.kills", {"min": expect.kills_min, "max": expect.kills_max},
+                      "min must not be larger than max")
+    if expect.verdict is not None and expect.verdict in expect.verdict_not:
+        raise invalid("expect.verdict_not", list(expect.verdict_not),
+                      f"must not list {expect.verdict!r}, the verdict expect.verdict requires")
+    if expect.victims is not None and expect.kills_min and set(expect.victims) <= set(expect.never_killed):
+        raise invalid("expect.never_killed", list(expect.never_killed),
+                      f"excludes every allowed victim {list(expect.victims)} while expect.kills requires a kill")
 
 
 def _check_task_count(tasks: tuple[TaskCfg, ...], max_tasks: int) -> None:

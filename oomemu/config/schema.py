@@ -521,6 +521,10 @@ class OpTable:
     def __call__(self, value: Any, path: str) -> Op:
         if not isinstance(value, Mapping):
             raise invalid(path, value, "must be " + self.allowed)
+        depth = path.count(".program[") - 1     # the task's own program is depth 0
+        if depth > MAX_PROGRAM_DEPTH:
+            raise ScenarioError(f"{path}: programs nested {depth} deep; at most {MAX_PROGRAM_DEPTH} (a fork, "
+                                f"clone_vm or thread inside a child's program counts one)", path=path)
         op_name = Choice(tuple(OPS), noun="op")
         if "op" not in value:
             raise missing(join_path(path, "op"), op_name.allowed)
@@ -547,6 +551,7 @@ BREAKS = ("skip_zone_scan_lock", "skip_clear_zonelist_oom", "double_free_victim"
 # A kernel thread has no mm (PF_KTHREAD): only these ops make sense in its program.
 KTHREAD_OPS = ("kmalloc", "thread", "oom_score_adj", "sleep", "spin", "exit", "repeat", "wait", "sysrq")
 
+MAX_PROGRAM_DEPTH = 16   # programs nested in programs (fork / clone_vm / thread); oomemu/config/load.py says so
 PROGRAM = ListOf(OpTable(), allowed='a list of 1 or more op tables, e.g. [{ op = "sleep", ms = 5 }]', min_len=1)
 _COUNT = Int(1, 10000)
 _ADJ = Int(-1000, 1000)
