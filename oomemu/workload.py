@@ -58,6 +58,12 @@ async def ret_to_user(cpu, state):
     (`lock` … `unlock`) its ops run as one long system call, so signals wait until it returns."""
     vmstat.count_vm_event(cpu, vmstat.NR_USER_STEPS)
     await ksched.cond_resched(cpu)
+    await do_notify_resume(cpu, state)
+
+
+async def do_notify_resume(cpu, state):
+    """Back to user space without a tick: act on a pending signal. Follows: arch/x86 do_notify_resume() →
+    do_signal(), 3.14. Nothing happens while the program holds mmap_sem (it has not returned from its call)."""
     if state.mmap_sem is None and cpu.m.v_task_tif[cpu.current] & TIF_SIGPENDING:
         await ksignal.get_signal_to_deliver(cpu)
 
@@ -106,20 +112,24 @@ async def op_read(cpu, op, state):
 
 
 async def _fault_loop(cpu, op, state, fault_one):
+    """Each page is one fault, one trip into the kernel: do_page_fault takes mmap_sem for read, handles the
+    fault, drops mmap_sem and returns to user space, where a pending SIGKILL is acted on before the next
+    fault (KERNEL §5.2 step 3). `chunk` faults run back to back (one user step) before the tick lets the CPU's
+    other tasks run."""
     left, chunk, gfp = op["pages"], op["chunk"], op.get("gfp", GFP_HIGHUSER_MOVABLE)
     while left > 0:
-        mm = _mm(cpu)
-        await rwsem.down_read(cpu, mm)  # do_page_fault holds mmap_sem for read
-        oom = False
         n = min(chunk, left)
-        for _ in range(n):
-            if await fault_one(cpu, mm, gfp):
-                oom = True
+        for i in range(n):
+            mm = _mm(cpu)
+            await rwsem.down_read(cpu, mm)  # do_page_fault holds mmap_sem for read
+            oom = await fault_one(cpu, mm, gfp)
+            rwsem.up_read(cpu, mm)
+            if oom:
+                await oom_kill.pagefault_out_of_memory(cpu)  # then return to user and fault again
                 break
             left -= 1
-        rwsem.up_read(cpu, mm)
-        if oom:
-            await oom_kill.pagefault_out_of_memory(cpu)  # then return to user and fault again
+            if i + 1 < n:
+                await do_notify_resume(cpu, state)
         await ret_to_user(cpu, state)
 
 

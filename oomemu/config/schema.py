@@ -555,7 +555,7 @@ MAX_PROGRAM_DEPTH = 16   # programs nested in programs (fork / clone_vm / thread
 PROGRAM = ListOf(OpTable(), allowed='a list of 1 or more op tables, e.g. [{ op = "sleep", ms = 5 }]', min_len=1)
 _COUNT = Int(1, 10000)
 _ADJ = Int(-1000, 1000)
-_CHUNK = Key("chunk", Int(1, 4096), 16, "pages touched per user-space step")
+_CHUNK = Key("chunk", Int(1, 4096), 16, "faults per user-space step (each fault returns to user space)")
 _PAGES = Key("pages", Pages(), help='how much: an int is pages, a string a size ("64MiB")')
 _MS = Key("ms", Number(0, MAX_MS, unit=" of milliseconds"), help="duration in milliseconds")
 
