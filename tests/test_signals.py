@@ -26,7 +26,7 @@ program = [
 [[task]]
 comm = "killer"
 cpu = 0
-program = [{ op = "sleep", ms = 300 }, { op = "sysrq", key = "f" }, { op = "sleep", ms = 50 }]
+program = [{ op = "sleep", ms = 600 }, { op = "sysrq", key = "f" }, { op = "sleep", ms = 50 }]
 [run]
 seconds = 10
 """

@@ -144,7 +144,8 @@ def detect_parallel_kills(run, ended_by):
 
 
 def _sections(run):
-    """OOM critical sections (pid, acquired ts, released ts) and busy trylocks (pid, ts), from the trace."""
+    """OOM critical sections (pid, acquired ts, released ts, free pages above min when acquired) and busy
+    trylocks (pid, ts), from the trace."""
     tries, rels = run.trace.of("oom_lock_try"), run.trace.of("oom_lock_release")
     release_ts = {}      # pid -> its release timestamps, sorted (one searchsorted per section, not a scan)
     for pid in np.unique(rels["pid"]).tolist():
@@ -154,14 +155,22 @@ def _sections(run):
         pid, ts = int(t["pid"]), int(t["ts"])
         mine = release_ts.get(pid)
         i = int(np.searchsorted(mine, ts)) if mine is not None else 0
-        sections.append((pid, ts, int(mine[i]) if mine is not None and i < len(mine) else None))
+        sections.append((pid, ts, int(mine[i]) if mine is not None and i < len(mine) else None, int(t["a"][2])))
     busy = [(int(t["pid"]), int(t["ts"])) for t in tries[tries["a"][:, 0] == 0]]
     return sections, busy
 
 
+def _above_min_at(sections, kill):
+    """Free pages above min (over the zones it locked) when the killer took the OOM lock for this kill."""
+    own = [s for s in sections if s[0] == kill["killer"] and s[1] <= kill["ts"] and (s[2] is None or s[2] >= kill["ts"])]
+    return own[-1][3] if own else 0
+
+
 def detect_extra_kill(run, ended_by):
     """R3: a CPU that waited on the OOM lock while one kill was under way, and was still in that same
-    allocation attempt, killed a second task after that victim's memory had already been freed."""
+    allocation attempt, killed a second task after that victim's memory had already been freed, and the harm is
+    real: when it took the lock for the second kill, free memory was already back above the min watermark (the
+    trace's free_above_min), so only its last-chance attempt at the high watermark sent it on to kill."""
     sections, busy = _sections(run)
     out = []
     for j, later in enumerate(run.kills):
@@ -176,10 +185,12 @@ def detect_extra_kill(run, ended_by):
             waited = any(pid == later["killer"] and start <= ts <= end for pid, ts in busy)
             own_kill_between = any(k["killer"] == later["killer"] and earlier["ts"] < k["ts"] < later["ts"]
                                    for k in run.kills)
-            if waited and not own_kill_between and run.began_before_free(later, earlier):
+            above_min = _above_min_at(sections, later)
+            if waited and not own_kill_between and run.began_before_free(later, earlier) and above_min > 0:
                 out.append(f"{run.name(later['victim'])} killed by {run.name(later['killer'])}, which had waited "
                            f"on the OOM lock during {run.name(earlier['victim'])}'s kill, in the same allocation, "
-                           f"{(later['ts'] - earlier['freed']) / 1e6:.1f} ms after that victim's memory was freed")
+                           f"{(later['ts'] - earlier['freed']) / 1e6:.1f} ms after that victim's memory was freed, "
+                           f"with {above_min} free pages above min")
                 break
     return out
 

@@ -129,6 +129,12 @@ def _grant(cpu, t):
     tp.trace_wakeup(cpu, m.v_task_pid[t], old_state, tp.WAKE_LOCK)
 
 
+def rwsem_is_contended(m, mm):
+    """True if a task waits for mm's mmap_sem. Follows: include/linux/rwsem.h rwsem_is_contended() (a plain read
+    of the wait list, no lock)."""
+    return sync.wq_peek(m, m.wq_mmap_sem(mm)) != -1
+
+
 def mmap_sem_holders(m, mm):
     """(writer row or -1, number of readers) of mm's mmap_sem, in a machine or a saved state: for wait chains.
 

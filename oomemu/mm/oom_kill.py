@@ -791,13 +791,32 @@ def try_set_zonelist_oom(cpu, zonelist, gfp_mask):
                 vz[z * Z_NCOLS + Z_FLAGS] |= ZONE_OOM_LOCKED
         seq = m.v_glob[G_OOM_SEQ]
         m.v_glob[G_OOM_SEQ] = seq + 1
-        tp.trace_oom_lock_try(cpu, ret, _zone_mask(zones), seq=seq + 1)
+        above_min, free = _free_above_min(m, zones) if ret else (0, 0)
+        tp.trace_oom_lock_try(cpu, ret, _zone_mask(zones), above_min, free, seq=seq + 1)
     finally:
         if locked:
             sync.spin_unlock(cpu, L_ZONE_SCAN)
     if not ret:
         vmstat.count_vm_event(cpu, vmstat.NR_OOM_LOCK_BUSY)  # from the allocator and the page-fault path alike
     return ret
+
+
+def _free_above_min(m, zones):
+    """(Σ max(0, free - (min watermark + lowmem_reserve)), Σ free) over `zones`, the reserve taken against the
+    request's classzone (the first zone of the walk): what the trace records when the OOM lock is taken, so a
+    checker can tell whether memory the request could use had already come back above min (KERNEL §9 R3 step 5,
+    §6.4 step 4). Emulator-only."""
+    vz = m.v_zone
+    above = total = 0
+    if not zones:
+        return 0, 0
+    classzone_idx = vz[zones[0] * Z_NCOLS + Z_IDX]
+    for z in zones:
+        zb = z * Z_NCOLS
+        free = vz[zb + Z_STAT + NR_FREE_PAGES]
+        total += free
+        above += max(0, free - vz[zb + Z_WMARK + WMARK_MIN] - vz[zb + Z_LOWMEM_RESERVE + classzone_idx])
+    return above, total
 
 
 def clear_zonelist_oom(cpu, zonelist, gfp_mask):

@@ -25,7 +25,7 @@ CATALOGUE = (
     ("sched_process_fork", "sched", ("parent_pid", "child_pid", "clone_flags", "tgid")),
     ("slowpath_enter", "oomemu", ("gfp_flags", "order")),
     ("slowpath_exit", "oomemu", ("pfn", "order", "restarts")),
-    ("oom_lock_try", "oomemu", ("acquired", "zone_mask")),
+    ("oom_lock_try", "oomemu", ("acquired", "zone_mask", "free_above_min", "free_pages")),
     ("oom_lock_release", "oomemu", ("zone_mask",)),
     ("out_of_memory", "oomemu", ("constraint", "totalpages", "gfp_flags", "order", "force_kill")),
     ("oom_scan_candidate", "oomemu", ("pid", "points", "kind", "parent_pid")),

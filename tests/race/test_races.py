@@ -3,8 +3,9 @@ its near-twin control never shows it.
 
 Bounds: RACE_TRIALS runs each (default 6 to stay within CI's time; `oomemu run SCENARIO --repeat 20` gives
 the figures README shows). A race measured at 100% must show in at least 5 of 6 runs (for a true rate of 95%
-this fails about once in 30 CI runs); R3, the rarer one (measured 70%), must show at least once (a true rate of
-50% fails one run in 64). A control must show its race in none of its runs.
+this fails about once in 30 CI runs); R3, the rarer one (measured 30-40% since its verdict requires real harm:
+memory back above min when the extra kill happened), runs twice as many times and must show at least once (a
+true rate of 30% fails 0.7**12, one run in 70). A control must show its race in none of its runs.
 """
 import os
 
@@ -18,7 +19,7 @@ from conftest import ROOT
 TRIALS = int(os.environ.get("RACE_TRIALS", "6"))
 RACES = {  # scenario → (verdict, least number of runs out of TRIALS)
     "r1-livelock": ("livelock", 0.8),
-    "r3-extra-kill": ("extra-kill", 0.15),
+    "r3-extra-kill": ("extra-kill", 1 / 12),
     "r4-parallel-kills": ("parallel-kills", 0.8),
     "r5-pinned-mm": ("pinned-mm", 0.8),
     "r6-exiting-thread": ("abort-storm", 0.8),
@@ -30,13 +31,17 @@ RACES = {  # scenario → (verdict, least number of runs out of TRIALS)
 def test_race_emerges(tmp_path, name):
     verdict, least = RACES[name]
     scenario = load_scenario(ROOT / "configs" / "races" / f"{name}.toml")
+    trials = TRIALS * (2 if name == "r3-extra-kill" else 1)
     seen = []
-    for i in range(TRIALS):
+    for i in range(trials):
         report = run(scenario, out=tmp_path / f"run{i}")
         assert report["exit_code"] in (0, 1), report["error"]
         assert all(c["ok"] for c in report["checks"]), [c for c in report["checks"] if not c["ok"]]
         seen.append(report["verdict"])
-    assert seen.count(verdict) >= least * TRIALS, f"{name}: {verdict} in {seen.count(verdict)}/{TRIALS}: {seen}"
+        if name == "r3-extra-kill" and verdict in seen:
+            break  # one is all R3 must show
+    needed = 1 if name == "r3-extra-kill" else least * trials
+    assert seen.count(verdict) >= needed, f"{name}: {verdict} in {seen.count(verdict)}/{len(seen)}: {seen}"
 
 
 @pytest.mark.parametrize("name", sorted(RACES))
