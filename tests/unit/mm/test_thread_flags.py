@@ -4,6 +4,7 @@
 """
 import dataclasses
 import multiprocessing as mp
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -19,38 +20,44 @@ from oomemu.percpu import CpuContext
 from oomemu.trace.events import EVENT_ID, CATALOGUE
 from oomemu.trace.reader import TRACE_DTYPE, Trace
 
-ITERATIONS = 4000
+LOCK_BIT = 1 << 18
 
 
-def _hammer(m, sc, row, bit, rounds, out, slot):
-    """Child process: toggle `bit` of task row `row`'s flag word `rounds` times; count surprises (the bit found
-    set when it was clear, or clear when it was set: someone else's update overwrote this one)."""
+def _hammer(m, sc, row, rounds, counter, barrier, slot):
+    """Child process: `rounds` times, take a bit lock on task row `row`'s flag word with test_and_set_bit
+    (as bit_spin_lock does), increment a shared counter with a plain read-modify-write inside it, and release
+    it with clear_bit. If the bit operations are atomic the lock excludes, and no increment is lost."""
     cpu = CpuContext(m, slot, sc)
-    surprises = 0
+    barrier.wait(30)  # both start together, however loaded the host
     for _ in range(rounds):
-        if sync.test_and_set_bit(cpu, m.v_task_tif, row, bit):
-            surprises += 1
-        if not m.v_task_tif[row] & bit:
-            surprises += 1          # our own set is gone
-        if not sync.test_and_clear_bit(cpu, m.v_task_tif, row, bit):
-            surprises += 1
-    out[slot] = surprises
+        deadline = time.monotonic() + 5
+        while sync.test_and_set_bit(cpu, m.v_task_tif, row, LOCK_BIT):
+            sync.cpu_relax(cpu, "test.bit_lock")
+            if time.monotonic() > deadline:
+                counter[1] += 1    # the lock bit stayed set with no holder: a lost clear
+                return
+        value = counter[0]
+        time.sleep(0.0001)         # a critical section long enough for a second holder to overlap it
+        counter[0] = value + 1
+        sync.clear_bit(cpu, m.v_task_tif, row, LOCK_BIT)
 
 
 def _race(m, cpu, rounds, breaks=()):
-    """Two CPU processes toggle different bits of one word at once; returns (surprises, final word)."""
+    """Two CPU processes increment one counter under the bit lock; returns (increments, final flag word, how
+    many found the lock stuck)."""
     sc = dataclasses.replace(cpu.scenario, debug_break=tuple(breaks))
     row = add_process(m, cpu, "target")
+    m.task_tif[row] = 1 << 0          # an unrelated bit that must survive
     ctx = mp.get_context("fork")
-    out = ctx.Array("q", 2)
-    procs = [ctx.Process(target=_hammer, args=(m, sc, row, bit, rounds, out, slot))
-             for slot, bit in enumerate((1 << 0, 1 << 18))]
+    counter = ctx.RawArray("q", 2)
+    barrier = ctx.Barrier(2)
+    procs = [ctx.Process(target=_hammer, args=(m, sc, row, rounds, counter, barrier, slot)) for slot in (0, 1)]
     for p in procs:
         p.start()
     for p in procs:
-        p.join(60)
+        p.join(120)
         assert p.exitcode == 0
-    return sum(out), int(m.task_tif[row])
+    return counter[0], int(m.task_tif[row]), counter[1]
 
 
 @pytest.fixture
@@ -61,29 +68,28 @@ def mc():
 
 
 def test_atomic_bitops_lose_no_update_across_processes(mc):
-    """Two processes each toggle their own bit of one shared word 4000 times with test_and_set_bit /
-    test_and_clear_bit: neither ever finds its bit disturbed, and the word ends at 0."""
+    """Two processes each take a test_and_set_bit lock 1000 times around a plain increment of a shared
+    counter: exactly 2000 increments land, and the word's other bit is untouched."""
     m, cpu = mc
-    surprises, word = _race(m, cpu, ITERATIONS)
-    assert (surprises, word) == (0, 0)
+    assert _race(m, cpu, 1000) == (2000, 1 << 0, 0)
 
 
 def test_python_fallback_is_atomic_too(mc, monkeypatch):
-    """Without the compiled extension every update takes L_BITOPS: still no lost update."""
+    """Without the compiled extension every update takes L_BITOPS: the lock still excludes."""
     m, cpu = mc
     monkeypatch.setattr(sync, "_fetch_or", None)
     monkeypatch.setattr(sync, "_fetch_and", None)
-    surprises, word = _race(m, cpu, ITERATIONS // 4)
-    assert (surprises, word) == (0, 0)
+    assert _race(m, cpu, 400) == (800, 1 << 0, 0)
 
 
 def test_nonatomic_break_loses_updates(mc):
-    """The `nonatomic_bitops` break (a plain read-modify-write with a window) does lose updates under the
-    same load: the control that shows the race test above can fail. Each op holds a 0.5 ms window, so in
-    200 rounds the two processes overlap on almost every op; at least one surprise is required."""
+    """The `nonatomic_bitops` break (a plain read-modify-write with a 0.5 ms window) lets both processes
+    take the bit lock at once, so increments are lost: the control that shows the test above can fail.
+    Both start at a barrier and every acquire has the window, so in 300 rounds each the two overlap on many
+    acquires; fewer than 600 increments are required (or a lock left stuck by a lost clear)."""
     m, cpu = mc
-    surprises, _ = _race(m, cpu, 200, breaks=("nonatomic_bitops",))
-    assert surprises > 0
+    increments, _, stuck = _race(m, cpu, 300, breaks=("nonatomic_bitops",))
+    assert increments < 600 or stuck
 
 
 def test_bit_helpers_return_the_old_state(mc):
