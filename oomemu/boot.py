@@ -31,6 +31,16 @@ def ring_records_for(max_tasks):
     return max(RING_RECORDS, 1 << (need - 1).bit_length())
 
 
+MAX_PRESET_RING = 1 << 20
+
+
+def preset_pages_max(scenario):
+    """The most pages one task's `mm` preset holds (at most MAX_PRESET_RING): its exit frees them in one go,
+    one mm_page_free record each, so the rings are sized to hold that many."""
+    most = max((t.mm["anon"] + t.mm["file"] for t in scenario.tasks if t.mm is not None), default=0)
+    return min(most, MAX_PRESET_RING)
+
+
 def create_machine(scenario, ring_records=None, replay=None):
     """Allocate the shared segment for `scenario` and boot memory, programs and tasks into it.
 
@@ -43,7 +53,7 @@ def create_machine(scenario, ring_records=None, replay=None):
     if not scenario.run.trace:
         ring_records = 1
     elif ring_records is None:
-        ring_records = ring_records_for(max_tasks)
+        ring_records = ring_records_for(max(max_tasks, preset_pages_max(scenario)))
     m = Machine(nr_cpus=mc.cpus, nr_nodes=len(mc.nodes), nr_pages=mm_init.nr_pages_of(scenario),
                 max_tasks=max_tasks, ring_records=ring_records, hz=mc.hz,
                 controlled=scenario.run.schedule != "free", replay_pairs=len(replay or ()),

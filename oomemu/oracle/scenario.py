@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+from oomemu.boot import MAX_PRESET_RING
 from oomemu.config.schema import MACHINE, MAX_ORDER_BLOCK, MAX_ZONE
 from oomemu.include.gfp import GFP_NAMES, __GFP_HIGHMEM, __GFP_MOVABLE
 from oomemu.config.profiles import features_for
@@ -48,6 +49,10 @@ def implied_profile(report, profiles=None):
 def gfp_text(report, notes):
     """The report's gfp_mask as emulator flag names: the printed names (4.8+) where the emulator knows them,
     else the 3.14 bits of a hex mask."""
+    if report.gfp_mask is None:
+        notes.append("the report has no \"invoked oom-killer\" line: the request is taken as a user page fault "
+                     "(GFP_HIGHUSER_MOVABLE, order 0)")
+        return "GFP_HIGHUSER_MOVABLE"
     if report.gfp_names is not None:
         known = [n for n in report.gfp_names if n in GFP_NAMES]
         dropped = [n for n in report.gfp_names if n not in GFP_NAMES]
@@ -87,9 +92,18 @@ def _round_up(kb, to=BLOCK_KB):
 
 
 def _zones(report, notes):
-    """{node: {zone key: kB}} from the zone lines (managed size, else present), or None without them."""
+    """{node: {zone key: kB}} from the zone lines (managed size, else present), or None without them; a report
+    whose zone lines lost their sizes (cut by a mailer) but prints "pages RAM" gets one Normal zone of that
+    RAM (and a DMA zone where it had one)."""
+    from oomemu.oracle.report import totalram_pages
     if not report.zones:
         return None
+    if any(z.managed_kb is None and z.present_kb is None for z in report.zones) and report.pages_ram:
+        ram_kb = totalram_pages(report) * PAGE_KB
+        dma = 16 * MiB_KB if any(z.name == "DMA" for z in report.zones) else 0
+        notes.append(f"the zone lines lost their sizes: the machine is one Normal zone of the report's RAM "
+                     f"({ram_kb} kB, \"pages RAM\" less \"pages reserved\")" + (" and a 16 MiB DMA zone" if dma else ""))
+        return {0: {"DMA": dma, "DMA32": 0, "Normal": max(BLOCK_KB, ram_kb - dma)}}
     nodes = {}
     for z in report.zones:
         size = z.managed_kb if z.managed_kb is not None else z.present_kb
@@ -222,6 +236,9 @@ def build_scenario(report, source="report"):
         out.append("")
     out.append("[run]")
     out.append("seconds = 10")
+    if max((sum(t.anon_file) for t in rows), default=0) > MAX_PRESET_RING - 4096:
+        out.append("trace = false  # a row larger than the trace rings: its exit would overflow them")
+        notes.append("a row holds more pages than a trace ring (2^20 records): the scenario runs untraced")
     return "\n".join(out) + "\n", notes
 
 
