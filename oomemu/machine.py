@@ -56,6 +56,7 @@ G_PAUSE = 27          # 1: every worker parks at its next quiescent point (a sna
 G_OOM_REAPER_LIST = 28    # oom_reaper_list: first queued victim's task row, -1 when empty (profiles >= 4.6)
 G_OOM_LOCK = 29           # the oom_lock mutex (profiles >= 4.2): holder's task row + 1, 0 when free
 G_OOM_SCORES_TAKEN = 30   # 1 once the first out_of_memory recorded every task's /proc oom_score (report.json)
+G_TASKLIST_RW = 31    # tasklist_lock as an rwlock_t: readers inside, or -1 while a writer holds it
 G_NR = 32
 
 # --- zone columns ---------------------------------------------------------------------------------------------

@@ -373,3 +373,90 @@ def test_and_set_bit(cpu, words, index, mask):
 def test_and_clear_bit(cpu, words, index, mask):
     """Clear `mask` in words[index]; True if any of its bits was set. Follows: test_and_clear_bit()."""
     return bool(atomic_fetch_andnot(cpu, words, index, mask) & mask)
+
+
+# --- reader-writer spinlocks (rwlock_t) -------------------------------------------------------------------------
+# An rwlock's state is one int64 slot of the glob table: the number of readers inside, or -1 while a writer
+# holds it. The slot is read and changed only under the spinlock `index` (held for a few instructions), so
+# readers run in parallel and a writer excludes everyone. Like 3.14's x86 rwlock_t (before the queued rwlock
+# of 3.16) it is not fair: a stream of readers can keep a writer waiting.
+
+def _rw_acquire(cpu, index, slot, write):
+    m = cpu.m
+    g = m.v_glob
+    name = "rwlock.write" if write else "rwlock.read"
+    deadline = None
+    while True:
+        spin_lock(cpu, index)
+        state = g[slot]
+        if (state == 0) if write else (state >= 0):
+            g[slot] = -1 if write else state + 1
+            spin_unlock(cpu, index)
+            return
+        spin_unlock(cpu, index)
+        cpu_relax(cpu, name)
+        if deadline is None:
+            deadline = time.monotonic() + LOCK_TIMEOUT
+        if m.v_glob[G_STOP]:
+            raise RunStopped(f"run stopped while cpu {cpu.id} waited for {m.lock_name(index)} ({name})")
+        if time.monotonic() > deadline:
+            held = "held for write" if state < 0 else f"held by {state} reader(s)"
+            raise LockTimeout(f"cpu {cpu.id} waited {LOCK_TIMEOUT:.0f}s for {m.lock_name(index)} "
+                              f"({name}); it is {held}")
+
+
+def read_lock(cpu, index, slot):
+    """Enter rwlock `slot` (guarded by spinlock `index`) as a reader; other readers may be inside.
+
+    Follows: include/linux/rwlock.h read_lock(), 3.14. Differs: gives up after LOCK_TIMEOUT.
+    """
+    _rw_acquire(cpu, index, slot, False)
+
+
+def read_unlock(cpu, index, slot):
+    """Leave as a reader. Follows: read_unlock()."""
+    spin_lock(cpu, index)
+    cpu.m.v_glob[slot] -= 1
+    spin_unlock(cpu, index)
+
+
+def write_lock(cpu, index, slot):
+    """Take rwlock `slot` exclusively, waiting for every reader to leave. Follows: write_lock(), 3.14."""
+    _rw_acquire(cpu, index, slot, True)
+
+
+def write_unlock(cpu, index, slot):
+    """Release the write hold. Follows: write_unlock()."""
+    spin_lock(cpu, index)
+    cpu.m.v_glob[slot] = 0
+    spin_unlock(cpu, index)
+
+
+class read_locked:
+    """`with read_locked(cpu, index, slot):` for read_lock/read_unlock in one function."""
+
+    __slots__ = ("cpu", "index", "slot")
+
+    def __init__(self, cpu, index, slot):
+        self.cpu, self.index, self.slot = cpu, index, slot
+
+    def __enter__(self):
+        read_lock(self.cpu, self.index, self.slot)
+
+    def __exit__(self, *exc):
+        read_unlock(self.cpu, self.index, self.slot)
+
+
+class write_locked:
+    """`with write_locked(cpu, index, slot):` for write_lock/write_unlock in one function."""
+
+    __slots__ = ("cpu", "index", "slot")
+
+    def __init__(self, cpu, index, slot):
+        self.cpu, self.index, self.slot = cpu, index, slot
+
+    def __enter__(self):
+        write_lock(self.cpu, self.index, self.slot)
+
+    def __exit__(self, *exc):
+        write_unlock(self.cpu, self.index, self.slot)

@@ -12,7 +12,7 @@ from oomemu.include.sched import (EXIT_DEAD, EXIT_ZOMBIE, PF_EXITING, PF_KTHREAD
                                   TIF_SIGPENDING)
 from oomemu.kernel import fork, rwsem
 from oomemu.kernel import sched as ksched
-from oomemu.machine import G_NR_TASK_ROWS, G_NR_USER_LIVE, L_TASKLIST
+from oomemu.machine import G_NR_TASK_ROWS, G_NR_USER_LIVE, G_TASKLIST_RW, L_TASKLIST
 from oomemu.mm import vmstat
 from oomemu.trace import events as tp
 from oomemu.trace.events import WAIT_CHILD
@@ -74,23 +74,65 @@ async def exit_mm(cpu, tsk):
         oom_kill.exit_oom_victim(cpu, tsk)   # 4.0 (seen in 4.2.8): after mmput
 
 
-def _reparent_children(m, tsk):
-    """Hand tsk's children to init. Follows: forget_original_parent(), 3.14 (no subreapers)."""
+def _group(m, tsk):
+    """Rows of tsk's thread group in creation order (leader first). Follows: while_each_thread()."""
     n = int(m.glob[G_NR_TASK_ROWS])
-    kids = (m.task_parent[:n] == tsk).nonzero()[0]
-    m.task_parent[kids] = INIT_ROW
-    return len(kids)
+    return (m.task_leader[:n] == m.v_task_leader[tsk]).nonzero()[0].tolist()
+
+
+def find_new_reaper(m, father):
+    """Who adopts father's children: a live thread of its own group that is not exiting, else init.
+
+    Follows: kernel/exit.c find_new_reaper(), 3.14. Differs: no pid namespaces and no child subreapers.
+    """
+    for t in _group(m, father):
+        if t != father and not m.v_task_flags[t] & PF_EXITING and not m.v_task_exit_state[t]:
+            return t
+    return INIT_ROW
+
+
+def forget_original_parent(cpu, father):
+    """Give father's children to find_new_reaper()'s choice; returns (reaper, whether a zombie moved to a
+    reaper outside father's group, which must then be told). tasklist_lock held for write.
+
+    Follows: kernel/exit.c forget_original_parent() / reparent_leader(), 3.14.
+    """
+    m = cpu.m
+    n = int(m.glob[G_NR_TASK_ROWS])
+    kids = (m.task_parent[:n] == father).nonzero()[0]
+    if not len(kids):
+        return -1, False
+    reaper = find_new_reaper(m, father)
+    m.task_parent[kids] = reaper
+    foreign = m.v_task_leader[reaper] != m.v_task_leader[father]
+    return reaper, bool(foreign and (m.task_exit_state[kids] == EXIT_ZOMBIE).any())
+
+
+def thread_group_empty(m, leader):
+    """True once every thread of leader's group has exited. Follows: thread_group_empty() (here: the group's
+    live count; non-leader threads reap themselves at exit)."""
+    return m.v_sig_nr_live[leader] == 0
+
+
+def delay_group_leader(m, p):
+    """A zombie leader is not reaped (nor reported to its parent) while other threads of its group live.
+
+    Follows: include/linux/sched.h delay_group_leader(), 3.14.
+    """
+    return m.v_task_leader[p] == p and not thread_group_empty(m, p)
 
 
 def exit_notify(cpu, tsk):
-    """Become a zombie for the parent to reap (or be reaped at once as a non-leader thread); wake the parent.
+    """Hand the children on, become a zombie for the parent to reap (or, as a non-leader thread, reap itself),
+    and tell the parent once the whole group is gone.
 
-    Follows: kernel/exit.c exit_notify(), 3.14. Differs: a leader becomes a zombie at once even while other
-    threads of its group still run (no delay_group_leader()).
+    Follows: kernel/exit.c exit_notify() and release_task()'s zombie-leader notification, 3.14: the leader's
+    parent hears of it only when the group is empty (delay_group_leader), so the last thread to exit tells it.
     """
     m = cpu.m
-    with sync.spinlock(cpu, L_TASKLIST):
-        orphans = _reparent_children(m, tsk)
+    notify = -1
+    with sync.write_locked(cpu, L_TASKLIST, G_TASKLIST_RW):
+        reaper, tell_reaper = forget_original_parent(cpu, tsk)
         leader = m.v_task_leader[tsk]
         m.v_sig_nr_live[leader] -= 1
         if not m.v_task_flags[tsk] & PF_KTHREAD:
@@ -98,21 +140,25 @@ def exit_notify(cpu, tsk):
         if leader != tsk:
             m.v_task_exit_state[tsk] = EXIT_DEAD  # threads are reaped by themselves
             tp.trace_sched_process_free(cpu, m.v_task_pid[tsk], pid=m.v_task_pid[tsk])
-            parent = -1
+            if m.v_task_exit_state[leader] == EXIT_ZOMBIE and thread_group_empty(m, leader):
+                notify = m.v_task_parent[leader]   # the last thread out reports the zombie leader
         else:
             m.v_task_exit_state[tsk] = EXIT_ZOMBIE
-            parent = m.v_task_parent[tsk]
-    if orphans:
-        __wake_up_parent(cpu, INIT_ROW)
-    if parent >= 0:
-        __wake_up_parent(cpu, parent)
+            if thread_group_empty(m, tsk):
+                notify = m.v_task_parent[tsk]
+    if tell_reaper:
+        __wake_up_parent(cpu, reaper)
+    if notify >= 0:
+        __wake_up_parent(cpu, notify)
 
 
 def __wake_up_parent(cpu, parent):
-    """Wake whoever sleeps in wait4 on parent's wait_chldexit. Follows: __wake_up_parent(), 3.14."""
+    """Wake whoever sleeps in wait4 on the wait_chldexit of parent's signal_struct (any thread of its group may
+    be waiting). Follows: __wake_up_parent(), 3.14."""
     m = cpu.m
-    wq = m.wq_chldexit(parent)
-    with sync.spinlock(cpu, m.task_lock_index(parent)):
+    leader = m.v_task_leader[parent]
+    wq = m.wq_chldexit(leader)
+    with sync.spinlock(cpu, m.task_lock_index(leader)):
         while True:
             t = sync.wq_pop_head(cpu, wq)
             if t == -1:
@@ -130,15 +176,22 @@ def release_task(cpu, p):
 
 
 def _reap_zombies(cpu, parent):
-    """Reap every zombie child of `parent`; return (reaped, children left)."""
+    """Reap every zombie child of any thread of `parent`'s group, except leaders whose other threads still
+    run (delay_group_leader); return (reaped, children left, delayed zombies counted as left).
+
+    Follows: kernel/exit.c do_wait_thread() over while_each_thread(), wait_consider_task(), 3.14.
+    """
     m = cpu.m
     n = int(m.glob[G_NR_TASK_ROWS])
-    with sync.spinlock(cpu, L_TASKLIST):
-        leaders = (m.task_leader[:n] == np.arange(n)) & (m.task_parent[:n] == parent)
-        zombies = (leaders & (m.task_exit_state[:n] == EXIT_ZOMBIE)).nonzero()[0].tolist()
+    with sync.write_locked(cpu, L_TASKLIST, G_TASKLIST_RW):
+        mine = np.isin(m.task_parent[:n], _group(m, parent))
+        leaders = (m.task_leader[:n] == np.arange(n)) & mine
+        zombie = leaders & (m.task_exit_state[:n] == EXIT_ZOMBIE)
+        delayed = zombie & (m.sig_nr_live[:n] > 0)
+        zombies = (zombie & ~delayed).nonzero()[0].tolist()
         for p in zombies:
             release_task(cpu, p)
-        left = int((leaders & (m.task_exit_state[:n] == 0)).sum())
+        left = int((leaders & (m.task_exit_state[:n] == 0)).sum() + delayed.sum())
     return len(zombies), left
 
 
@@ -150,9 +203,10 @@ async def do_wait(cpu):
     """
     m = cpu.m
     cur = cpu.current
-    wq = m.wq_chldexit(cur)
+    leader = m.v_task_leader[cur]
+    wq = m.wq_chldexit(leader)      # signal->wait_chldexit: one queue per thread group
     while True:
-        lk = m.task_lock_index(cur)
+        lk = m.task_lock_index(leader)
         sync.spin_lock(cpu, lk)
         sync.wq_add_tail(cpu, wq, cur)
         ksched.set_current_state(cpu, TASK_INTERRUPTIBLE)

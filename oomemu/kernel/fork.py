@@ -10,8 +10,8 @@ pages copy-on-write; task_struct and kernel stacks are not charged to memory.
 from oomemu import sync
 from oomemu.include.sched import PF_FORKNOEXEC, PF_KTHREAD, TASK_NEW
 from oomemu.errors import KernelBug
-from oomemu.machine import (G_NEXT_CPU, G_NEXT_PID, G_NR_MM_ROWS, G_NR_TASK_ROWS, G_NR_USER_LIVE, L_TASKLIST,
-                            MM_COUNT, MM_OWNER, MM_SEM_WRITER, MM_USED, MM_USERS)
+from oomemu.machine import (G_NEXT_CPU, G_NEXT_PID, G_NR_MM_ROWS, G_NR_TASK_ROWS, G_NR_USER_LIVE, G_TASKLIST_RW,
+                            L_TASKLIST, MM_COUNT, MM_OWNER, MM_SEM_WRITER, MM_USED, MM_USERS)
 from oomemu.mm import mmap
 from oomemu.trace import events as tp
 
@@ -23,7 +23,7 @@ CLONE_SIGHAND = 0x00000800
 def mm_alloc(cpu, owner):
     """A new, empty mm_struct row with one user. Follows: kernel/fork.c mm_alloc()."""
     m = cpu.m
-    with sync.spinlock(cpu, L_TASKLIST):
+    with sync.write_locked(cpu, L_TASKLIST, G_TASKLIST_RW):
         mm = int(m.glob[G_NR_MM_ROWS])
         if mm >= m.max_tasks:
             raise KernelBug(f"mm table full ({m.max_tasks} rows): raise machine.max_tasks")
@@ -58,7 +58,7 @@ def copy_process(cpu, parent, clone_flags, prog, comm, target_cpu, *, uid=None, 
     Follows: kernel/fork.c copy_process(), 3.14. Returns the new row. `parent` -1 is boot (no parent).
     """
     m = cpu.m
-    with sync.spinlock(cpu, L_TASKLIST):
+    with sync.write_locked(cpu, L_TASKLIST, G_TASKLIST_RW):
         row = int(m.glob[G_NR_TASK_ROWS])
         if row >= m.max_tasks:
             raise KernelBug(f"task table full ({m.max_tasks} rows): raise machine.max_tasks")

@@ -47,6 +47,8 @@ def exit_mmap(cpu, mm):
     """Unmap everything of a dead mm: free its anon pages and swap entries, unmap its file pages.
 
     Follows: mm/mmap.c exit_mmap(), 3.14. Returns the pages given back to the allocator.
+    Differs: the pages are freed per zone in one zone->lock hold, not in TLB-gather batches through the
+    per-CPU lists with cond_resched() between ranges, so no other CPU takes part of the memory mid-exit.
     """
     m = cpu.m
     sync.sched_point(cpu, "exit_mmap", mm)

@@ -26,7 +26,8 @@ from oomemu.kernel import time as ktime
 from oomemu.lib import ratelimit
 from oomemu.machine import (G_HZ, G_LAST_KILL_JIFFY, G_OOM_LOCK, G_OOM_REAPER_LIST, G_OOM_SCORES_TAKEN, G_STOP, L_OOM_LOCK, L_OOM_REAPER, G_NR_KILLS, G_NR_MM_ROWS, G_NR_TASK_ROWS, G_OOM_RS, G_OOM_SEQ, G_TOTAL_SWAP,
                             G_TOTALRAM, K_CPU, K_KILLER_PID, K_KIND, K_NS, K_PID, K_POINTS, K_ROW,
-                            K_SEQ, L_KILL_LOG, L_TASKLIST, L_ZONE_SCAN, MAX_KILLS, MM_ANONPAGES, MM_FLAGS, MM_USERS,
+                            K_SEQ, G_TASKLIST_RW, L_KILL_LOG, L_TASKLIST, L_ZONE_SCAN, MAX_KILLS, MM_ANONPAGES,
+                            MM_FLAGS, MM_USERS,
                             MM_FILEPAGES, MM_NCOLS, MM_NR_PTES, MM_SWAPENTS, MM_TOTAL_VM, Z_FLAGS, Z_IDX,
                             Z_LOWMEM_RESERVE, Z_MANAGED, Z_NCOLS, Z_NODE, Z_NR_FREE, Z_STAT, Z_WMARK)
 from oomemu.include.mmzone import NR_FREE_PAGES, NR_LRU_ANON, NR_LRU_FILE
@@ -670,7 +671,7 @@ def _sacrifice_child(cpu, p, memcg, nodemask, totalpages):
     m = cpu.m
     victim, victim_points = p, 0
     p_mm = m.v_task_mm[p]
-    with sync.spinlock(cpu, L_TASKLIST):
+    with sync.read_locked(cpu, L_TASKLIST, G_TASKLIST_RW):  # read_lock(&tasklist_lock)
         for t in thread_group(m, p):
             for child in _children(m, t):
                 if m.v_task_mm[child] == p_mm:
@@ -842,7 +843,8 @@ async def out_of_memory(cpu, zonelist, gfp_mask, order, nodemask, force_kill, fr
 
     Follows: mm/oom_kill.c out_of_memory(), 3.14 (KERNEL §3.2), step for step (3.14 returns nothing; the result
     is 4.2's "progress", which the 3.14 caller ignores). `from_kworker` runs it as the SysRq-F work item
-    would, with a kernel thread as current (no current-based shortcuts, no sleep). Switches at their steps:
+    would, with a kernel thread as current (no current-based shortcuts; it still takes the killable
+    one-jiffy sleep after a kill). Switches at their steps:
     the dying-current shortcut (`task_will_free_mem` 3.19; `oom_reaper` 4.6: only with an mm; `mmf_oom_skip`
     4.9, seen in 4.9.0: task_will_free_mem alone, and the reaper is woken for current), no panic for SysRq
     (`oom_reaper`, seen in 4.6.2), `deadlocked_on_memory` (seen in 4.19.1 and 5.9.1, not in 4.17.0). Differs:
@@ -894,8 +896,9 @@ async def out_of_memory(cpu, zonelist, gfp_mask, order, nodemask, force_kill, fr
         oom_kill_process(cpu, p, gfp_mask, order, points, totalpages, None, nodemask, "Out of memory",
                          KILL_SYSRQ if force_kill else KILL_VICTIM)
         killed = True
-    if killed and cur >= 0:
-        # Give the victim a jiffy to exit and free its memory; a fatal signal ends the wait at once.
+    if killed and (cur >= 0 or from_kworker):
+        # Give the victim a jiffy to exit and free its memory; a fatal signal ends the wait at once. The
+        # SysRq-F kworker sleeps too (here the writing task stands in for it).
         sync.sched_point(cpu, "oom.sleep")
         await ksched.schedule_timeout_killable(cpu, 1)
     return True

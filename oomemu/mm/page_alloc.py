@@ -398,7 +398,9 @@ def get_page_from_freelist(cpu, gfp_mask, nodemask, order, zonelist, high_zoneid
     """Walk the zonelist for a zone that passes its watermark and allocate from it.
 
     Follows: mm/page_alloc.c get_page_from_freelist(), 3.14. Differs: no cpusets, no zonelist cache, no
-    zone_reclaim_mode (a failing zone is simply skipped, as with zone_reclaim_mode = 0).
+    zone_reclaim_mode (a failing zone is simply skipped, as with zone_reclaim_mode = 0); no fair zone
+    allocation (the low-watermark pass does not skip zones whose NR_ALLOC_BATCH is used up or remote zones,
+    and prepare_slowpath resets no batches), so zones fill strictly in zonelist order.
     """
     m = cpu.m
     vz = m.v_zone

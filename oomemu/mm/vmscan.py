@@ -130,6 +130,11 @@ def shrink_lruvec(cpu, z, priority, nr_to_reclaim):
 
     Follows: mm/vmscan.c shrink_lruvec()/shrink_inactive_list(), 3.14, with get_scan_count()'s
     "lru size >> priority" (at least a cluster) as the scan target.
+    Differs: every isolated page is reclaimed (no active/inactive lists, no referenced bit, no
+    page_referenced() of mapped file pages), so zone_reclaimable() matters only once an LRU is empty and R8
+    (thrashing instead of OOM) cannot appear; the pages are isolated and freed in one zone->lock hold (no
+    separate lru_lock, no per-CPU pagevecs) and go straight to the buddy lists, not the reclaiming CPU's
+    per-CPU list.
     """
     m = cpu.m
     vz = m.v_zone
@@ -207,7 +212,8 @@ def do_try_to_free_pages(cpu, zonelist, gfp_mask, nr_to_reclaim):
 async def try_to_free_pages(cpu, zonelist, order, gfp_mask, nodemask):
     """Direct reclaim of SWAP_CLUSTER_MAX pages for an allocating task. Follows: try_to_free_pages(), 3.14.
 
-    Differs: no throttle_direct_reclaim().
+    Differs: no throttle_direct_reclaim() / pfmemalloc_wait, and so no "a fatal signal while throttled
+    counts as progress (1)"; R7 (reserve exhaustion) keeps the wrong timing.
     """
     tp.trace_mm_vmscan_direct_reclaim_begin(cpu, order, 1, gfp_mask)
     progress = do_try_to_free_pages(cpu, zonelist, gfp_mask, SWAP_CLUSTER_MAX)
@@ -269,6 +275,8 @@ def balance_pgdat(cpu, nid, order, classzone_idx):
     """Reclaim until every zone of the node up to classzone is above its high watermark.
 
     Follows: mm/vmscan.c balance_pgdat()/kswapd_shrink_zone(), 3.14 (KERNEL §6.6).
+    Differs: end_zone counts unreclaimable zones on every pass (3.14 skips them after the first), and an
+    order > 0 wake-up never falls back to order 0 after 2 << order pages are reclaimed.
     """
     m = cpu.m
     vmstat.count_vm_event(cpu, vmstat.NR_KSWAPD_RUNS)
