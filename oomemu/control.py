@@ -67,6 +67,7 @@ CT_STALL_NEXT = 30    # virtual ns of the next stall test
 CT_STALL_MARK = 31    # 4 words: marker hash, since (jiffies), looping count at the marker, armed
 CT_HZ = 35
 CT_DIVERGED = 36      # replay: step of the first choice that could not be followed (0: none)
+CT_CHOICES = 37       # points at which two or more rows were runnable (PCT counts its change points in these)
 CT_CHANGE = 40        # PCT change points (MAX_CHANGES words)
 MAX_CHANGES = 16
 CT_ROWS = CT_CHANGE + MAX_CHANGES
@@ -91,7 +92,7 @@ LOG_PAIRS = 1 << 20   # room for this many (row, run) pairs in the segment
 CHECK_EVERY = 64      # steps between end-condition checks
 PCT_SLICE = 4096      # PCT: consecutive steps after which a runner that others wait behind is demoted
 DEFAULT_PCT_STEPS = 20000
-IDLE_POLL_NS = 20_000_000
+SNAPSHOT_NS = 100_000_000   # a quiescent snapshot every 0.1 s of virtual time (controlled runs are short)
 _MASK = (1 << 64) - 1
 
 # Every scheduling point has a stable name; its index is what the log, the trace and the rows record.
@@ -133,7 +134,8 @@ def setup(m, run, hz, replay_pairs=None):
 
     PCT (Burckhardt et al., ASPLOS 2010): n distinct random priorities d..d+n-1, and d - 1 change points
     drawn uniformly over the expected step count k; at the i-th change point the running row's priority drops
-    to d - 1 - i. The run always goes to the highest-priority runnable row.
+    to d - 1 - i. The run always goes to the highest-priority runnable row. Steps are counted only where the
+    strategy has a choice (two or more rows runnable): a change point anywhere else could change nothing.
     """
     c = m.v_ctl
     n = m.nr_rows_cpu
@@ -143,8 +145,8 @@ def setup(m, run, hz, replay_pairs=None):
     c[CT_COST] = run.step_ns
     c[CT_HZ] = hz
     c[CT_DEADLINE] = int(run.seconds * 1_000_000_000)
-    c[CT_SNAP_EVERY] = 500_000_000
-    c[CT_SNAP_NEXT] = 500_000_000
+    c[CT_SNAP_EVERY] = SNAPSHOT_NS
+    c[CT_SNAP_NEXT] = SNAPSHOT_NS
     c[CT_NEXT_EVENT] = min(c[CT_SNAP_NEXT], c[CT_DEADLINE])
     c[CT_CHECK_AT] = CHECK_EVERY
     c[CT_HASH] = 0
@@ -166,8 +168,6 @@ def setup(m, run, hz, replay_pairs=None):
         c[b + R_PRIO] = prios[row]
         c[b + R_DEADLINE] = -1
         c[b + R_LOCK] = -1
-    if mode == MODE_PCT and changes:
-        c[CT_CHECK_AT] = min(CHECK_EVERY, changes[0])
     if mode == MODE_REPLAY:
         pairs = replay_pairs or [(0, 1)]
         m.ctl_replay[:len(pairs) * 2] = [v for pair in pairs for v in pair]
@@ -374,6 +374,14 @@ class Controller:
             self._refresh()
         mode = self.mode
         if mode == MODE_PCT:
+            if len(self._runnable) > 1:
+                n = c[CT_CHOICES] + 1
+                c[CT_CHOICES] = n
+                if c[CT_NCHANGE] and n >= c[CT_CHANGE + c[CT_CHANGE_IDX]]:
+                    c[CT_CHANGE_IDX] += 1        # a change point: the row that ran this step drops below all
+                    c[CT_NCHANGE] -= 1
+                    self._demote(self.row)
+                    self._refresh()
             if c[CT_LOG_RUN] >= PCT_SLICE and len(self._runnable) > 1 and c[CT_LOG_ROW] == self._best:
                 # A row that kept the token this long while others could run is demoted: CPUs run in
                 # parallel, so no CPU's retry loop may starve the one it waits for (a fair PCT).
@@ -443,10 +451,6 @@ class Controller:
     def _events(self, step, vnow):
         """Timers, snapshots, the deadline, PCT change points and the end conditions (deterministic steps)."""
         c = self.c
-        if c[CT_NCHANGE] and step >= c[CT_CHANGE + c[CT_CHANGE_IDX]]:
-            self._demote(c[CT_HOLDER])
-            c[CT_CHANGE_IDX] += 1
-            c[CT_NCHANGE] -= 1
         if step >= c[CT_CHECK_AT]:
             # the end conditions are tested every CHECK_EVERY steps whatever the strategy, so a replay ends at
             # the very step its recording did
@@ -456,10 +460,7 @@ class Controller:
                     self._request_end(END_PANIC, step)
                 elif g[G_NR_USER_LIVE] <= 1:
                     self._request_end(END_ALL_EXITED, step)
-            nxt = (step // CHECK_EVERY + 1) * CHECK_EVERY
-            if c[CT_NCHANGE]:
-                nxt = min(nxt, c[CT_CHANGE + c[CT_CHANGE_IDX]])
-            c[CT_CHECK_AT] = nxt
+            c[CT_CHECK_AT] = (step // CHECK_EVERY + 1) * CHECK_EVERY
         if vnow >= c[CT_NEXT_EVENT]:
             self._time_events(step, vnow)
 
@@ -589,7 +590,7 @@ def schedule_log(m):
 def summary(m):
     """Counters of the controller for report.json."""
     c = m.v_ctl
-    return {"steps": int(c[CT_STEP]), "switches": int(c[CT_SWITCHES]), "virtual_ns": int(c[CT_VNOW]),
+    return {"steps": int(c[CT_STEP]), "choice_points": int(c[CT_CHOICES]), "switches": int(c[CT_SWITCHES]), "virtual_ns": int(c[CT_VNOW]),
             "end": END_REASONS.get(int(c[CT_END])), "end_step": int(c[CT_END_STEP]),
             "log_lost": int(c[CT_LOG_LOST]), "diverged_step": int(c[CT_DIVERGED])}
 

@@ -29,9 +29,12 @@ class Target:
 
     until: str | None
     invariants: frozenset
+    invariants_only: bool = False
 
     def hits(self, report):
-        broken = [c["invariant"] for c in report["checks"] if not c["ok"]]
+        broken = [c["invariant"] for c in report["checks"] if c["ok"] is False]
+        if self.invariants_only:
+            return broken
         if self.until is None:
             return broken + [f"expect: {e['what']}" for e in report["expect"] if not e["ok"]]
         if self.until in self.invariants:
@@ -39,14 +42,17 @@ class Target:
         return [self.until] if report["verdict"] == self.until else []
 
 
-def target_of(scenario, until):
-    """The campaign's target; ScenarioError when there is nothing to look for."""
+def target_of(scenario, until, invariants_only=False):
+    """The campaign's target; ScenarioError when there is nothing to look for. `invariants_only`: any broken
+    invariant is a hit, and nothing else (a clean scenario explored)."""
     from oomemu.check import INVARIANTS
     from oomemu.config.schema import VERDICTS
     names = frozenset([name for name, *_ in INVARIANTS] + ["page-conservation-snapshots", "trace-complete"])
     if until is not None and until not in names and until not in VERDICTS:
         raise ScenarioError(f"--until = {until!r}: not a verdict or an invariant; verdicts: {', '.join(VERDICTS)}; "
                             f"invariants: {', '.join(sorted(names))}")
+    if invariants_only:
+        return Target(None, names, True)
     e = scenario.expect
     stated = (e.kills_min, e.kills_max, e.victims, e.panic, e.verdict)
     if until is None and all(v is None for v in stated) and not e.never_killed and not e.verdict_not:
@@ -63,7 +69,7 @@ def _one(job):
     report = run(sc, out=run_dir)
     hits = target.hits(report) if report["exit_code"] in (0, 1) else []
     result = {"i": i, "seed": seed, "verdict": report["verdict"], "exit_code": report["exit_code"],
-              "error": report["error"], "hits": hits, "broken": [c["invariant"] for c in report["checks"] if not c["ok"]],
+              "error": report["error"], "hits": hits, "broken": [c["invariant"] for c in report["checks"] if c["ok"] is False],
               "steps": report.get("schedule", {}).get("steps"), "run_dir": str(run_dir),
               "replay": report.get("schedule", {}).get("replay")}
     if not hits and not keep and report["exit_code"] != 3:
@@ -76,19 +82,20 @@ def _pool_init():
 
 
 def calibrate(scenario, out):
-    """PCT needs the expected step count: one run with the base seed measures it (pct_steps = 0 only)."""
+    """PCT needs the expected step count (points with a choice): one run with the base seed measures it
+    (pct_steps = 0 only)."""
     from oomemu.api import run
     report = run(scenario, out=Path(out) / "calibration")
     shutil.rmtree(Path(out) / "calibration", ignore_errors=True)
-    return max(1, int(report.get("schedule", {}).get("steps") or 1))
+    return max(1, int(report.get("schedule", {}).get("choice_points") or 1))
 
 
 def explore(scenario, strategy, runs, *, until=None, jobs=1, base_seed=None, out, keep=False, stop_at_first=True,
-            on_result=None):
+            on_result=None, targets_invariants_only=False):
     """Run up to `runs` schedules; returns the campaign summary (hits per target, the first hit's run)."""
     if strategy not in STRATEGIES:
         raise ScenarioError(f"--strategy = {strategy!r}: unknown strategy; allowed: {', '.join(STRATEGIES)}")
-    target = target_of(scenario, until)
+    target = target_of(scenario, until, targets_invariants_only)
     base = scenario.run.seed if base_seed is None else base_seed
     sc = dataclasses.replace(scenario, run=dataclasses.replace(scenario.run, schedule=strategy, seed=base))
     out = Path(out)

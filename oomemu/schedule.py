@@ -39,7 +39,9 @@ class ReplayError(ScenarioError):
 def scenario_hash(scenario):
     """The resolved scenario's hash, without the keys that only choose the schedule."""
     from oomemu.config import scenario_to_dict
-    doc = scenario_to_dict(scenario)
+    from oomemu.config.load import scenario_from_dict
+    # validated again, so a value set in code (seconds = 2) hashes as the file's would (2.0)
+    doc = scenario_to_dict(scenario_from_dict(scenario_to_dict(scenario), name="hash", source="<hash>"))
     for key in _SCHEDULE_KEYS:
         doc["run"].pop(key, None)
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]

@@ -16,11 +16,10 @@ from conftest import ROOT
 
 TRIALS = int(os.environ.get("OOMEMU_TRIALS", "8"))
 HERE = ROOT / "tests" / "quality" / "scenarios"
-PARALLEL = ROOT / "configs" / "parallel-oom.toml"
 
-# break → (scenario, invariant that must catch it, run seconds)
+# break → (scenario, invariant that must catch it, run seconds). skip_zone_scan_lock opens a one-step window that
+# free mode almost never hits: exploration finds it (test_explore_bugs.py, configs/races/narrow-oom-lock.toml).
 CASES = {
-    "skip_zone_scan_lock": (PARALLEL, "oom-lock-exclusion", 10),
     "skip_clear_zonelist_oom": (HERE / "hogs.toml", "oom-lock-released", 2),
     "double_free_victim": (HERE / "hogs.toml", "no-double-free", 8),
     "pick_lowest_badness": (HERE / "hogs.toml", "victim-selection", 8),
@@ -35,7 +34,7 @@ def _scenario(path, breaks, seconds):
 
 
 def _broken(report):
-    return {c["invariant"] for c in report["checks"] if not c["ok"]}
+    return {c["invariant"] for c in report["checks"] if c["ok"] is False}
 
 
 @pytest.mark.parametrize("brk", sorted(CASES))
