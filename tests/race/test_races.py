@@ -3,9 +3,10 @@ its near-twin control never shows it.
 
 Bounds: RACE_TRIALS runs each (default 6 to stay within CI's time; `oomemu run SCENARIO --repeat 20` gives
 the figures README shows). A race measured at 100% must show in at least 5 of 6 runs (for a true rate of 95%
-this fails about once in 30 CI runs); R3, the rarer one (measured 30-40% since its verdict requires real harm:
-memory back above min when the extra kill happened), runs twice as many times and must show at least once (a
-true rate of 30% fails 0.7**12, one run in 70). A control must show its race in none of its runs.
+this fails about once in 30 CI runs); R3, the rarer one (measured 5/20 = 25%, 95% CI 11-47%, since its verdict
+requires real harm: memory back above min when the extra kill happened), runs up to three times as many times,
+stopping at the first sighting, and must show at least once (a true rate of 25% fails 0.75**18, one run in
+180). A control must show its race in none of its runs.
 """
 import os
 
@@ -19,7 +20,7 @@ from conftest import ROOT
 TRIALS = int(os.environ.get("RACE_TRIALS", "6"))
 RACES = {  # scenario → (verdict, least number of runs out of TRIALS)
     "r1-livelock": ("livelock", 0.8),
-    "r3-extra-kill": ("extra-kill", 1 / 12),
+    "r3-extra-kill": ("extra-kill", 1 / 18),
     "r4-parallel-kills": ("parallel-kills", 0.8),
     "r5-pinned-mm": ("pinned-mm", 0.8),
     "r6-exiting-thread": ("abort-storm", 0.8),
@@ -31,7 +32,7 @@ RACES = {  # scenario → (verdict, least number of runs out of TRIALS)
 def test_race_emerges(tmp_path, name):
     verdict, least = RACES[name]
     scenario = load_scenario(ROOT / "configs" / "races" / f"{name}.toml")
-    trials = TRIALS * (2 if name == "r3-extra-kill" else 1)
+    trials = TRIALS * (3 if name == "r3-extra-kill" else 1)
     seen = []
     for i in range(trials):
         report = run(scenario, out=tmp_path / f"run{i}")
