@@ -97,7 +97,7 @@ _MASK = (1 << 64) - 1
 
 # Every scheduling point has a stable name; its index is what the log, the trace and the rows record.
 POINTS = (
-    "spin_lock", "spin_unlock", "spin_trylock", "spin_blocked",
+    "spin_lock", "spin_unlock", "spin_trylock", "spin_blocked", "rwlock.read", "rwlock.write",
     "try_to_wake_up", "set_task_state", "ring_doorbell",
     "wq_add", "wq_del",
     "down", "up",
@@ -109,6 +109,14 @@ POINTS = (
     "oom.select", "oom.kill", "oom.sleep",
 )
 POINT_INDEX = {name: i for i, name in enumerate(POINTS)}
+
+
+def point_index(name):
+    """The index of point `name`; a name missing from POINTS gets a stable id from its CRC (shown as point#N)."""
+    i = POINT_INDEX.get(name)
+    if i is None:
+        i = POINT_INDEX[name] = 1000 + zlib.crc32(name.encode()) % 1_000_000
+    return i
 
 
 def point_name(i):
@@ -265,7 +273,7 @@ class Controller:
         c[CT_VNOW] = vnow
         if vnow >= c[CT_NEXT_EVENT] or step >= c[CT_CHECK_AT]:
             self._events(step, vnow)
-        self._choose_and_go(step, POINT_INDEX[name], obj)
+        self._choose_and_go(step, point_index(name), obj)
 
     def relax(self, cpu, name):
         """A busy-wait turn: PCT demotes the spinner below every row so the one it waits for can run."""
@@ -297,7 +305,7 @@ class Controller:
         if 0 <= deadline_ns < c[CT_NEXT_EVENT]:
             c[CT_NEXT_EVENT] = deadline_ns
         self._set_status(self.row, WAITING)
-        self._reschedule(POINT_INDEX[name], -1)
+        self._reschedule(point_index(name), -1)
 
     def pause(self, cpu):
         """A pause point (the row holds no lock): park here while a snapshot or the end is pending."""

@@ -21,12 +21,15 @@ Figures (ids are the keys of the JSON document):
 - boot and teardown of `oomemu run` on the default scenario;
 - shared memory per emulated GiB (machines of 1, 16 and 64 GiB) and whether a 64 GiB machine boots;
 - sweep throughput: runs per second of `oomemu sweep` on the local pool with -j 1 and -j 2, and the engine's
-  overhead per run.
+  overhead per run;
+- controlled schedules: scheduling steps per second (PCT and random), controlled runs per second, and the
+  controlled-mode hooks' cost to free mode's fast path.
 
 Measurements that build machines run in forked children, so the bench process never holds a large segment and
 every worker is gone when a measurement returns.
 
-Layout: one module per figure family (`fastpath`, `scaling`, `oom`, `select`, `boot`, `shm`, `sweep`),
+Layout: one module per figure family (`fastpath`, `scaling`, `oom`, `select`, `boot`, `shm`, `sweep`,
+`controlled`),
 and `core` with what they share (`in_child`, `figure`, the `Bench` runner, the table). A family module has
 
 - `GROUP`: its name, as `--only` takes it;
@@ -40,9 +43,9 @@ in `GROUPS` (when it runs). This module imports nothing heavy, so the CLI can li
 """
 
 # Catalogue order: the table and the JSON document list the families' figures in this order.
-FAMILIES = ("fastpath", "scaling", "oom", "select", "boot", "shm", "sweep")
+FAMILIES = ("fastpath", "scaling", "oom", "select", "boot", "shm", "sweep", "controlled")
 # Run order (shortest, least load-sensitive first; the scaling runs last, with the time left in the budget).
-GROUPS = ("fastpath", "select", "shm", "boot", "oom", "sweep", "scaling")
+GROUPS = ("fastpath", "select", "shm", "boot", "oom", "sweep", "controlled", "scaling")
 
 _EXPORTS = {"EmulatorLoop": "fastpath", "ReferenceAllocator": "fastpath", "FASTPATH_SCENARIO": "fastpath",
             "throughput_scenario": "scaling", "OOM_SCENARIO": "oom",
