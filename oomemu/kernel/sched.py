@@ -154,9 +154,9 @@ class Scheduler:
         self.adopt_new_tasks()
         base = self.cpu.id * self._ncols
         if m.v_cpu[base + C_DRAIN]:
-            m.v_cpu[base + C_DRAIN] = 0
             from oomemu.mm import page_alloc
             page_alloc.drain_local_pages(self.cpu)
+            m.v_cpu[base + C_DRAIN] = 0   # after the drain: drain_all_pages() waits for this
 
     def adopt_new_tasks(self):
         """Build execution contexts for rows fork (or boot) assigned to this CPU."""

@@ -18,7 +18,7 @@ from oomemu.kernel import printk
 from oomemu.kernel import sched as ksched
 from oomemu.kernel import time as ktime
 from oomemu.lib import ratelimit
-from oomemu.machine import (C_DRAIN, G_HZ, G_LAST_FREE_JIFFY, G_NOPAGE_RS, G_OOM_KILLER_DISABLED, PAGE_BUDDY,
+from oomemu.machine import (C_DRAIN, G_STOP, G_HZ, G_LAST_FREE_JIFFY, G_NOPAGE_RS, G_OOM_KILLER_DISABLED, PAGE_BUDDY,
                             PAGE_KERNEL, PAGE_PCP, PG_buddy, Z_FREE_HEAD, Z_IDX, Z_LOWMEM_RESERVE, Z_MANAGED, Z_NCOLS,
                             Z_NODE, Z_NR_FREE, Z_START_PFN, Z_STAT, Z_WMARK)
 from oomemu.mm import backing_dev, oom_kill, vmscan, vmstat
@@ -150,17 +150,31 @@ def drain_local_pages(cpu):
 
 
 def drain_all_pages(cpu):
-    """Drain every CPU's per-CPU lists. Follows: drain_all_pages(), 3.14.
+    """Drain every CPU's per-CPU lists and wait until each has. Follows: drain_all_pages(), 3.14
+    (on_each_cpu_mask(..., drain_local_pages, 1): the caller waits for every CPU).
 
-    Differs: remote CPUs drain at their next scheduler pass (their doorbell rings) instead of in a
-    synchronous IPI, because a CPU's lists are only ever touched by that CPU.
+    Differs: the "IPI" is a doorbell, and a remote CPU drains at its next scheduler pass (the end of the user
+    step or sleep it is in) rather than at once, because a CPU's lists are only ever touched by that CPU; while
+    it waits, this CPU answers drain requests aimed at itself, as it would take the IPI while spinning.
     """
     m = cpu.m
     drain_local_pages(cpu)
-    for other in range(m.nr_cpus):
-        if other != cpu.id:
-            m.cpu[other, C_DRAIN] = 1
-            sync.ring_doorbell(m, other)
+    if cpu.id >= m.nr_cpus:
+        return
+    others = [other for other in range(m.nr_cpus) if other != cpu.id]
+    for other in others:
+        m.cpu[other, C_DRAIN] = 1
+        sync.ring_doorbell(m, other)
+    ncols = m.cpu.shape[1]
+    vcpu, g = m.v_cpu, m.v_glob
+    mine = cpu.id * ncols + C_DRAIN
+    while any(vcpu[other * ncols + C_DRAIN] for other in others) and not g[G_STOP]:
+        sync.cpu_relax(cpu, "drain_all_pages.wait")
+        if cpu.ctl is None:
+            sync.pause_point(cpu)   # no lock held: a snapshot may park this CPU (and the heartbeat goes on)
+        if vcpu[mine]:
+            vcpu[mine] = 0
+            drain_local_pages(cpu)
 
 
 def free_hot_cold_page(cpu, pfn, cold=False):

@@ -377,3 +377,39 @@ def test_conservation_detects_a_pfn_listed_in_two_free_blocks(mc):
     m.page_kind[4096] = PAGE_BUDDY
     problems = check_page_conservation(m)
     assert len(problems) == 1 and "twice" in problems[0]
+
+
+def _remote_cpu(m, sc, ready, stop):
+    """CPU 1 as a process: fill its per-CPU list, then answer drain requests the way its scheduler does."""
+    from oomemu.kernel.sched import Scheduler  # noqa: F401  (the same module the CPU loop uses)
+    from oomemu.machine import C_DRAIN
+    import time
+    cpu1 = CpuContext(m, 1, sc)
+    page_alloc.rmqueue_bulk(cpu1, NORMAL, 0, 31, 0)
+    ready.set()
+    while not stop.is_set():
+        if m.cpu[1, C_DRAIN]:
+            time.sleep(0.05)                      # a CPU busy with its user step for a while
+            page_alloc.drain_local_pages(cpu1)
+            m.cpu[1, C_DRAIN] = 0
+        time.sleep(0.001)
+
+
+def test_drain_all_pages_waits_until_every_cpu_has_drained(mc):
+    """drain_all_pages returns only after CPU 1 (another process, busy 50 ms before it drains) has emptied
+    its per-CPU list: on_each_cpu_mask(..., wait = 1) (KERNEL §6.2 step 12)."""
+    import multiprocessing as mp
+    m, cpu = mc
+    ctx = mp.get_context("fork")
+    ready, stop = ctx.Event(), ctx.Event()
+    p = ctx.Process(target=_remote_cpu, args=(m, cpu.scenario, ready, stop))
+    p.start()
+    try:
+        assert ready.wait(30)
+        assert int(m.pcp[1, NORMAL, 0]) == 31
+        page_alloc.drain_all_pages(cpu)
+        assert int(m.pcp[1, NORMAL, 0]) == 0
+        assert check_page_conservation(m) == []
+    finally:
+        stop.set()
+        p.join(30)
