@@ -6,7 +6,8 @@ from oomemu.config import load_scenario
 
 from conftest import ROOT
 
-SCENARIOS = sorted((ROOT / "configs").glob("**/*.toml"))
+SCENARIOS = sorted(p for p in (ROOT / "configs").glob("**/*.toml")
+                   if "sweeps" not in p.relative_to(ROOT / "configs").parts)   # sweep files: tests/unit/test_sweep_spec.py
 
 
 @pytest.mark.parametrize("path", SCENARIOS, ids=[str(p.relative_to(ROOT / "configs")) for p in SCENARIOS])
