@@ -137,8 +137,7 @@ def table_lines(summary: dict[str, Any]) -> list[str]:
     from oomemu.experiment.spec import value_label
     axes = [a["path"] for a in summary["axes"]]
     hit = summary.get("hit") or "race"
-    head = [short_name(a) for a in axes] + ["n", f"{hit} rate (95% CI)"] + [f"{m} (median)" for m in
-                                                                           summary["metrics"]]
+    head = [short_name(a) for a in axes] + ["n", f"{hit} rate (95% CI)"] + list(summary["metrics"])
     rows = [head]
     for c in summary["cells"]:
         h = c["hits"]
@@ -152,5 +151,7 @@ def table_lines(summary: dict[str, Any]) -> list[str]:
         out.append("  ".join(c.rjust(widths[j]) for j, c in enumerate(r)).rstrip())
         if i == 0:
             out.append("  ".join("-" * w for w in widths))
-    out.append(f"{summary['runs']} runs in {len(summary['cells'])} cells")
+    out.append(f"{summary['runs']} runs in {len(summary['cells'])} cells"
+               + ("; metrics: the median over a cell's runs (summary.json has quartiles, min, max, mean)"
+                  if summary["metrics"] else ""))
     return out

@@ -175,7 +175,7 @@ def test_summary_rates_and_intervals_against_a_direct_computation():
     assert c1["hits"]["ci95"][1] == pytest.approx(_wilson_by_hand(0, 4)[1], abs=1e-6)
     assert c0["metrics"]["kills"]["median"] == 2.0 and c0["metrics"]["kills"]["min"] == 1
     lines = results.table_lines(s)
-    assert "0.30 [0.11, 0.60]" in lines[2] and lines[-1] == "14 runs in 2 cells"
+    assert "0.30 [0.11, 0.60]" in lines[2] and lines[-1].startswith("14 runs in 2 cells; metrics: the median")
 
 
 def test_metric_counters_are_the_reports_counters():
