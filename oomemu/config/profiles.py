@@ -32,7 +32,8 @@ SWITCHES = (
     Switch("task_will_free_mem", "3.19",
            "task_will_free_mem() (PF_EXITING and not SIGNAL_GROUP_COREDUMP) replaces the bare PF_EXITING "
            "tests; the PT_TRACE_EXIT exception is gone"),
-    Switch("unmark_oom_victim", "4.0", "TIF_MEMDIE is cleared in exit_mm (unmark_oom_victim / exit_oom_victim)"),
+    Switch("unmark_oom_victim", "3.18",
+           "TIF_MEMDIE is cleared at the end of exit_mm (4.0 names it unmark_oom_victim, 4.2 exit_oom_victim)"),
     Switch("nr_pmds", "4.0", "oom_badness() adds the PMD pages; dump_tasks gets an nr_pmds column"),
     Switch("oom_lock_mutex", "4.2",
            "one global oom_lock (mutex_trylock in __alloc_pages_may_oom, busy = progress + one-jiffy "
@@ -84,8 +85,9 @@ SWITCH = {s.name: s for s in SWITCHES}
 PROFILE_STEPS = (
     ("3.14", (), ()),
     ("3.16", (), ()),
-    ("3.19", ("drop_exit_state_test", "task_will_free_mem"), ()),
-    ("4.2", ("unmark_oom_victim", "nr_pmds", "oom_lock_mutex"), ()),
+    # 3.18.30 and 3.19.0 both clear TIF_MEMDIE in exit_mm along with the dropped exit_state test.
+    ("3.19", ("drop_exit_state_test", "unmark_oom_victim", "task_will_free_mem"), ()),
+    ("4.2", ("nr_pmds", "oom_lock_mutex"), ()),
     ("4.6", ("symbolic_gfp", "shmem_rss", "oom_reaper", "oom_reaper_hides_victim", "no_exiting_abort"), ()),
     # 4.8's MMF_OOM_REAPED became 4.9's MMF_OOM_SKIP: the reaper no longer edits the victim's adj.
     ("4.9", ("header_nodemask", "kill_all_sharers", "tsk_is_oom_victim", "mmf_oom_skip"),

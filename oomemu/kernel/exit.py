@@ -2,7 +2,7 @@
 
 Follows kernel/exit.c of Linux 3.14 (KERNEL §5.2 step 4): do_group_exit → do_exit → exit_signals,
 exit_mm, exit_notify; wait4's reaping (release_task). TIF_MEMDIE is never cleared, as in 3.14 (profiles with
-`unmark_oom_victim`, 4.0+, clear it in exit_mm).
+`unmark_oom_victim`, 3.18+, clear it in exit_mm).
 """
 import numpy as np
 
@@ -56,8 +56,9 @@ async def do_exit(cpu, code):
 async def exit_mm(cpu, tsk):
     """Detach tsk from its mm under mmap_sem (read; may sleep uninterruptibly behind a writer), then mmput.
 
-    Follows: kernel/exit.c exit_mm(), 3.14. No core dumps are modelled. With `unmark_oom_victim` (4.0) the
-    task's TIF_MEMDIE is cleared at the end (KERNEL §5.2 step 6).
+    Follows: kernel/exit.c exit_mm(), 3.14. No core dumps are modelled. With `unmark_oom_victim` the task's
+    TIF_MEMDIE is cleared at the end (clear_thread_flag in 3.18.30 and 3.19.0, unmark_oom_victim in 4.0,
+    exit_oom_victim in 4.2; KERNEL §5.2 step 6 dates it 4.0, the trees show it already in 3.18).
     """
     m = cpu.m
     mm = m.v_task_mm[tsk]
@@ -71,7 +72,7 @@ async def exit_mm(cpu, tsk):
     fork.mmput(cpu, mm)
     if cpu.features.unmark_oom_victim and m.v_task_tif[tsk] & TIF_MEMDIE:
         from oomemu.mm import oom_kill
-        oom_kill.exit_oom_victim(cpu, tsk)   # 4.0 (seen in 4.2.8): after mmput
+        oom_kill.exit_oom_victim(cpu, tsk)   # after mmput (seen in 3.18.30, 3.19.0 and 4.2.8)
 
 
 def _group(m, tsk):

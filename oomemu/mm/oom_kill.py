@@ -622,13 +622,15 @@ def oom_kill_process(cpu, p, gfp_mask, order, points, totalpages, memcg, nodemas
         return
     victim = t
     mm = m.v_task_mm[victim]
+    if f.oom_reaper:
+        # 4.6 sends SIGKILL and then marks the victim, both under its task_lock (which keeps exit_mm, and its
+        # exit_oom_victim, from running in between). Differs: the emulator's signal code takes task_lock
+        # itself, so the mark comes first under the lock and SIGKILL right after the unlock.
+        mark_oom_victim(cpu, victim)
     printk.printk(cpu, printk.KERN_ERR, killed_process_line(cpu, victim, mm, message))
     task_unlock(cpu, victim)
     if f.oom_reaper:
-        # 4.6: SIGKILL first, so the victim cannot use the reserves from user space, then TIF_MEMDIE. (4.6 does
-        # both under the victim's task_lock, before the line; here the signal code takes task_lock itself.)
         ksignal.do_send_sig_info(cpu, SIGKILL, victim, True)
-        mark_oom_victim(cpu, victim)
     can_oom_reap = _kill_sharers(cpu, victim, mm)
     if not f.oom_reaper:
         mark_oom_victim(cpu, victim)
@@ -945,13 +947,21 @@ def mutex_trylock_oom_lock(cpu):
     4.2.8; KERNEL §8, C-dc56401). The trace records it as an OOM lock over every zone, with a sequence number
     taken under the mutex's wait_lock, so the lock-exclusion invariant replays it exactly."""
     m = cpu.m
-    with sync.spinlock(cpu, L_OOM_LOCK):
+    locked = "skip_zone_scan_lock" not in cpu.debug_break   # the break: test and set without the wait_lock
+    if locked:
+        sync.spin_lock(cpu, L_OOM_LOCK)
+    try:
         free = m.v_glob[G_OOM_LOCK] == 0
         if free:
+            if not locked:
+                _widen_race_window()
             m.v_glob[G_OOM_LOCK] = cpu.current + 1 if cpu.current >= 0 else m.max_tasks + 1 + cpu.id
         seq = m.v_glob[G_OOM_SEQ]
         m.v_glob[G_OOM_SEQ] = seq + 1
         tp.trace_oom_lock_try(cpu, int(free), _all_zones(m), seq=seq + 1)
+    finally:
+        if locked:
+            sync.spin_unlock(cpu, L_OOM_LOCK)
     if not free:
         vmstat.count_vm_event(cpu, vmstat.NR_OOM_LOCK_BUSY)
     return free
@@ -967,8 +977,11 @@ async def mutex_lock_oom_lock(cpu):
 
 
 def mutex_unlock_oom_lock(cpu):
-    """mutex_unlock(&oom_lock). Follows: mutex_unlock(), 4.2."""
+    """mutex_unlock(&oom_lock). Follows: mutex_unlock(), 4.2. (The `skip_clear_zonelist_oom` break never
+    releases it, as it never clears ZONE_OOM_LOCKED on 3.14.)"""
     m = cpu.m
+    if "skip_clear_zonelist_oom" in cpu.debug_break:
+        return
     with sync.spinlock(cpu, L_OOM_LOCK):
         seq = m.v_glob[G_OOM_SEQ]
         m.v_glob[G_OOM_SEQ] = seq + 1
