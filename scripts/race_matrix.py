@@ -6,7 +6,7 @@
 
 Each cell counts how many of its runs reached the race's verdict (the scenario's [expect] verdict); a control's
 row counts the same verdict, which it must never reach. Prints a Markdown table (or --json) and keeps every
-run under --out (default runs/race-matrix/). Runs one at a time: the races are about timing, and side-by-side
+run under --out (default runs/race-matrix/); a run already there (its report.json) is not run again. Runs one at a time: the races are about timing, and side-by-side
 runs on few cores change it.
 """
 import argparse
@@ -49,6 +49,7 @@ def main(argv=None):
     ap.add_argument("--races", default="", help="comma-separated race keys, e.g. r1,r4 (default: all)")
     ap.add_argument("--no-controls", action="store_true", help="leave out configs/races/controls/")
     ap.add_argument("--control-runs", type=int, help="runs a control cell (default: --runs)")
+    ap.add_argument("--seconds", type=float, help="run.seconds for every run (default: each scenario's own)")
     ap.add_argument("--features", default="", help="[kernel] features for every cell, e.g. oom_reaper=false")
     ap.add_argument("--out", default="runs/race-matrix", help="where the runs go")
     ap.add_argument("--json", action="store_true", help="print the cells as JSON")
@@ -74,9 +75,15 @@ def main(argv=None):
             sc = base.replace("machine.kernel", kernel)
             if features:
                 sc = sc.replace("kernel", {"features": features})
+            if args.seconds:
+                sc = sc.replace("run.seconds", args.seconds)
             seen = []
             for i in range(runs):
-                out = Path(args.out) / path.stem / f"{kernel}" / f"run{i:03d}"
+                out = Path(args.out) / path.parent.name / path.stem / f"{kernel}" / f"run{i:03d}"
+                done = out / "report.json"
+                if done.is_file():          # resume: a run already in --out counts as it ended
+                    seen.append(json.loads(done.read_text())["verdict"])
+                    continue
                 report = oomemu.run(sc, out=out)
                 seen.append(report.verdict)
             row["cells"][kernel] = {"hits": seen.count(verdict), "runs": runs,

@@ -70,10 +70,12 @@ SWITCHES = (
     Switch("deadlocked_on_memory", "4.19",
            "no killable task outside SysRq: warn 'Out of memory and no killable processes...' and panic "
            "'System is deadlocked on memory'"),
-    Switch("no_sacrifice_child", "5.1", "oom_kill_process kills the chosen task itself, not its worst child"),
-    Switch("kill_message_uid", "5.x",
-           "the kill line adds UID, pgtables and oom_score_adj; the 'Kill process ... or sacrifice child' "
-           "line is gone", needs=("no_sacrifice_child",)),
+    Switch("no_sacrifice_child", "5.1",
+           "oom_kill_process kills the chosen task itself, not its worst child; no 'Kill process ... or "
+           "sacrifice child' line, and the 'Killed process' line starts with the message"),
+    Switch("kill_message_uid", "5.3-5.9",
+           "the 'Killed process' line adds UID, pgtables (kB) and oom_score_adj (in 5.9.1, not in 5.2.1)",
+           needs=("no_sacrifice_child",)),
     Switch("signed_badness", "5.9",
            "oom_badness() is signed (LONG_MIN = ineligible, may be negative); /proc oom_score is "
            "(1000 + badness*1000/totalpages)*2/3"),
