@@ -123,11 +123,12 @@ async def _fault_loop(cpu, op, state, fault_one):
     fault boundary, as it would upstream.
     """
     m = cpu.m
-    tif = m.v_task_tif
+    tif, wq_heads, cur = m.v_task_tif, m.v_wq, cpu.current
     left, chunk, gfp = op["pages"], op["chunk"], op.get("gfp", GFP_HIGHUSER_MOVABLE)
     while left > 0:
         n = min(chunk, left)
         mm = _mm(cpu)
+        waiters = m.wq_mmap_sem(mm) * 2   # rwsem_is_contended(), read inline on this measured path
         held = False
         for i in range(n):
             if not held:
@@ -143,11 +144,11 @@ async def _fault_loop(cpu, op, state, fault_one):
             if i + 1 == n:
                 break
             # back to user space between two faults of this step
-            if tif[cpu.current] & TIF_SIGPENDING and state.mmap_sem is None:
+            if tif[cur] & TIF_SIGPENDING and state.mmap_sem is None:
                 rwsem.up_read(cpu, mm)
                 held = False
                 await do_notify_resume(cpu, state)
-            elif rwsem.rwsem_is_contended(m, mm):
+            elif wq_heads[waiters] != -1:
                 rwsem.up_read(cpu, mm)
                 held = False
         if held:
