@@ -226,6 +226,7 @@ RETRY_TABLE = [
     (GFP_KERNEL, 0, 1, 1, True),                                  # rule 4: order <= 3
     (GFP_KERNEL, 3, 0, 0, True),                                  # rule 4, even without progress
     (GFP_KERNEL, 4, 1, 100, False),                               # rule 6: costly, no REPEAT
+    (GFP_KERNEL, 4, 1, 1, False),                                 # rule 6 even below 1 << order reclaimed
     (GFP_KERNEL | __GFP_NORETRY, 0, 1, 1, False),                 # rule 1 before rule 4
     (GFP_KERNEL | __GFP_NORETRY | __GFP_NOFAIL, 0, 1, 1, False),  # rule 1 before rule 2
     (GFP_KERNEL | __GFP_NOFAIL, 9, 0, 0, True),                   # rule 2
