@@ -40,6 +40,16 @@ def _features(text):
     return out
 
 
+def _rejudge(run_dir):
+    """The verdict of a finished run as today's race detectors see its trace and final state."""
+    from oomemu.check.races import detect_races
+    from oomemu.check.state import load_state
+    from oomemu.trace.reader import load_trace
+    report = json.loads((run_dir / "report.json").read_text())
+    races = detect_races(load_trace(run_dir), load_state(run_dir / "machine.npz"), report["ended_by"])
+    return races[0]["race"] if races else report["outcome"]
+
+
 def main(argv=None):
     import oomemu
     from oomemu.config.profiles import KERNELS
@@ -48,11 +58,14 @@ def main(argv=None):
     ap.add_argument("--kernels", default=",".join(KERNELS), help="comma-separated profiles (default: all)")
     ap.add_argument("--races", default="", help="comma-separated race keys, e.g. r1,r4 (default: all)")
     ap.add_argument("--no-controls", action="store_true", help="leave out configs/races/controls/")
+    ap.add_argument("--only-controls", action="store_true", help="only configs/races/controls/")
     ap.add_argument("--control-runs", type=int, help="runs a control cell (default: --runs)")
     ap.add_argument("--seconds", type=float, help="run.seconds for every run (default: each scenario's own)")
     ap.add_argument("--features", default="", help="[kernel] features for every cell, e.g. oom_reaper=false")
     ap.add_argument("--out", default="runs/race-matrix", help="where the runs go")
     ap.add_argument("--json", action="store_true", help="print the cells as JSON")
+    ap.add_argument("--rejudge", action="store_true",
+                    help="for runs already in --out, decide the verdict again from their trace and final state")
     args = ap.parse_args(argv)
     kernels = [k for k in args.kernels.split(",") if k]
     bad = [k for k in kernels if k not in KERNELS]
@@ -61,6 +74,8 @@ def main(argv=None):
         return 2
     features = _features(args.features)
     races = _races(set(filter(None, args.races.split(","))), not args.no_controls)
+    if args.only_controls:
+        races = [r for r in races if r.parent.name == "controls"]
     cells = []
     t0 = time.monotonic()
     for path in races:
@@ -82,7 +97,7 @@ def main(argv=None):
                 out = Path(args.out) / path.parent.name / path.stem / f"{kernel}" / f"run{i:03d}"
                 done = out / "report.json"
                 if done.is_file():          # resume: a run already in --out counts as it ended
-                    seen.append(json.loads(done.read_text())["verdict"])
+                    seen.append(_rejudge(out) if args.rejudge else json.loads(done.read_text())["verdict"])
                     continue
                 report = oomemu.run(sc, out=out)
                 seen.append(report.verdict)

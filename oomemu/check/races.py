@@ -85,13 +85,16 @@ def detect_livelock(run, ended_by):
 
 
 def detect_abort_storm(run, ended_by):
-    """R6: scans keep aborting on an exiting task that no OOM kill chose (PF_EXITING with its mm)."""
+    """R6: scans keep aborting on an exiting task that no OOM kill chose (PF_EXITING with its mm). A thread of
+    a chosen process is a victim too: 4.9+ (tsk_is_oom_victim) aborts on the whole process until the reaper
+    is done with its mm."""
     victims = {int(r["a"][0]) for r in run.trace.of("mark_victim")}
+    victim_groups = {run.tgid.get(p, p) for p in victims}
     aborts = _aborts(run)
     out = []
     for pid, count in zip(*np.unique(aborts["a"][:, 2], return_counts=True)):
         pid = int(pid)
-        if pid not in victims and count >= ABORT_STORM_MIN:
+        if pid not in victims and run.tgid.get(pid, pid) not in victim_groups and count >= ABORT_STORM_MIN:
             row = run.row_of.get(pid)
             chain = f"; {wait_chain(run.state, row)}" if row is not None else ""
             out.append(f"{int(count)} OOM scans aborted on exiting {run.name(pid)}{chain}")
