@@ -102,7 +102,7 @@ POINTS = (
     "wq_add", "wq_del",
     "down", "up",
     "schedule", "process_timeout", "idle", "pause", "cpu_relax",
-    "kswapd_wait", "kswapd_wake",
+    "kswapd_wait", "kswapd_wake", "drain_all_pages.wait",
     "atomic_bitop", "bitop_window", "zone_set_flag", "zone_clear_flag",
     "handle_mm_fault", "shrink_lruvec", "exit_mmap",
     "may_oom.trylock", "may_oom.last_chance", "may_oom.out_of_memory", "may_oom.clear",
