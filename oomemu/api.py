@@ -236,6 +236,17 @@ def _schedule_section(scenario, schedule, run_dir, strategy):
             "choices": record["choices"], "replay": replay_string(record)}
 
 
+def _batch_member(scenario, i):
+    """Run i of a batch: a controlled schedule takes the seed explore would give schedule i (in free mode the
+    host's timing varies the runs)."""
+    if scenario.run.schedule not in ("random", "pct"):
+        return scenario
+    import dataclasses
+
+    from oomemu.explore import derive_seed
+    return dataclasses.replace(scenario, run=dataclasses.replace(scenario.run, seed=derive_seed(scenario.run.seed, i)))
+
+
 def run_batch(scenario, repeat, out=None, on_run=None, *, force=False, guard=None):
     """Run `scenario` `repeat` times on a fresh machine each; write and return the batch report (verdict
     counts with 95% Wilson intervals, per-run exit codes, and the [expect] min_rate result). A signal ends the
@@ -252,7 +263,7 @@ def run_batch(scenario, repeat, out=None, on_run=None, *, force=False, guard=Non
             for i in range(repeat):
                 if guard.signum is not None:
                     break
-                report = run(scenario, out=batch_dir.path / f"run{i:03d}", guard=guard)
+                report = run(_batch_member(scenario, i), out=batch_dir.path / f"run{i:03d}", guard=guard)
                 reports.append(report)
                 if on_run is not None:
                     on_run(i, report)

@@ -108,3 +108,13 @@ def test_interrupted_explore_reports_and_leaves_nothing(tmp_path):
     left = [p for p in psutil.process_iter(["cmdline"]) if str(out) in " ".join(p.info["cmdline"] or [])]
     assert not left, [p.pid for p in left]
     assert not [e for e in os.listdir("/dev/shm") if "oomemu" in e]
+
+
+def test_repeat_gives_each_controlled_run_its_own_seed(tmp_path):
+    import json
+    path = write_scenario(tmp_path, SMALL)
+    r = run_cli("run", path, "--repeat", "3", "--out", tmp_path / "batch", "-q")
+    assert r.returncode == 0, r.stderr
+    seeds = [json.loads((tmp_path / "batch" / f"run{i:03d}" / "report.json").read_text())["schedule"]["seed"]
+             for i in range(3)]
+    assert seeds == [4 * 1_000_003 + i for i in range(3)]
