@@ -411,17 +411,24 @@ def generate_table(rng, name="table"):
 
 
 def table_from_scenario(scenario, limit=None):
-    """The host table of a scenario: one process per task (group × count) with its preset anon + file pages,
-    oom_score_adj and uid; limit: the given one, else the machine's RAM, at most 256 MiB."""
-    tasks = []
+    """The host table of a scenario: one process per task (group × count) holding its preset anon + file pages
+    plus the pages its top-level fault and read ops touch, with its oom_score_adj and uid; limit: the given one,
+    else the machine's RAM, at most 256 MiB. A task whose pages would not fit under the limit is the scenario's
+    allocator: the oracle's own allocator takes its place (and its oom_score_adj)."""
+    ram = sum(sum(node.zones.values()) for node in scenario.machine.nodes)
+    limit = min(MAX_LIMIT, limit or ram)
+    tasks, allocator_adj = [], 0
     for group in scenario.tasks:
         if group.kthread:
             continue
         pages = (group.mm["anon"] + group.mm["file"]) if group.mm else 0
-        for k in range(group.count):
+        pages += sum(op["pages"] for op in group.program if op.op in ("fault", "read"))
+        if pages * PAGE >= limit:
+            allocator_adj = group.oom_score_adj
+            continue
+        for _ in range(group.count):
             tasks.append(HostTask(group.comm, pages, group.oom_score_adj, group.uid or 0))
-    ram = sum(sum(node.zones.values()) for node in scenario.machine.nodes)
-    return Table(tasks=tasks, limit=min(MAX_LIMIT, limit or ram), name=scenario.name)
+    return Table(tasks=tasks, limit=limit, allocator_adj=allocator_adj, name=scenario.name)
 
 
 def seeded(seed):
