@@ -147,6 +147,12 @@ def explain(report, requested=None):
         notes.append(f"the kernel selected pid {report.selected.pid} ({report.selected.comm}) and killed pid "
                      f"{report.killed.pid} ({report.killed.comm}): a child was sacrificed; the replay compares the "
                      "selection")
+    old_format = "oom_adj" in report.columns or (report.version is not None and report.version < (3, 10))
+    if victim and victim.score == 1000 and old_format:
+        tied = [t.pid for t in report.tasks if t.oom_score_adj == report.tasks[vrow].oom_score_adj] if vrow is not None else []
+        notes.append("the kernel's score is 1000 in a pre-3.10 format: those kernels scaled badness to 0..1000 of "
+                     "totalpages and capped it there, so every task at the cap ties and the first one scanned is "
+                     f"kept; the profiles compare pages ({len(tied)} rows share the victim's oom_score_adj)")
     out = {"kernel_victim": ({"pid": victim.pid, "comm": victim.comm, "score": victim.score} if victim else None),
            "totalpages": totalpages, "totalpages_from": how, "release": report.release,
            "constraint": report.constraint or "CONSTRAINT_NONE", "profiles": [], "notes": notes}

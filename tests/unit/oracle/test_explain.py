@@ -68,3 +68,11 @@ def test_cli_json_shape_and_errors(tmp_path):
         run = subprocess.run([sys.executable, "-m", "oomemu", cmd, str(empty)], capture_output=True, text=True,
                              timeout=60)
         assert run.returncode == 2 and "no OOM report found" in run.stderr and run.stderr.count("\n") == 1
+
+
+def test_a_pre_3_10_saturated_score_is_explained():
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[2] / "data" / "dmesg" / "lkml-2013-mhocko-azurit-memcg-3.2.log").read_text()
+    out = explain(parse_report(text), ["3.14"])
+    assert out["profiles"][0]["agrees"] is False
+    assert any("pre-3.10" in n and "first one scanned" in n for n in out["notes"])
