@@ -19,6 +19,8 @@ FIGURE_KEYS = (
     "boot_to_first_alloc_s", "start_to_first_alloc_s", "teardown_s", "run_wall_s",
     "shm_mib_per_gib_1", "shm_mib_per_gib_16", "shm_mib_per_gib_64", "boot_s_64gib",
     "sweep_runs_per_s_j1", "sweep_runs_per_s_j2", "sweep_speedup_j2_vs_j1", "sweep_overhead_ms_per_run",
+    "ctl_steps_per_s_pct", "ctl_steps_per_s_random", "ctl_switches_per_s_random", "ctl_runs_per_s",
+    "free_hooks_ratio",
 )
 ENTRY_KEYS = ("title", "unit", "value", "median", "min", "max", "spread_pct", "n", "samples", "target", "met", "miss")
 
