@@ -20,6 +20,8 @@ def add_arguments(p):
     p.add_argument("--lean", action="store_true",
                    help="keep only report.json, scenario.json and dmesg.log of each run (no trace)")
     p.add_argument("--no-plots", action="store_true", help="do not draw the PNG plots")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate every cell and list the cells, their runs' seeds and which are done; run nothing")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no table")
     p.add_argument("--json", action="store_true", help="print summary.json instead of the table")
 
@@ -49,6 +51,8 @@ def execute(args):
         from oomemu.experiment.engine import make_engine
         from oomemu.experiment.spec import load_sweep
         sweep = load_sweep(args.sweep)
+        if args.dry_run:
+            return _dry_run(sweep, args.out)
         engine = make_engine(args.engine, args.jobs, args.address)
     except ScenarioError as exc:
         return _error(str(exc))
@@ -70,6 +74,23 @@ def execute(args):
               f"resume", file=sys.stderr)
         return 130
     return 1 if result.errors else 0
+
+
+def _dry_run(sweep, out):
+    """Every cell with its runs' seeds (and which runs the results directory already has)."""
+    from pathlib import Path
+
+    from oomemu.experiment.results import read_rows
+    from oomemu.experiment.sweep import default_out
+    out = Path(out) if out else default_out(sweep)
+    done = {r["run_id"] for r in read_rows(out)}
+    for cell in sweep.cells:
+        runs = [r for r in sweep.runs if r.cell.index == cell.index]
+        seeds = " ".join(f"{r.seed}{'*' if r.run_id in done else ''}" for r in runs)
+        print(f"cell {cell.index:3d}  {cell.label() or '(base)'}  seeds {seeds}")
+    ndone = sum(r.run_id in done for r in sweep.runs)
+    print(f"{len(sweep.cells)} cells, {len(sweep.runs)} runs, all valid; {ndone} already in {out} (*)")
+    return 0
 
 
 def _print(args, result, rerendered=False):

@@ -120,6 +120,13 @@ def test_cli_bad_sweep_is_one_line_exit_2(tmp_path):
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and 'axis "machine.cpus", cell 2 (cpus=65)' in lines[0], res.stderr
     assert not (tmp_path / "o").exists()                                   # nothing started
+    path.write_text(path.read_text().replace("65", "8"))
+    dry = subprocess.run([sys.executable, "-m", "oomemu", "sweep", str(path), "--dry-run", "--out",
+                          str(tmp_path / "o")], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    from oomemu.experiment.spec import load_sweep
+    seeds = [str(r.seed) for r in load_sweep(path).runs]
+    assert dry.returncode == 0 and dry.stdout.splitlines()[2] == f"cell   2  cpus=8  seeds {seeds[2]}", dry.stdout
+    assert "3 cells, 3 runs, all valid; 0 already in" in dry.stdout and not (tmp_path / "o").exists()
 
 
 def test_cli_unreachable_address_and_missing_ray(tmp_path):
