@@ -266,14 +266,7 @@ class Controller:
     # -- the scheduling point ---------------------------------------------------------------------------
     def point(self, cpu, name, obj=-1):
         """A scheduling point of the running row (it stays runnable)."""
-        c = self.c
-        step = c[CT_STEP] + 1
-        c[CT_STEP] = step
-        vnow = c[CT_VNOW] + self.cost
-        c[CT_VNOW] = vnow
-        if vnow >= c[CT_NEXT_EVENT] or step >= c[CT_CHECK_AT]:
-            self._events(step, vnow)
-        self._choose_and_go(step, point_index(name), obj)
+        self._reschedule(point_index(name), obj)
 
     def relax(self, cpu, name):
         """A busy-wait turn: PCT demotes the spinner below every row so the one it waits for can run."""
@@ -322,7 +315,7 @@ class Controller:
         c[CT_GEN] += 1
 
     def _reschedule(self, point, obj):
-        """This row cannot go on: count a step and give the token to the strategy's choice."""
+        """Count a step and give the token to the strategy's choice (this row, if it is runnable and chosen)."""
         c = self.c
         step = c[CT_STEP] + 1
         c[CT_STEP] = step
