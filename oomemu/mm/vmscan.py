@@ -274,16 +274,18 @@ def pgdat_balanced(m, nid, order, classzone_idx):
 def balance_pgdat(cpu, nid, order, classzone_idx):
     """Reclaim until every zone of the node up to classzone is above its high watermark.
 
-    Follows: mm/vmscan.c balance_pgdat()/kswapd_shrink_zone(), 3.14 (KERNEL §6.6).
-    Differs: end_zone counts unreclaimable zones on every pass (3.14 skips them after the first), and an
-    order > 0 wake-up never falls back to order 0 after 2 << order pages are reclaimed.
+    Follows: mm/vmscan.c balance_pgdat()/kswapd_shrink_zone(), 3.14 (KERNEL §6.6): end_zone is the highest
+    unbalanced zone, not counting zones found unreclaimable after the first pass; once 2 << order pages are
+    reclaimed for an order > 0 wake-up, the watermarks are checked at order 0.
     """
     m = cpu.m
     vmstat.count_vm_event(cpu, vmstat.NR_KSWAPD_RUNS)
+    nr_reclaimed = 0
     for priority in range(DEF_PRIORITY, 0, -1):
         sync.pause_point(cpu)
         zones = _node_zones(m, nid, MAX_NR_ZONES - 1)
-        unbalanced = [z for z in zones if not zone_balanced(m, z, order, 0, 0)]
+        unbalanced = [z for z in zones if (priority == DEF_PRIORITY or zone_reclaimable(m, z))
+                      and not zone_balanced(m, z, order, 0, 0)]
         if not unbalanced or m.v_glob[G_STOP]:
             return
         end_zone = max(m.v_zone[z * Z_NCOLS + Z_IDX] for z in unbalanced)
@@ -301,6 +303,9 @@ def balance_pgdat(cpu, nid, order, classzone_idx):
                 continue
             target = max(SWAP_CLUSTER_MAX, m.v_zone[zb + Z_WMARK + WMARK_HIGH])
             progress += shrink_lruvec(cpu, z, priority, target)[1]
+        nr_reclaimed += progress
+        if order and nr_reclaimed >= 2 << order:
+            order = 0   # fragmentation: rebalance at order 0 rather than reclaim without end
         if pgdat_balanced(m, nid, order, classzone_idx):
             return
 

@@ -411,3 +411,42 @@ def test_ratelimit_states_are_independent(mc):
         page_alloc.sync.spin_unlock(other, L_RATELIMIT_NOPAGE)
     assert [ratelimit.__ratelimit(cpu, G_NOPAGE_RS, "w") for _ in range(11)] == [True] * 10 + [False]
     assert [ratelimit.__ratelimit(cpu, G_OOM_RS, "o") for _ in range(10)] == [True] * 9 + [False]
+
+
+def test_kswapd_end_zone_skips_an_unreclaimable_zone_after_the_first_pass(mc):
+    """DMA one page under high (95 free, high 96) with 500 page-cache pages; Normal empty with nothing to
+    reclaim. Pass 1 (priority 12) counts Normal (end_zone = Normal), so DMA is shrunk against
+    high + gap + lowmem_reserve[Normal] = 96 + min(80, 41) + 48 = 185, one cluster of 32: 127 free; the node is
+    not balanced for classzone Normal (DMA needs > 96 + 48 = 144). Pass 2 skips Normal (unreclaimable): DMA alone
+    is above high at classzone DMA (127 > 96), so kswapd stops at 127. Counting Normal again would have taken
+    one more cluster (159) (KERNEL §6.6)."""
+    m, cpu = mc
+    kswapd = CpuContext(m, m.nr_cpus, cpu.scenario)
+    take_pages(cpu, NORMAL, 0)
+    take_pages(cpu, DMA, 95 + 500)
+    make_page_cache(cpu, DMA, 500)
+    assert int(m.zone[DMA, FREE]) == 95 and int(m.zone[DMA, Z_WMARK + WMARK_HIGH]) == 96
+    vmscan.balance_pgdat(kswapd, 0, 0, 2)
+    assert int(m.zone[DMA, FREE]) == 127
+
+
+def test_kswapd_falls_back_to_order_0_after_reclaiming_twice_the_request(mc):
+    """An order-3 wake-up on a DMA zone that cannot form an order-3 block (every even page is a kernel page):
+    the first pass reclaims one cluster of 32 page-cache pages (>= 2 << 3 = 16), so kswapd rechecks at order 0,
+    where 90 + 32 = 122 free pages are above high (96), and stops there instead of reclaiming on for an order-3
+    block that can never form (KERNEL §6.6)."""
+    m, cpu = mc
+    kswapd = CpuContext(m, m.nr_cpus, cpu.scenario)
+    take_pages(cpu, NORMAL, 0)
+    take_pages(cpu, DMA, 0)
+    start = int(m.zone[DMA, page_alloc.Z_START_PFN])
+    odd = [start + 2 * i + 1 for i in range(490)]
+    for pfn in odd[:90]:
+        page_alloc.free_one_page(cpu, DMA, pfn, 0)
+    for pfn in odd[90:]:
+        with page_alloc.sync.spinlock(cpu, m.zone_lock(DMA)):
+            page_alloc._set_kind(m, pfn, 0, PAGE_FILE, -1)
+            vmscan.add_page_to_lru_list(m, DMA, pfn, LRU_FILE)
+    assert int(m.zone[DMA, FREE]) == 90
+    vmscan.balance_pgdat(kswapd, 0, 3, 0)
+    assert int(m.zone[DMA, FREE]) == 122
