@@ -337,9 +337,11 @@ def _run_scenario(scenario, run_dir, progress, guard, outcome, replay):
     t_boot = time.monotonic()
     try:
         m = create_machine(scenario, replay=replay)
-    except OSError as exc:
+    except BaseException as exc:      # an OSError is the host's; a ScenarioError found at boot is exit 2
         restore()
         os.close(log_fd)
+        if not isinstance(exc, OSError):
+            raise
         outcome.reason, outcome.error = "environment-error", f"cannot create the machine: {describe_os_error(exc)}"
         return None, outcome
     outcome.booted = True

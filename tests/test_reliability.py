@@ -427,3 +427,33 @@ def test_bench_keep_that_is_a_file_is_exit_2(tmp_path):
     (tmp_path / "file").write_text("x")
     res = run_cli("bench", "--keep", tmp_path / "file", "--only", "shm")
     assert res.returncode == 2 and "not a directory" in res.stderr and "Traceback" not in res.stderr, res.stderr
+
+
+def test_the_check_streams_the_trace_in_a_bounded_window(tmp_path):
+    """The floors let the reader hand out time-ordered chunks while holding only a window of records; the
+    chunks are exactly the whole trace's order, and the streaming check agrees with the whole-trace one."""
+    import numpy as np
+
+    from oomemu.check import check_run, run_all
+    from oomemu.check.state import load_state
+    from oomemu.trace.reader import TraceStream, load_trace
+    path = write_scenario(tmp_path, LONG.replace("{seconds}", "2"))
+    assert run_cli("run", path, "--out", tmp_path / "run", "--quiet").returncode == 0
+    whole = load_trace(tmp_path / "run")
+    held = []
+
+    class Watched(TraceStream):
+        def __iter__(self):
+            for chunk in super().__iter__():
+                held.append(len(chunk))
+                yield chunk
+
+    with Watched(tmp_path / "run", chunk=2000, window=50_000) as stream:
+        parts = list(stream)
+    assert stream.late == 0 and len(parts) > 5, (len(parts), len(whole.records))
+    assert max(held) < max(60_000, len(whole.records) // 3), (max(held), len(whole.records))
+    assert np.array_equal(np.concatenate(parts), whole.records)
+    state = load_state(tmp_path / "run" / "machine.npz")
+    streamed = check_run(tmp_path / "run", state, snapshots_expected=False, detect=False).results
+    assert [(c["invariant"], c["status"]) for c in streamed] == \
+        [(c["invariant"], c["status"]) for c in run_all(whole, state, snapshots_expected=False)]

@@ -108,6 +108,8 @@ def execute(args):
     except RunDirError as exc:
         print(f"oomemu: error: {exc}", file=sys.stderr)
         return 2
+    except ScenarioError as exc:          # found only when the machine boots (e.g. a preset mm that cannot fit)
+        return _usage_error(args, exc)
     except OSError as exc:
         print(f"oomemu: error: cannot write the report: {describe_os_error(exc)}", file=sys.stderr)
         return 3
