@@ -248,6 +248,8 @@ def table_lines(doc):
         met = "-" if e["met"] is None else ("yes" if e["met"] else f"NO: {e['miss']}")
         if e.get("error"):
             met = "NOT MEASURED"
+        elif e["value"] is None and e.get("note"):
+            met = e["note"]            # e.g. the traced rows under --quick: say why the row is blank
         rows.append((e["title"], _fmt(e["value"], unit), spread, str(e["n"]), tgt, met))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     out = []
