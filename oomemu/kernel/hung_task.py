@@ -11,8 +11,6 @@ hung_task_timeout_secs of continuous blocking rather than at the second of two c
 import os
 import time
 
-import numpy as np
-
 from oomemu.include.sched import TASK_UNINTERRUPTIBLE
 from oomemu.machine import G_BOOT_NS, G_NR_TASK_ROWS
 
@@ -41,11 +39,12 @@ class HungTaskDetector:
             from oomemu.trace.events import CATALOGUE
             self.wakeup_id = next(i for i, (name, _, _) in enumerate(CATALOGUE) if name == "wakeup")
         pids = self.m.task_pid
-        watched = {int(pids[row]): row for row in self.since}
-        for recs in trace.last_batches:
-            active = np.union1d(recs["pid"], recs["a"][recs["event"] == self.wakeup_id, 0])
-            for pid in np.intersect1d(active, np.fromiter(watched, dtype=np.int64)).tolist():
-                self.since.pop(watched[int(pid)], None)
+        for row in list(self.since):
+            pid = int(pids[row])
+            for recs in trace.last_batches:       # a few watched tasks: one vector compare each per batch
+                if (recs["pid"] == pid).any() or (recs["a"][recs["event"] == self.wakeup_id, 0] == pid).any():
+                    self.since.pop(row, None)
+                    break
 
     def poll(self, now, outcome):
         """check_hung_uninterruptible_tasks(): report each task blocked longer than the timeout, once."""
