@@ -135,11 +135,22 @@ ringcore_attach(RingCore *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-/* Re-read the consumer's position; true if one more record fits. */
+/* Re-read the consumer's position; true if one more record fits. In a controlled mode (a virtual clock) a
+   full ring waits for the supervisor's drain instead of dropping records: only this process runs, so waiting
+   changes nothing but wall time, and the trace stays the same for the same schedule. */
 static inline int
 ring_room(RingCore *r)
 {
     r->limit = __atomic_load_n(&r->head[H_DRAINED], __ATOMIC_ACQUIRE) + r->n;
+    if (r->written < r->limit || !r->vclock)
+        return r->written < r->limit;
+    for (int tries = 0; tries < 250000 && r->written >= r->limit; tries++) {   /* at most ~5 s */
+        struct timespec nap = {0, 20000};
+        Py_BEGIN_ALLOW_THREADS
+        nanosleep(&nap, NULL);
+        Py_END_ALLOW_THREADS
+        r->limit = __atomic_load_n(&r->head[H_DRAINED], __ATOMIC_ACQUIRE) + r->n;
+    }
     return r->written < r->limit;
 }
 
@@ -212,8 +223,17 @@ ringcore_emit_many(RingCore *self, PyObject *args)
         arrays[i] = view->buf;
     }
 
-    if (self->written + count > self->limit)
+    if (self->written + count > self->limit) {
         ring_room(self);
+        for (int tries = 0; self->vclock && count <= self->n && self->written + count > self->limit
+                            && tries < 250000; tries++) {   /* controlled modes: wait for the drain */
+            struct timespec nap = {0, 20000};
+            Py_BEGIN_ALLOW_THREADS
+            nanosleep(&nap, NULL);
+            Py_END_ALLOW_THREADS
+            self->limit = __atomic_load_n(&self->head[H_DRAINED], __ATOMIC_ACQUIRE) + self->n;
+        }
+    }
     Py_ssize_t fit = self->limit - self->written;
     if (fit > count)
         fit = count;

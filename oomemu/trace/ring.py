@@ -56,7 +56,7 @@ class RingWriter(RingCore or _PyRingCore):
     into the segment; otherwise they pack it with `struct` here in Python. Either way the bytes are the same.
     """
 
-    __slots__ = ("buf", "base", "head", "hw", "pack", "clock", "pid_of", "row", "records")
+    __slots__ = ("buf", "base", "head", "hw", "pack", "clock", "pid_of", "row", "records", "controlled_clock")
 
     compiled = RingCore is not None
 
@@ -74,6 +74,7 @@ class RingWriter(RingCore or _PyRingCore):
         # The writer keeps its own copy of `written` (it is the only writer) and re-reads the consumer's
         # position only when it has used up the room it last saw: one shared read per ring's worth of records.
         self._attach(self.records, m.ring_head[row], m.task_pid, n, int(m.glob[G_BOOT_NS]))
+        self.controlled_clock = m.controlled
         if m.controlled:    # timestamps from the virtual clock (oomemu/control.py)
             from oomemu.control import CT_VNOW
             boot, vclock = int(m.glob[G_BOOT_NS]), m.v_ctl
@@ -82,8 +83,15 @@ class RingWriter(RingCore or _PyRingCore):
                 self._use_clock(m.ctl[CT_VNOW:CT_VNOW + 1])
 
     def room(self):
-        """Refresh the room left from the consumer's position; True if a record fits."""
+        """Refresh the room left from the consumer's position; True if a record fits. In a controlled mode a
+        full ring waits (at most ~5 s) for the supervisor's drain instead of dropping records (see _ring.c)."""
         self.limit = self.head[self.hw + H_DRAINED] + self.n
+        if self.written >= self.limit and self.controlled_clock:
+            for _ in range(25000):
+                time.sleep(0.0002)
+                self.limit = self.head[self.hw + H_DRAINED] + self.n
+                if self.written < self.limit:
+                    break
         return self.written < self.limit
 
     def lose(self, count):

@@ -40,12 +40,13 @@ def test_oom_lock_exclusion_under_contention(tmp_path, batch):
 
 
 def test_exclusion_checker_catches_a_missing_zone_scan_lock(tmp_path):
-    """The same scenario with zone_scan_lock skipped (check and set race) is caught in at least one of 10 runs."""
-    scenario = load_scenario(ROOT / "configs" / "parallel-oom.toml")
-    scenario = dataclasses.replace(scenario, debug_break=("skip_zone_scan_lock",))
+    """zone_scan_lock skipped (check and set race): the window is one scheduling step, which free mode almost
+    never opens; controlled random schedules of the narrow scenario hit it in 87 of 100 (README), so 10 find it."""
+    scenario = load_scenario(ROOT / "configs" / "races" / "narrow-oom-lock.toml")
     caught = 0
     for i in range(10):
-        run(scenario, out=tmp_path / f"run{i}")
+        sc = dataclasses.replace(scenario, run=dataclasses.replace(scenario.run, schedule="random", seed=100 + i))
+        run(sc, out=tmp_path / f"run{i}")
         caught += bool(check_oom_lock_exclusion(load_trace(tmp_path / f"run{i}")))
         if caught:
             break
