@@ -1,8 +1,9 @@
 """Kernel profiles close the races of configs/races where KERNEL §9 (checked against the kernel trees, see
 oomemu/config/profiles.py) says they were fixed, and turning the fixing switch off again restores the race.
 
-Bounds: PROFILE_TRIALS runs a case (default 3 to stay within CI's time). These races show in 20/20 runs on
-3.14 (README's matrix), so "restored" requires all but one of the runs and "closed" requires none.
+Bounds: PROFILE_TRIALS runs a case (default 3 to stay within CI's time). R1, R5 and R6 show in 20/20 runs on
+3.14 (README's matrix), so "restored" requires all but one of the runs; R4 (14/20 in the matrix, timing
+sensitive) requires one; "closed" requires none.
 """
 import os
 
@@ -15,8 +16,12 @@ from conftest import ROOT
 TRIALS = int(os.environ.get("PROFILE_TRIALS", "3"))
 RACES = ROOT / "configs" / "races"
 
-# (scenario, verdict, profile that closed it, the switch(es) turned off to restore it)
+# (scenario, verdict, profile that closed it, the switch(es) turned off to restore it[, least share restored])
 CASES = [
+    # 4.6: the oom_reaper gives the first victim's memory back before SysRq-F comes, so SysRq-F's kill is no
+    # longer made while that kill is in flight. (4.2's oom_lock serialises SysRq-F with the allocator's OOM,
+    # but force_kill still passes over TIF_MEMDIE: R4 stays open on 4.2, README's matrix.)
+    ("r4-parallel-kills", "parallel-kills", "4.6", {"oom_reaper": False, "oom_reaper_hides_victim": False}, 0.3),
     # 4.6: the oom_reaper unmaps the memory of a victim that cannot exit (its mmap_sem is free)
     ("r1-livelock-blocked-thread", "livelock", "4.6", {"oom_reaper": False, "oom_reaper_hides_victim": False}),
     # 4.8/4.9: the OOM_SCORE_ADJ_MIN holder of mmap_sem is killed too, so it stops allocating and lets go
@@ -43,13 +48,18 @@ def _verdicts(tmp_path, name, kernel, features=None):
     return out
 
 
-@pytest.mark.parametrize("name,verdict,kernel,off", CASES, ids=[f"{c[0]}-{c[2]}" for c in CASES])
-def test_profile_closes_the_race(tmp_path, name, verdict, kernel, off):
+CASES = [c if len(c) == 5 else c + (None,) for c in CASES]
+IDS = [f"{c[0]}-{c[2]}" for c in CASES]
+
+
+@pytest.mark.parametrize("name,verdict,kernel,off,least", CASES, ids=IDS)
+def test_profile_closes_the_race(tmp_path, name, verdict, kernel, off, least):
     seen = _verdicts(tmp_path, name, kernel)
     assert verdict not in seen, f"{name} on {kernel}: {seen}"
 
 
-@pytest.mark.parametrize("name,verdict,kernel,off", CASES, ids=[f"{c[0]}-{c[2]}" for c in CASES])
-def test_turning_the_switch_off_restores_the_race(tmp_path, name, verdict, kernel, off):
+@pytest.mark.parametrize("name,verdict,kernel,off,least", CASES, ids=IDS)
+def test_turning_the_switch_off_restores_the_race(tmp_path, name, verdict, kernel, off, least):
     seen = _verdicts(tmp_path, name, kernel, off)
-    assert seen.count(verdict) >= TRIALS - 1, f"{name} on {kernel} with {off}: {seen}"
+    need = max(1, int(least * TRIALS)) if least else TRIALS - 1
+    assert seen.count(verdict) >= need, f"{name} on {kernel} with {off}: {seen}"
