@@ -213,6 +213,12 @@ def normalised_trace(run_dir):
     from oomemu.trace.events import EVENT_ID
     from oomemu.trace.reader import load_trace
     recs = load_trace(run_dir).records
+    # one total order, independent of how the supervisor's drains batched the rings: (ts, cpu row, ring order)
+    ring_order = np.zeros(len(recs), dtype=np.int64)
+    for row in np.unique(recs["cpu"]).tolist():
+        mine = np.flatnonzero(recs["cpu"] == row)
+        ring_order[mine] = np.arange(len(mine))
+    recs = recs[np.lexsort((ring_order, recs["cpu"], recs["ts"]))]
     cols = [recs["ts"], recs["cpu"], recs["event"], recs["pid"]] + [recs["a"][:, i] for i in range(5)]
     out = np.stack(cols, axis=1) if len(recs) else np.empty((0, 9), dtype=np.int64)
     out[out[:, 2] == EVENT_ID["sched_token"], 8] = 0     # the OS pid of the process: not the schedule's
