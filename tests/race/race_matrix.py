@@ -1,8 +1,8 @@
 """The race x profile matrix: every race scenario of configs/races/ under every kernel profile, N runs a cell.
 
-    python scripts/race_matrix.py                      # 20 runs a cell, every race and control, every profile
-    python scripts/race_matrix.py --runs 4 --kernels 3.14,4.6 --races r1,r6
-    python scripts/race_matrix.py --races r1 --kernels 4.9 --features kill_all_sharers=false
+    python tests/race/race_matrix.py                      # 20 runs a cell, every race and control, every profile
+    python tests/race/race_matrix.py --runs 4 --kernels 3.14,4.6 --races r1,r6
+    python tests/race/race_matrix.py --races r1 --kernels 4.9 --features kill_all_sharers=false
 
 Each cell counts how many of its runs reached the race's verdict (the scenario's [expect] verdict); a control's
 row counts the same verdict, which it must never reach. Prints a Markdown table (or --json) and keeps every
@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 
