@@ -44,7 +44,10 @@ def test_sigkill_stops_a_long_fault_chunk_after_one_fault(tmp_path, delay):
         mine = allocs[allocs["pid"] == victim]
         before, after = int((mine["ts"] < sent).sum()), int((mine["ts"] >= sent).sum())
         if 0 < before < 49152 - 4096:
-            assert after <= 2, f"the victim made {after} more faults after SIGKILL was sent"
+            # In-flight faults only: the sender can be preempted between its signal_generate record and
+            # setting TIF_SIGPENDING on a loaded host, so allow a few; the code before acted after the whole
+            # chunk (3099 faults in one run).
+            assert after <= 8, f"the victim made {after} more faults after SIGKILL was sent"
             return
         delay = delay * 2 if before == 0 else max(1, delay // 2)
     raise AssertionError("no run killed the victim while it was faulting")
