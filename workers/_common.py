@@ -90,3 +90,24 @@ def run_worker(name, body):
         log.error("%s: emulator failure: %s: %s", name, type(exc).__name__, reason, exc_info=True)
     finally:
         os._exit(code)
+
+
+def start_kthread(machine, scenario, row, printk_fd, task_row):
+    """The CPU context of a kernel-thread process (kswapd, oom_reaper) running task row `task_row`, returned once
+    the supervisor has released the workers and, in a controlled mode, this row holds the token."""
+    import time
+
+    from oomemu.machine import C_PID, G_GO, G_STOP
+    from oomemu.percpu import CpuContext
+    from oomemu.trace.ring import RingWriter
+    tracer = RingWriter(machine, row) if scenario.run.trace else None
+    cpu = CpuContext(machine, row, scenario, tracer=tracer, printk_fd=printk_fd)
+    cpu.current = task_row
+    machine.cpu[row, C_PID] = cpu.os_pid
+    while not machine.glob[G_GO] and not machine.glob[G_STOP]:
+        time.sleep(0.002)
+    if machine.controlled:
+        from oomemu.control import Controller
+        cpu.ctl = Controller(cpu)
+        cpu.ctl.enter()
+    return cpu
