@@ -533,14 +533,15 @@ def _watch_loop(m, scenario, procs, trace, outcome, log_fd, progress, t_boot, gu
 
 def _watch_controlled(m, scenario, procs, trace, outcome, log_fd, progress, t_boot, guard, dmesg_fd):
     """The supervisor's part in a controlled mode: the controller decides everything at scheduling points;
-    the supervisor only drains rings, takes the snapshots the controller parks the machine for, and guards the
-    wall clock (DESIGN §8)."""
+    the supervisor only drains rings, takes the snapshots the controller parks the machine for, watches the
+    token holder (ControlledWatchdog) and guards the wall clock (DESIGN §8)."""
     from multiprocessing.connection import wait
 
     from oomemu import control
     c = m.v_ctl
     start = time.monotonic()
     wall_limit = start + scenario.run.wall_seconds
+    watchdog = ControlledWatchdog(m, procs, getattr(scenario.run, "watchdog_ms", 5000))
     sentinels = {p.sentinel: p for p in procs}
     while True:
         ready = wait(list(sentinels), timeout=POLL_S)
@@ -556,6 +557,7 @@ def _watch_controlled(m, scenario, procs, trace, outcome, log_fd, progress, t_bo
             outcome.snapshots.append(check_page_conservation(m))
             c[control.CT_PARK_READY] = 2
             os.eventfd_write(m.tokens[c[control.CT_HOLDER]], 1)
+            watchdog.beat.clear()       # the check's own time is not the holder's
         if m.glob[G_STOP]:
             end = control.END_REASONS.get(c[control.CT_END], "deadline")
             if end in ("deadlock", "diverged"):
@@ -569,6 +571,12 @@ def _watch_controlled(m, scenario, procs, trace, outcome, log_fd, progress, t_bo
             dead.join(0.1)
             outcome.reason = "worker-died"
             outcome.error = describe_dead_worker(m, dead, log_fd)
+            return
+        watchdog.poll(time.monotonic(), outcome)
+        if watchdog.open:
+            # Nothing else can move while the token holder is stalled: the run ends with the finding.
+            outcome.reason = "emulator-failure"
+            outcome.error = f"controlled run: {next(iter(watchdog.open.values()))['summary']}"
             return
         if time.monotonic() > wall_limit:
             outcome.reason = "emulator-failure"
@@ -635,12 +643,15 @@ class Watchdog:
         return [row for row, p in enumerate(self.procs)
                 if p.is_alive() and not self.m.cpu[row, C_EXIT] and not self.m.glob[G_STOP]]
 
+    def heartbeat(self, row):
+        return int(self.m.cpu[row, C_HEARTBEAT])
+
     def poll(self, now, outcome):
         if self.limit is None:
             return
         m = self.m
         for row in self.rows_expected_to_run():
-            beat = int(m.cpu[row, C_HEARTBEAT])
+            beat = self.heartbeat(row)
             if m.cpu[row, C_PAUSED]:
                 self.since[row] = now      # parked for a snapshot: waiting on the supervisor, not stalled
                 self.beat[row] = beat
@@ -689,6 +700,24 @@ class Watchdog:
 
     def unresolved(self):
         return list(self.open.values())
+
+
+class ControlledWatchdog(Watchdog):
+    """The watchdog of a controlled mode: only the token holder runs, so it alone must move, and its heartbeat
+    is the schedule's step count (every scheduling point takes a step). The other rows wait on the token by
+    design and are never reported."""
+
+    def rows_expected_to_run(self):
+        from oomemu import control
+        m = self.m
+        holder = int(m.v_ctl[control.CT_HOLDER])
+        if m.glob[G_STOP] or not 0 <= holder < len(self.procs) or not self.procs[holder].is_alive():
+            return []
+        return [] if m.cpu[holder, C_EXIT] else [holder]
+
+    def heartbeat(self, row):
+        from oomemu import control
+        return int(self.m.v_ctl[control.CT_STEP])
 
 
 def _hung_task_detector(m, scenario, dmesg_fd):

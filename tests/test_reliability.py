@@ -315,6 +315,32 @@ def test_a_stopped_cpu_is_named_by_the_watchdog_within_twice_watchdog_ms(tmp_pat
     assert_no_workers(report)
 
 
+def test_a_stopped_token_holder_ends_a_controlled_run_named_by_the_watchdog(tmp_path):
+    """In a controlled mode only the token holder runs; stopping every worker stops the holder, whichever row
+    it is. The watchdog names it (and only it) within 2x watchdog_ms, and the run ends instead of waiting out
+    its wall-clock limit."""
+    path = write_scenario(tmp_path, LONG.replace("{seconds}", "30") + 'schedule = "random"\nseed = 5\nwatchdog_ms = 500\n')
+    out = tmp_path / "run"
+    proc = start("run", path, "--out", out, "--quiet")
+    assert wait_for(lambda: (out / "trace.msgpack").exists() and len(worker_pids_of(proc)) >= 3)
+    time.sleep(0.5)
+    stopped = worker_pids_of(proc)
+    t0 = time.monotonic()
+    for pid in stopped:
+        os.kill(pid, signal.SIGSTOP)
+    _, err = proc.communicate(timeout=90)
+    took = time.monotonic() - t0
+    report = report_of(out)
+    assert len(report["stalls"]) == 1, report["stalls"]
+    s = report["stalls"][0]
+    assert s["pid"] in stopped and s["process_status"] == "stopped", s
+    assert s["row"] == next(name for name, pid in report["workers"]["pids"].items() if pid == s["pid"]), s
+    assert 0.5 <= s["stalled_for_s"] < 1.0, s
+    assert proc.returncode == 3 and s["row"] in err, err
+    assert took < 30, took
+    assert_no_workers(report)
+
+
 def test_a_task_blocked_uninterruptibly_gets_the_hung_task_report_in_dmesg(tmp_path):
     path = write_scenario(tmp_path, """
         [sysctl]
