@@ -14,7 +14,8 @@ from oomemu.kernel import fork
 from oomemu.machine import (G_BOOT_NS, G_NEXT_PID, G_NR_SWAP_FREE, G_NR_TASK_ROWS, LRU_ANON, LRU_FILE,
                             MM_ANONPAGES, MM_FILEPAGES, MM_NR_PTES, MM_SWAPENTS, MM_TOTAL_VM, PAGE_ANON,
                             PAGE_FILE, Z_STAT, Machine)
-from oomemu.mm import mm_init, mmap, page_alloc, vmscan
+from oomemu.config.load import cgroup_paths
+from oomemu.mm import memcontrol, mm_init, mmap, page_alloc, vmscan
 from oomemu.mm.internal import ALLOC_NO_WATERMARKS
 from oomemu.trace import events as tp
 from oomemu.trace import ring
@@ -57,7 +58,7 @@ def create_machine(scenario, ring_records=None, replay=None):
     m = Machine(nr_cpus=mc.cpus, nr_nodes=len(mc.nodes), nr_pages=mm_init.nr_pages_of(scenario),
                 max_tasks=max_tasks, ring_records=ring_records, hz=mc.hz,
                 controlled=scenario.run.schedule != "free", replay_pairs=len(replay or ()),
-                oom_reaper=scenario.features.oom_reaper)
+                oom_reaper=scenario.features.oom_reaper, nr_memcgs=len(cgroup_paths(scenario.cgroups)))
     m.glob[G_BOOT_NS] = time.monotonic_ns()
     if m.controlled:
         from oomemu import control
@@ -65,6 +66,7 @@ def create_machine(scenario, ring_records=None, replay=None):
     m.zonelists, m.min_free_kbytes = mm_init.boot_memory(m, scenario)
     m.programs, m.program_ids = workload.build_programs(scenario)
     m.oom_notify_list = ()
+    memcontrol.mem_cgroup_init(m, scenario)
     boot_tasks(m, scenario)
     return m
 
@@ -91,6 +93,7 @@ def boot_tasks(m, scenario):
             target = fork.pick_cpu(m, -1, group.cpu)
             row = fork.copy_process(cpu, 0, 0, prog, group.comm, target, uid=group.uid, caps=caps,
                                     oom_score_adj=group.oom_score_adj, flags=PF_KTHREAD if group.kthread else 0)
+            m.task_memcg[row] = m.memcg_names.index(group.cgroup)
             if group.mm is not None:
                 preset_mm(cpu, int(m.task_mm[row]), group.mm, f"task[{i}].mm")
     cpu.trace = None
@@ -127,6 +130,7 @@ def preset_mm(cpu, mm, preset, path):
     m.mm[mm, MM_TOTAL_VM] = total_vm
     nr_ptes = preset["nr_ptes"]
     m.mm[mm, MM_NR_PTES] = -(-total_vm // mmap.PTRS_PER_PTE) if nr_ptes is None else nr_ptes
+    memcontrol.charge_preset(m, mm)
 
 
 def _take_pages(cpu, z, mm, kind, counter, lru, want):

@@ -13,6 +13,8 @@ Segment map (all tables are column arrays, each 64-byte aligned, sized from the 
     wq_*[nr_waitqueues]       int32   wait-queue heads (FIFO of task rows linked through task_wq_next)
     lock_owner_*[nr_locks]    int32   who holds each lock in `locks` (cpu, OS pid, task row)
     cpu_*[nr_cpus+nr_nodes]   int64   per-CPU/kswapd state and event counters (each row written by its owner)
+    memcg[nr_memcgs, ...]     int64   memory cgroups (row 0 is the root "/"): parent, res_counter, oom_control
+    page_memcg[nr_pages]      int16   the memcg each page frame is charged to (page_cgroup), -1 = none
     kill_*[MAX_KILLS]         int64   the kill log the report is built from
     ring memory               bytes   per-CPU trace rings (see oomemu/trace/ring.py)
 
@@ -104,6 +106,24 @@ MM_USED = 10
 MM_FLAGS = 11         # mm->flags: MMF_OOM_SKIP (oomemu.include.sched)
 MM_NCOLS = 12
 
+# --- memory cgroup columns (oomemu/mm/memcontrol.py) ------------------------------------------------------
+MEMCG_PARENT = 0      # parent row, -1 for the root
+MEMCG_USAGE = 1       # res_counter usage in pages (hierarchical: a charge counts in every ancestor)
+MEMCG_LIMIT = 2       # res_counter limit in pages (memory.limit_in_bytes)
+MEMCG_FAILCNT = 3     # charges that hit this memcg's limit
+MEMCG_MAX_USAGE = 4
+MEMCG_LOCAL = 5       # pages charged to this memcg itself (page_memcg == row)
+MEMCG_UNDER_OOM = 6   # atomic under_oom count (mem_cgroup_mark_under_oom)
+MEMCG_OOM_LOCK = 7    # memcg->oom_lock (guarded by memcg_oom_lock)
+MEMCG_OOM_KILL_DISABLE = 8
+MEMCG_OOM_KILLS = 9   # OOM kills of tasks in this memcg (memory.oom_control oom_kill, 4.13+)
+MEMCG_SWAPPINESS = 10
+MEMCG_OOM_GROUP = 11  # memory.oom.group (4.19)
+MEMCG_NR_OOM = 12     # times a charge declared OOM against this memcg (memory.events oom)
+MEMCG_DEPTH = 13
+MEMCG_NCOLS = 16
+MEMCG_UNLIMITED = 1 << 62
+
 # --- per-CPU rows (cpus first, then one row per kswapd) -----------------------------------------------------
 C_PID = 0             # OS pid of the worker process
 C_CURRENT = 1         # task row running now, -1 when idle
@@ -127,7 +147,8 @@ K_CPU = 4
 K_KILLER_PID = 5
 K_KIND = 6            # oomemu.mm.oom_kill.KILL_* kinds
 K_SEQ = 7
-K_NCOLS = 8
+K_MEMCG = 8           # the memcg whose limit caused the kill (memcg OOM kills), else -1
+K_NCOLS = 9
 
 # --- locks ----------------------------------------------------------------------------------------------------
 NR_TASK_LOCK_STRIPES = 64
@@ -142,7 +163,10 @@ L_BITOPS = 6          # emulator-only: serialises the atomic bit operations when
 L_RATELIMIT_NOPAGE = 7  # nopage_rs's spinlock
 L_OOM_LOCK = 8        # the wait_lock of the oom_lock mutex (profiles >= 4.2)
 L_OOM_REAPER = 9      # oom_reaper_lock (profiles >= 4.6)
-L_FIXED = 10          # first per-zone lock (zone->lock), then rq locks, task stripes, mm stripes
+L_MEMCG_RES = 10      # every memcg's res_counter lock (one for all)
+L_MEMCG_OOM = 11      # memcg_oom_lock: the per-memcg oom_lock bools
+L_MEMCG_WAITQ = 12    # memcg_oom_waitq's lock
+L_FIXED = 13          # first per-zone lock (zone->lock), then rq locks, task stripes, mm stripes
 
 
 def _align(n, a=64):
@@ -156,7 +180,7 @@ class Machine:
     """
 
     def __init__(self, *, nr_cpus, nr_nodes, nr_pages, max_tasks, ring_records, hz, controlled=False,
-                 replay_pairs=0, oom_reaper=False):
+                 replay_pairs=0, oom_reaper=False, nr_memcgs=0):
         from oomemu import control
         self.controlled = controlled  # a controlled schedule mode (oomemu/control.py); fixed for the run
         self.nr_cpus = nr_cpus
@@ -168,7 +192,11 @@ class Machine:
         self.oom_reaper_row = nr_cpus + nr_nodes if oom_reaper else -1
         self.nr_rows_cpu = nr_cpus + nr_nodes + (1 if oom_reaper else 0)
         self.ring_records = ring_records
-        self.nr_waitqueues = 2 * max_tasks  # each task's mm (mmap_sem) and its wait_chldexit
+        self.nr_waitqueues = 2 * max_tasks + 1  # each task's mm (mmap_sem), its wait_chldexit, memcg_oom_waitq
+        # Memory cgroups: row 0 is the root; with none configured nothing is charged (memcg_enabled False).
+        self.nr_memcgs = nr_memcgs + 1 if nr_memcgs else 0
+        self.memcg_enabled = bool(nr_memcgs)
+        self.memcg_names = ["/"]
         self._plan = []
         self._size = 0
         T, Z, P = max_tasks, self.nr_zones, nr_pages
@@ -181,6 +209,7 @@ class Machine:
         self._add("page_flags", np.int8, P)
         self._add("page_order", np.int8, P)
         self._add("page_zone", np.int8, P)
+        self._add("page_memcg", np.int16, P if nr_memcgs else 1)
         self._add("pcp", np.int64, (nr_cpus, Z, 4))        # count, high, batch, head
         for name, dt in (("task_pid", np.int32), ("task_tgid", np.int32), ("task_leader", np.int32),
                          ("task_parent", np.int32), ("task_mm", np.int32), ("task_cpu", np.int32),
@@ -190,6 +219,7 @@ class Machine:
                          ("sig_oom_score_adj", np.int32), ("sig_oom_score_adj_min", np.int32),
                          ("sig_oom_flags", np.int32), ("sig_nr_live", np.int32), ("sig_oom_mm", np.int32),
                          ("task_oom_reaper_list", np.int32), ("task_first_oom_adj", np.int32),
+                         ("task_memcg", np.int32), ("task_memcg_oom", np.int32),
                          ("task_flags", np.int64), ("task_tif", np.int64), ("task_state", np.int64),
                          ("task_pending", np.int64), ("sig_flags", np.int64), ("task_first_oom_score", np.int64), ("task_wait_since", np.int64)):
             self._add(name, dt, T)
@@ -199,6 +229,7 @@ class Machine:
         self.nr_locks = L_FIXED + self.nr_zones + nr_cpus + NR_TASK_LOCK_STRIPES + NR_MM_LOCK_STRIPES
         self._add("lock_owner", np.int32, (self.nr_locks, 3))  # cpu, OS pid, task row
         self._add("cpu", np.int64, (self.nr_rows_cpu, C_NCOLS))
+        self._add("memcg", np.int64, (max(1, self.nr_memcgs), MEMCG_NCOLS))
         self._add("kill", np.int64, (MAX_KILLS, K_NCOLS))
         self._add("kill_comm", "S16", MAX_KILLS)
         self._add("ctl", np.int64, control.ctl_words(self.nr_rows_cpu))
@@ -219,6 +250,10 @@ class Machine:
         self.glob[G_HZ] = hz
         self.lock_owner[:] = -1
         self.page_owner[:] = -1
+        self.page_memcg[:] = -1
+        self.task_memcg_oom[:] = -1
+        self.memcg[:, MEMCG_PARENT] = -1
+        self.memcg[:, MEMCG_LIMIT] = MEMCG_UNLIMITED
         self.page_next[:] = -1
         self.page_prev[:] = -1
         self.zone[:, Z_FREE_HEAD:Z_FREE_HEAD + MAX_ORDER] = -1
@@ -253,6 +288,8 @@ class Machine:
                 setattr(self, "v_" + name, mv[off:off + dt.itemsize * count].cast(fmt))
             elif dt.kind == "i" and dt.itemsize == 1:
                 setattr(self, "v_" + name, mv[off:off + count].cast("b"))
+            elif dt.kind == "i" and dt.itemsize == 2:
+                setattr(self, "v_" + name, mv[off:off + 2 * count].cast("h"))
         self.ring_offset = next(off for name, _, _, off, _ in self._plan if name == "ring")
 
     def __reduce__(self):
@@ -276,7 +313,9 @@ class Machine:
         fixed = {L_ZONE_SCAN: "zone_scan_lock", L_TASKLIST: "tasklist_lock", L_KILL_LOG: "oom kill log lock",
                  L_PRINTK: "logbuf_lock", L_RATELIMIT: "oom_rs.lock", L_SWAP: "swap_lock",
                  L_BITOPS: "atomic bitops lock", L_RATELIMIT_NOPAGE: "nopage_rs.lock",
-                 L_OOM_LOCK: "oom_lock (wait_lock)", L_OOM_REAPER: "oom_reaper_lock"}
+                 L_OOM_LOCK: "oom_lock (wait_lock)", L_OOM_REAPER: "oom_reaper_lock",
+                 L_MEMCG_RES: "memcg res_counter lock", L_MEMCG_OOM: "memcg_oom_lock",
+                 L_MEMCG_WAITQ: "memcg_oom_waitq.lock"}
         if index in fixed:
             return fixed[index]
         i = index - L_FIXED
@@ -306,6 +345,10 @@ class Machine:
 
     def wq_chldexit(self, task):
         return self.max_tasks + task
+
+    def wq_memcg_oom(self):
+        """memcg_oom_waitq: the one queue every memcg OOM waiter sleeps on (mm/memcontrol.c, 3.14)."""
+        return 2 * self.max_tasks
 
     def close(self):
         """Release this process's views; the mapping itself dies with the last process holding it."""

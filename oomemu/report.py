@@ -7,14 +7,14 @@ import json
 
 from oomemu.config.profiles import enabled
 
-from oomemu.check import all_invariants, check_run, is_broken, not_checked, run_all
+from oomemu.check import all_invariants, check_run, is_broken, not_checked, run_all, with_memcg_snapshots
 from oomemu.check.signals import stuck_tasks
 from oomemu.check.state import state_of
 from oomemu.include.mmzone import MAX_NR_ZONES, NR_FREE_PAGES, ZONE_NAMES
-from oomemu.machine import (G_NR_KILLS, K_CPU, K_KILLER_PID, K_KIND, K_NS, K_PID, K_POINTS, MAX_KILLS,
+from oomemu.machine import (G_NR_KILLS, K_CPU, K_KILLER_PID, K_KIND, K_MEMCG, K_NS, K_ROW, K_PID, K_POINTS, MAX_KILLS,
                             Z_MANAGED, Z_STAT)
-from oomemu.mm import vmstat
-from oomemu.mm.oom_kill import KILL_KINDS
+from oomemu.mm import memcontrol, vmstat
+from oomemu.mm.oom_kill import KILL_KINDS, KILL_MEMCG
 from oomemu.trace.reader import TraceError
 from oomemu.trace.ring import RingWriter
 
@@ -33,7 +33,9 @@ def kills_of(m):
         k = m.kill[i]
         out.append({"pid": int(k[K_PID]), "comm": m.kill_comm[i].decode("ascii", "replace"),
                     "points": int(k[K_POINTS]), "kind": KILL_KINDS.get(int(k[K_KIND]), "?"),
-                    "by_cpu": int(k[K_CPU]), "by_pid": int(k[K_KILLER_PID]), "time_s": round(int(k[K_NS]) / 1e9, 6)})
+                    "by_cpu": int(k[K_CPU]), "by_pid": int(k[K_KILLER_PID]), "time_s": round(int(k[K_NS]) / 1e9, 6),
+                    "memcg": m.memcg_names[int(k[K_MEMCG])] if k[K_KIND] == KILL_MEMCG else None,
+                    "cgroup": m.memcg_names[int(m.task_memcg[int(k[K_ROW])])] if m.memcg_enabled else "/"})
     return out
 
 
@@ -58,6 +60,12 @@ def check_expect(expect, verdict, kills):
     if expect.victims is not None:
         bad = sorted({v for v in victims if v not in expect.victims})
         results.append({"what": f"victims in {list(expect.victims)}", "ok": not bad, "seen": sorted(set(victims))})
+    if expect.killed_in is not None:
+        root = expect.killed_in.rstrip("/") + "/"
+        where = sorted({k.get("cgroup", "/") for k in kills})
+        inside = all(k.get("memcg") is not None and (k.get("cgroup", "/") + "/").startswith(root) for k in kills)
+        results.append({"what": f"every kill a memcg OOM kill inside {expect.killed_in}", "ok": inside,
+                        "seen": where})
     if expect.never_killed:
         bad = sorted({v for v in victims if v in expect.never_killed})
         results.append({"what": f"never killed: {list(expect.never_killed)}", "ok": not bad, "seen": bad})
@@ -167,6 +175,7 @@ def build_report(scenario, m, outcome, run_dir, guard=None, on_check=None):
             checks = all_not_checked(reason)
             if outcome.reason not in ("interrupted",):
                 outcome.reason, outcome.error = "environment-error", reason
+    checks = with_memcg_snapshots(checks, outcome.memcg_snapshots)
     check_s = time.monotonic() - t_check
     plain = outcome_of(outcome, kills)
     unresolved = [s for s in outcome.stalls if "recovered_after_s" not in s]
@@ -193,6 +202,7 @@ def build_report(scenario, m, outcome, run_dir, guard=None, on_check=None):
         "counters": vmstat.counters_total(m), "per_cpu": per_cpu,
         "zones": zones_of(m), "min_free_kbytes": m.min_free_kbytes,
         "kernel": scenario.machine.kernel, "features": enabled(scenario.features), "oom_scores": oom_scores_of(m),
+        "memcgs": memcontrol.memcg_report(m) if m.memcg_enabled else [],
         "checks": checks, "expect": expect, "stuck": stuck_tasks(state),
         "stalls": [{k: v for k, v in s.items() if not k.startswith("_")} for s in outcome.stalls],
         "hung_tasks": outcome.hung_tasks,

@@ -76,6 +76,7 @@ class Outcome:
     teardown_s: float = 0.0
     snapshots: list = field(default_factory=list)   # conservation problems found at each quiescent snapshot
     snapshot_skips: list = field(default_factory=list)  # why a snapshot could not be taken
+    memcg_snapshots: list = field(default_factory=list)  # memcg-usage problems found at each quiescent snapshot
     schedule: dict | None = None     # controlled modes: the controller's summary and the (row, steps) log
     signal: str | None = None        # the signal that interrupted the run (SIGINT, SIGTERM, SIGHUP)
     during: str | None = None        # what the run was doing when it came: boot, run, teardown, check, report
@@ -555,6 +556,7 @@ def _watch_controlled(m, scenario, procs, trace, outcome, log_fd, progress, t_bo
         if c[control.CT_PARK_READY] == 1:
             from oomemu.check.conservation import check_page_conservation
             outcome.snapshots.append(check_page_conservation(m))
+            _memcg_snapshot(m, outcome)
             c[control.CT_PARK_READY] = 2
             os.eventfd_write(m.tokens[c[control.CT_HOLDER]], 1)
             watchdog.beat.clear()       # the check's own time is not the holder's
@@ -757,8 +759,16 @@ def take_snapshot(m, procs, outcome, watchdog=None, timeout=SNAPSHOT_PARK_S):
                 return
             time.sleep(0.0005)
         outcome.snapshots.append(check_page_conservation(m))
+        _memcg_snapshot(m, outcome)
     finally:
         m.glob[G_PAUSE] = 0
+
+
+def _memcg_snapshot(m, outcome):
+    """The memcg-usage invariant at a quiescent snapshot (only when the run has memory cgroups)."""
+    if m.memcg_enabled:
+        from oomemu.check.memcg import check_memcg_usage
+        outcome.memcg_snapshots.append(check_memcg_usage(m))
 
 
 def _allocs(m):

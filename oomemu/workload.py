@@ -15,7 +15,7 @@ from oomemu.kernel import fork, rwsem
 from oomemu.kernel import sched as ksched
 from oomemu.kernel import signal as ksignal
 from oomemu.kernel import time as ktime
-from oomemu.mm import filemap, memory, mmap, oom_kill, page_alloc, slab, vmstat
+from oomemu.mm import filemap, memcontrol, memory, mmap, oom_kill, page_alloc, slab, vmstat
 from oomemu.trace import events as tp
 
 INIT_PROGRAM = (Op("wait", {}), Op("repeat", {"times": 0}))
@@ -303,10 +303,30 @@ async def op_sysrq(cpu, op, state):
     await ret_to_user(cpu, state)
 
 
+async def op_cgroup_move(cpu, op, state):
+    """Write this task's pid to a memory cgroup's cgroup.procs: the whole process moves, its charges stay."""
+    m = cpu.m
+    memcontrol.mem_cgroup_attach(cpu, cpu.current, m.memcg_names.index(op["cgroup"]))
+    await ret_to_user(cpu, state)
+
+
+async def op_memcg_limit(cpu, op, state):
+    """Write a memory cgroup's memory.limit_in_bytes (and, if given, memory.oom_control): lowering it reclaims
+    down to the new limit (or fails with EBUSY), raising it or clearing oom_kill_disable wakes its OOM waiters."""
+    from oomemu.machine import MEMCG_UNLIMITED
+    m = cpu.m
+    memcg = m.memcg_names.index(op["cgroup"])
+    limit = MEMCG_UNLIMITED if op["limit"] is None else -(-op["limit"] // 4096)
+    await memcontrol.mem_cgroup_resize_limit(cpu, memcg, limit)
+    if op.get("oom_kill_disable") is not None:
+        memcontrol.mem_cgroup_oom_control_write(cpu, memcg, op["oom_kill_disable"])
+    await ret_to_user(cpu, state)
+
+
 OPS = {
     "fault": op_fault, "read": op_read, "kmalloc": op_kmalloc, "free": op_free, "fork": op_fork,
     "clone_vm": op_clone_vm, "thread": op_thread, "lock": op_lock, "unlock": op_unlock,
     "oom_score_adj": op_oom_score_adj, "sleep": op_sleep, "spin": op_spin, "exit": op_exit, "wait": op_wait,
-    "sysrq": op_sysrq,
+    "sysrq": op_sysrq, "cgroup_move": op_cgroup_move, "memcg_limit": op_memcg_limit,
 }
 

@@ -4,6 +4,7 @@
 invariant names the KERNEL section it holds the emulator to.
 """
 from oomemu.check.conservation import check_page_conservation, check_no_double_free
+from oomemu.check.memcg import check_memcg_usage
 from oomemu.check.oom_lock import check_oom_lock_exclusion, check_oom_lock_released
 from oomemu.check.signals import check_sigkill_delivery, check_thread_flags
 from oomemu.check.victim import check_memdie_marking, check_never_killed, check_victim_selection
@@ -21,6 +22,7 @@ INVARIANTS = (
     ("watermarks", "KERNEL §6.4", "both", check_watermarks),
     ("sigkill-delivery", "KERNEL §5.2", "both", check_sigkill_delivery),
     ("thread-flags", "KERNEL §5.2–5.3", "both", check_thread_flags),
+    ("memcg-usage", "DESIGN §10, KERNEL §1.7", "state", check_memcg_usage),
 )
 
 
@@ -46,6 +48,19 @@ def not_checked(name, ref, reason):
 
 def is_broken(check):
     return check["ok"] is False
+
+
+def with_memcg_snapshots(results, memcg_snapshots):
+    """memcg-usage also holds at every quiescent snapshot: add the snapshots' findings to its result."""
+    for i, res in enumerate(results):
+        if res["invariant"] != "memcg-usage" or res["ok"] is None or not memcg_snapshots:
+            continue
+        bad = [f"snapshot {k}: {p}" for k, probs in enumerate(memcg_snapshots) for p in probs]
+        final = res["details"] if res["ok"] is False else []
+        merged = result(res["invariant"], res["ref"], bad + [f"end of run: {p}" for p in final])
+        merged["snapshots"] = len(memcg_snapshots)
+        results[i] = merged
+    return results
 
 
 def snapshot_result(snapshots, skips=(), why_none=None):

@@ -54,6 +54,8 @@ def scenario_from_dict(document: Mapping[str, Any], *, name: str, source: str) -
         _check_tasks(sections["task"], sections["machine"])
         _check_expect(sections["expect"])
         features = _kernel_features(sections["machine"].kernel, sections["kernel"])
+        _check_cgroups(sections["cgroup"], sections["task"], sections["machine"], features,
+                       sections["expect"].killed_in)
     except RecursionError:
         raise ScenarioError(f"{source}: nested too deeply (programs may nest at most {MAX_PROGRAM_DEPTH} deep)",
                             source=source) from None
@@ -62,7 +64,8 @@ def scenario_from_dict(document: Mapping[str, Any], *, name: str, source: str) -
         raise
     return Scenario(name=name, source=source, machine=sections["machine"], sysctl=sections["sysctl"],
                     tasks=sections["task"], run=sections["run"], expect=sections["expect"],
-                    debug_break=sections["debug"], features=features, feature_overrides=sections["kernel"])
+                    debug_break=sections["debug"], features=features, feature_overrides=sections["kernel"],
+                    cgroups=sections["cgroup"])
 
 
 def _load_file(path: Path, *, name: str, source: str) -> Scenario:
@@ -151,6 +154,51 @@ def _check_tasks(tasks: tuple[TaskCfg, ...], machine: MachineCfg) -> None:
                               + ", ".join(KTHREAD_OPS))
         _check_lock_pairing(task.program, f"{path}.program")
     _check_task_count(tasks, machine.max_tasks)
+
+
+def cgroup_paths(cgroups) -> list[str]:
+    """Every memory cgroup of the scenario, parents first: the [[cgroup]] names and the parents their paths
+    imply, in file order (root "/" not included)."""
+    out: dict[str, None] = {}
+    for cg in cgroups:
+        parts = cg.name[1:].split("/")
+        for depth in range(1, len(parts) + 1):
+            out.setdefault("/" + "/".join(parts[:depth]))
+    return list(out)
+
+
+def _check_cgroups(cgroups, tasks: tuple[TaskCfg, ...], machine: MachineCfg, features: Any,
+                   expect_in: str | None = None) -> None:
+    """Cgroup names are unique; swappiness needs swap, oom_group a profile that has memory.oom.group; every
+    cgroup a task or an op names exists. Parents come from the paths, so no cycle can be written."""
+    seen: set[str] = set()
+    for i, cg in enumerate(cgroups):
+        if cg.name in seen:
+            raise invalid(f"cgroup[{i}].name", cg.name, "is already a [[cgroup]] above; each name once")
+        seen.add(cg.name)
+        if cg.swappiness is not None and not machine.swap:
+            raise invalid(f"cgroup[{i}].swappiness", cg.swappiness,
+                          "needs swap (machine.swap > 0); without swap nothing can be swapped")
+        if cg.oom_group and not features.memcg_oom_group:
+            raise invalid(f"cgroup[{i}].oom_group", True,
+                          f'needs the memcg_oom_group switch (4.19+), which machine.kernel = "{machine.kernel}" '
+                          "does not have; set kernel.features.memcg_oom_group = true or use a later kernel")
+    known = set(cgroup_paths(cgroups)) | {"/"}
+    choices = ", ".join(format_value(c) for c in sorted(known))
+
+    def need(name: str, path: str) -> None:
+        if name not in known:
+            raise invalid(path, name, f"is not a [[cgroup]] of this scenario; known: {choices}")
+
+    if expect_in is not None:
+        need(expect_in, "expect.killed_in")
+    for i, task in enumerate(tasks):
+        need(task.cgroup, f"task[{i}].cgroup")
+        for op, op_path in iter_ops(task.program, f"task[{i}].program"):
+            if op.op in ("cgroup_move", "memcg_limit"):
+                need(op["cgroup"], f"{op_path}.cgroup")
+            if op.op == "cgroup_move" and task.kthread:
+                raise invalid(f"{op_path}.op", op.op, "a kernel thread (kthread = true) stays in the root cgroup")
 
 
 def _check_cpu(cpu: str | int, path: str, cpus: int, named: tuple[str, ...]) -> None:

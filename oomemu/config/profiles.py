@@ -70,6 +70,9 @@ SWITCHES = (
     Switch("deadlocked_on_memory", "4.19",
            "no killable task outside SysRq: warn 'Out of memory and no killable processes...' and panic "
            "'System is deadlocked on memory'"),
+    Switch("memcg_oom_group", "4.19",
+           "memory.oom.group: a memcg OOM kill takes every task of the victim's highest oom_group cgroup "
+           "(mem_cgroup_get_oom_group)"),
     Switch("no_sacrifice_child", "5.1",
            "oom_kill_process kills the chosen task itself, not its worst child; no 'Kill process ... or "
            "sacrifice child' line, and the 'Killed process' line starts with the message"),
@@ -95,7 +98,8 @@ PROFILE_STEPS = (
     ("4.9", ("header_nodemask", "kill_all_sharers", "tsk_is_oom_victim", "mmf_oom_skip"),
      ("oom_reaper_hides_victim",)),
     ("4.17", ("pgtables_bytes", "no_root_bonus"), ("nr_pmds",)),
-    ("5.1", ("dump_tasks_state", "deadlocked_on_memory", "oom_kill_summary", "no_sacrifice_child"),
+    ("5.1", ("dump_tasks_state", "deadlocked_on_memory", "oom_kill_summary", "no_sacrifice_child",
+             "memcg_oom_group"),
      ("header_nodemask",)),
     ("6.1", ("kill_message_uid", "signed_badness"), ()),
 )

@@ -118,6 +118,18 @@ class TaskCfg:
     kthread: bool
     program: tuple[Op, ...]
     mm: Mapping[str, int] | None = None  # memory the task already holds at boot (MM_PRESET), or None
+    cgroup: str = "/"                    # the memory cgroup the group's tasks start in ("/" is the root)
+
+
+@dataclass(frozen=True, slots=True)
+class CgroupCfg:
+    """One [[cgroup]]: a memory cgroup named by its path; its parents are the path's prefixes."""
+
+    name: str
+    limit: int | None                    # memory.limit_in_bytes in bytes, None = unlimited
+    oom_kill_disable: bool = False
+    swappiness: int | None = None        # None: the default (60), only meaningful with swap
+    oom_group: bool = False              # memory.oom.group (profiles with memcg_oom_group)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +161,7 @@ class ExpectCfg:
     verdict: str | None
     min_rate: float | None = None
     verdict_not: tuple[str, ...] = ()
+    killed_in: str | None = None        # every kill is a memcg OOM kill of a task in this cgroup's subtree
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +178,7 @@ class Scenario:
     debug_break: tuple[str, ...]
     features: Any = features_for(DEFAULT_KERNEL)     # the profile's switches with [kernel] features applied
     feature_overrides: Mapping[str, bool] = FrozenMap()   # [kernel] features as written
+    cgroups: tuple[CgroupCfg, ...] = ()   # [[cgroup]] as written, in file order (parents implied by paths)
 
 
 # --- Error wording shared by the checkers ---------------------------------------------------------------
@@ -414,6 +428,48 @@ class Cpu:
 
 
 @dataclass(frozen=True, slots=True)
+class CgroupPath:
+    """A cgroup path: "/" then names joined by "/" (each 1 to 63 characters of A-Z a-z 0-9 . _ -), at most 8
+    deep; `root_ok` also accepts "/" itself."""
+
+    root_ok: bool = True
+
+    @property
+    def allowed(self) -> str:
+        root = '"/" or ' if self.root_ok else ""
+        return root + 'a path like "/batch/job1" (names of A-Z a-z 0-9 . _ -, at most 8 deep)'
+
+    def __call__(self, value: Any, path: str) -> str:
+        if isinstance(value, str) and value == "/" and self.root_ok:
+            return value
+        ok = isinstance(value, str) and value.startswith("/") and len(value) <= 512
+        parts = value[1:].split("/") if ok else []
+        ok = ok and 1 <= len(parts) <= 8 and all(
+            0 < len(p) < 64 and p not in (".", "..") and all(c.isascii() and (c.isalnum() or c in "._-") for c in p)
+            for p in parts)
+        if not ok:
+            raise invalid(path, value, "must be " + self.allowed)
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """memory.limit_in_bytes: a size of at least one page (rounded up to whole pages), or "max" (unlimited)."""
+
+    @property
+    def allowed(self) -> str:
+        return f'"max" or {SIZE_ALLOWED}, at least one page ({format_size(PAGE_SIZE)})'
+
+    def __call__(self, value: Any, path: str) -> int | None:
+        if value == "max":
+            return None
+        nbytes = parse_size(value, path)
+        if nbytes < PAGE_SIZE:
+            raise invalid(path, value, f"must be at least one page ({format_size(PAGE_SIZE)}), or \"max\"")
+        return nbytes
+
+
+@dataclass(frozen=True, slots=True)
 class ListOf:
     """A list whose items all pass `item`, resolved to a tuple; `dedupe` drops repeats, keeping order."""
 
@@ -547,7 +603,7 @@ MAX_ZONE = 64 * GiB
 MAX_MS = 3_600_000  # no single step outlasts the longest run (run.seconds <= 3600)
 CAPS = ("CAP_SYS_ADMIN", "CAP_SYS_RESOURCE")
 BREAKS = ("skip_zone_scan_lock", "skip_clear_zonelist_oom", "double_free_victim", "pick_lowest_badness",
-          "sigkill_wakes_uninterruptible", "ignore_oom_score_adj_min", "nonatomic_bitops")
+          "sigkill_wakes_uninterruptible", "ignore_oom_score_adj_min", "nonatomic_bitops", "memcg_uncharge_leak")
 # A kernel thread has no mm (PF_KTHREAD): only these ops make sense in its program.
 KTHREAD_OPS = ("kmalloc", "thread", "oom_score_adj", "sleep", "spin", "exit", "repeat", "wait", "sysrq")
 
@@ -607,6 +663,12 @@ OPS: Mapping[str, Table] = MappingProxyType({
     "repeat": _op_table("repeat", (Key("times", Int(0), 0, "0 = forever"),)),
     "wait": _op_table("wait", ()),
     "sysrq": _op_table("sysrq", (Key("key", Choice(("f",)), "f", "f = manual OOM kill"),)),
+    "cgroup_move": _op_table("cgroup_move", (Key("cgroup", CgroupPath(), help="the memory cgroup to move this "
+                                                 "task's process to (a write to its cgroup.procs)"),)),
+    "memcg_limit": _op_table("memcg_limit", (
+        Key("cgroup", CgroupPath(root_ok=False), help="the memory cgroup whose limit to set"),
+        Key("limit", Limit(), help='the new memory.limit_in_bytes, or "max"'),
+        Key("oom_kill_disable", Bool(), None, "also write memory.oom_control (absent: unchanged)"))),
 })
 
 _ZONE = Size(multiple=MAX_ORDER_BLOCK, maximum=MAX_ZONE)
@@ -663,7 +725,17 @@ TASK = Table((
     Key("kthread", Bool(), False, "a kernel thread (PF_KTHREAD, no mm)"),
     Key("program", PROGRAM, help="the ops each task runs"),
     Key("mm", MM_PRESET, None, "memory each task of the group holds at boot, before its program runs"),
+    Key("cgroup", CgroupPath(), "/", 'the memory cgroup the tasks start in (a [[cgroup]] name, or "/")'),
 ), build=lambda r, _: TaskCfg(**r))
+
+MAX_CGROUPS = 1024
+CGROUP = Table((
+    Key("name", CgroupPath(root_ok=False), help='the cgroup\'s path, e.g. "/batch/job1" (parents are implied)'),
+    Key("limit", Limit(), "max", "memory.limit_in_bytes"),
+    Key("oom_kill_disable", Bool(), False, "memory.oom_control: tasks wait instead of an OOM kill"),
+    Key("swappiness", Int(0, 100), None, "memory.swappiness (needs machine.swap; absent: 60)"),
+    Key("oom_group", Bool(), False, "memory.oom.group: an OOM kill takes the whole cgroup (4.19+ profiles)"),
+), build=lambda r, _: CgroupCfg(**r))
 
 # [run] schedule: free mode and the controlled modes (DESIGN §8, oomemu/control.py)
 SCHEDULES = ("free", "random", "pct", "replay")
@@ -701,9 +773,10 @@ EXPECT = Table((
                                          "(a single run then does not require it)"),
     Key("verdict_not", ListOf(Choice(VERDICTS, noun="verdict"), allowed="a list of verdicts", dedupe=True), (),
         "verdicts the run must not reach"),
+    Key("killed_in", CgroupPath(), None, "every kill is a memcg OOM kill of a task in this cgroup's subtree"),
 ), build=lambda r, _: ExpectCfg(*(r["kills"] or (None, None)), victims=r["victims"],
                                 never_killed=r["never_killed"], panic=r["panic"], verdict=r["verdict"],
-                                min_rate=r["min_rate"], verdict_not=r["verdict_not"]))
+                                min_rate=r["min_rate"], verdict_not=r["verdict_not"], killed_in=r["killed_in"]))
 
 DEBUG = Table((
     Key("break", ListOf(Choice(BREAKS, noun="break"), allowed="a list of " + ", ".join(BREAKS), dedupe=True),
@@ -739,6 +812,8 @@ SCHEMA = Table((
     Key("machine", MACHINE, _EMPTY, "the emulated machine"),
     Key("kernel", KERNEL, _EMPTY, "kernel switches"),
     Key("sysctl", SYSCTL, _EMPTY, "vm.* sysctls"),
+    Key("cgroup", ListOf(CGROUP, max_len=MAX_CGROUPS,
+                         allowed=f"an array of at most {MAX_CGROUPS} tables ([[cgroup]])"), (), "memory cgroups"),
     Key("task", ListOf(TASK, allowed="an array of tables ([[task]])"), (), "task groups"),
     Key("run", RUN, _EMPTY, "run control"),
     Key("expect", EXPECT, _EMPTY, "what the run must show"),
@@ -766,6 +841,7 @@ def scenario_to_dict(scenario: Scenario) -> dict[str, Any]:
                    "lowmem_reserve_ratio": list(sysctl.lowmem_reserve_ratio),
                    "hung_task_timeout_secs": sysctl.hung_task_timeout_secs,
                    "hung_task_warnings": sysctl.hung_task_warnings},
+        "cgroup": [_cgroup_to_dict(cg) for cg in scenario.cgroups],
         "task": [_task_to_dict(task) for task in scenario.tasks],
         "run": {"seconds": run.seconds, "seed": run.seed, "trace": run.trace, "stall_jiffies": run.stall_jiffies,
                 "schedule": run.schedule, "pct_depth": run.pct_depth, "pct_steps": run.pct_steps,
@@ -780,15 +856,28 @@ def _task_to_dict(task: TaskCfg) -> dict[str, Any]:
     """One [[task]] table."""
     return {"comm": task.comm, "count": task.count, "cpu": task.cpu, "oom_score_adj": task.oom_score_adj,
             "uid": task.uid, "caps": list(task.caps), "kthread": task.kthread,
-            "program": [_op_to_dict(op) for op in task.program],
+            "program": [_op_to_dict(op) for op in task.program], "cgroup": task.cgroup,
             **({"mm": {k: v for k, v in task.mm.items() if v is not None}} if task.mm is not None else {})}
+
+
+def _cgroup_to_dict(cg: CgroupCfg) -> dict[str, Any]:
+    """One [[cgroup]] table."""
+    table: dict[str, Any] = {"name": cg.name, "limit": "max" if cg.limit is None else cg.limit,
+                             "oom_kill_disable": cg.oom_kill_disable, "oom_group": cg.oom_group}
+    if cg.swappiness is not None:
+        table["swappiness"] = cg.swappiness
+    return table
 
 
 def _op_to_dict(op: Op) -> dict[str, Any]:
     """One op table; gfp goes back to its text, which is what the loader reads."""
     table: dict[str, Any] = {"op": op.op}
     for key, value in op.args.items():
-        if key == "gfp_name" or value is None:
+        if key == "gfp_name" or (value is None and op.op != "memcg_limit"):
+            continue
+        if op.op == "memcg_limit" and key == "limit" and value is None:
+            value = "max"
+        elif value is None:
             continue
         if key == "gfp":
             value = op["gfp_name"]
@@ -815,4 +904,6 @@ def _expect_to_dict(expect: ExpectCfg) -> dict[str, Any]:
         table["min_rate"] = expect.min_rate
     if expect.verdict_not:
         table["verdict_not"] = list(expect.verdict_not)
+    if expect.killed_in is not None:
+        table["killed_in"] = expect.killed_in
     return table

@@ -112,6 +112,8 @@ def _init_row(m, row, pid, parent, clone_flags, prog, comm, target_cpu, uid, cap
     m.task_wq_next[row] = -1
     m.task_wait_kind[row] = 0
     m.task_wait_obj[row] = -1
+    m.task_memcg[row] = m.task_memcg[parent] if parent >= 0 else 0   # cgroup_post_fork: the parent's cgroups
+    m.task_memcg_oom[row] = -1
     m.sig_flags[row] = 0
     m.sig_oom_flags[row] = 0
 

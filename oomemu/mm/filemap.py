@@ -5,16 +5,21 @@ a task is mapped into its mm (MM_FILEPAGES) and sits on the file LRU, where recl
 task exits it stays cached, unmapped.
 """
 from oomemu.machine import LRU_FILE, MM_FILEPAGES, PAGE_FILE
-from oomemu.mm import mmap, page_alloc, vmscan
+from oomemu.include.gfp import GFP_KERNEL
+from oomemu.mm import memcontrol, mmap, page_alloc, vmscan
 
 
 async def page_cache_read(cpu, mm, gfp_mask):
     """Read one new page into the page cache and map it into mm; True on success.
 
-    Follows: mm/filemap.c page_cache_read() + filemap_fault() mapping the page, 3.14.
+    Follows: mm/filemap.c page_cache_read() + filemap_fault() mapping the page, 3.14; add_to_page_cache_locked()
+    charges it to the memcg first (mem_cgroup_cache_charge).
     """
     pfn = await page_alloc.alloc_pages(cpu, gfp_mask, 0)
     if pfn is None:
+        return False
+    if cpu.m.memcg_enabled and await memcontrol.mem_cgroup_charge(cpu, mm, pfn, GFP_KERNEL):
+        page_alloc.free_hot_cold_page(cpu, pfn)   # mem_cgroup_cache_charge failed: -ENOMEM
         return False
     mmap.map_page(cpu, mm, pfn, PAGE_FILE, MM_FILEPAGES)
     vmscan.lru_cache_add(cpu, pfn, LRU_FILE)

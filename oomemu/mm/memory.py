@@ -6,15 +6,20 @@ MM_ANONPAGES. A failed allocation is VM_FAULT_OOM.
 """
 from oomemu import sync
 from oomemu.machine import G_NR_SWAP_FREE, LRU_ANON, MM_ANONPAGES, PAGE_ANON
-from oomemu.mm import mmap, page_alloc, vmscan
+from oomemu.include.gfp import GFP_KERNEL
+from oomemu.mm import memcontrol, mmap, page_alloc, vmscan
 
 VM_FAULT_OOM = 0x0001
 
 
 async def do_anonymous_page(cpu, mm, gfp_mask):
-    """Allocate, map and account one anonymous page; 0 or VM_FAULT_OOM. Follows: do_anonymous_page(), 3.14."""
+    """Allocate, charge, map and account one anonymous page; 0 or VM_FAULT_OOM. Follows: do_anonymous_page(),
+    3.14 (a failed mem_cgroup_charge_anon releases the page: VM_FAULT_OOM)."""
     pfn = await page_alloc.alloc_pages(cpu, gfp_mask, 0)
     if pfn is None:
+        return VM_FAULT_OOM
+    if cpu.m.memcg_enabled and await memcontrol.mem_cgroup_charge(cpu, mm, pfn, GFP_KERNEL):
+        page_alloc.free_hot_cold_page(cpu, pfn)
         return VM_FAULT_OOM
     map_anon_page(cpu, mm, pfn)
     return 0

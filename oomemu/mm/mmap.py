@@ -8,7 +8,7 @@ searched with numpy; each zone's pages are freed under one hold of its zone->loc
 from oomemu import sync
 from oomemu.machine import (G_NR_SWAP_FREE, L_SWAP, LRU_ANON, MM_ANONPAGES, MM_FILEPAGES, MM_NCOLS,
                             MM_NR_PTES, MM_SWAPENTS, MM_TOTAL_VM, PAGE_ANON, PAGE_FILE, PG_lru)
-from oomemu.mm import page_alloc, vmscan
+from oomemu.mm import memcontrol, page_alloc, vmscan
 from oomemu.trace import events as tp
 
 PTRS_PER_PTE = 512
@@ -20,6 +20,7 @@ def _free_mm_pages(cpu, mm, pfns):
     m = cpu.m
     anon = file = 0
     zones = m.page_zone[pfns]
+    uncharged = []
     for z in range(m.nr_zones):
         sel = pfns[zones == z]
         if not len(sel):
@@ -31,6 +32,8 @@ def _free_mm_pages(cpu, mm, pfns):
             m.page_owner[files] = -1  # they stay in the page cache, still on the LRU
             file += len(files)
             anons = sel[kinds == PAGE_ANON]
+            if m.memcg_enabled:
+                uncharged += memcontrol.mem_cgroup_uncharge_pages(cpu, anons)
             for pfn in anons[(m.page_flags[anons] & PG_lru) != 0].tolist():
                 vmscan.del_page_from_lru_list(m, z, pfn, LRU_ANON)
             freed = page_alloc.free_hot_cold_page_list(cpu, z, anons)
@@ -40,6 +43,8 @@ def _free_mm_pages(cpu, mm, pfns):
             if freed:
                 page_alloc._note_freed(cpu, z, freed)
         anon += freed
+    if uncharged:
+        memcontrol.memcg_oom_recover(cpu, sorted(set(uncharged)))
     return anon, file
 
 

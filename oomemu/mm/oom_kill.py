@@ -15,7 +15,7 @@ from oomemu import sync
 from oomemu.config.profiles import DEFAULT_KERNEL, features_for
 from oomemu.include.gfp import GFP_KERNEL, gfp_zone
 from oomemu.include.mmzone import MAX_ORDER, PAGE_SHIFT, WMARK_HIGH, WMARK_LOW, WMARK_MIN, ZONE_NAMES, ZONE_OOM_LOCKED
-from oomemu.include.oom import (CONSTRAINT_NAMES, CONSTRAINT_NONE, OOM_FLAG_ORIGIN, OOM_SCAN_ABORT, OOM_SCAN_CONTINUE,
+from oomemu.include.oom import (CONSTRAINT_MEMCG, CONSTRAINT_NAMES, CONSTRAINT_NONE, OOM_FLAG_ORIGIN, OOM_SCAN_ABORT, OOM_SCAN_CONTINUE,
                                 OOM_SCAN_OK, OOM_SCAN_SELECT, OOM_SCORE_ADJ_MIN)
 from oomemu.include.sched import (CAP_SYS_ADMIN, EXIT_DEAD, MMF_OOM_SKIP, PF_EXITING, PF_KTHREAD, SIGKILL,
                                   SIGNAL_GROUP_COREDUMP, SIGNAL_GROUP_EXIT, TIF_MEMDIE)
@@ -26,19 +26,20 @@ from oomemu.kernel import time as ktime
 from oomemu.lib import ratelimit
 from oomemu.machine import (G_HZ, G_LAST_KILL_JIFFY, G_OOM_LOCK, G_OOM_REAPER_LIST, G_OOM_SCORES_TAKEN, G_STOP, L_OOM_LOCK, L_OOM_REAPER, G_NR_KILLS, G_NR_MM_ROWS, G_NR_TASK_ROWS, G_OOM_RS, G_OOM_SEQ, G_TOTAL_SWAP,
                             G_TOTALRAM, K_CPU, K_KILLER_PID, K_KIND, K_NS, K_PID, K_POINTS, K_ROW,
-                            K_SEQ, G_TASKLIST_RW, L_KILL_LOG, L_TASKLIST, L_ZONE_SCAN, MAX_KILLS, MM_ANONPAGES,
+                            K_SEQ, K_MEMCG, G_TASKLIST_RW, L_KILL_LOG, L_TASKLIST, L_ZONE_SCAN, MAX_KILLS, MM_ANONPAGES,
                             MM_FLAGS, MM_USERS,
                             MM_FILEPAGES, MM_NCOLS, MM_NR_PTES, MM_SWAPENTS, MM_TOTAL_VM, Z_FLAGS, Z_IDX,
                             Z_LOWMEM_RESERVE, Z_MANAGED, Z_NCOLS, Z_NODE, Z_NR_FREE, Z_STAT, Z_WMARK)
 from oomemu.include.mmzone import NR_FREE_PAGES, NR_LRU_ANON, NR_LRU_FILE
-from oomemu.mm import page_alloc, vmstat
+from oomemu.mm import memcontrol, page_alloc, vmstat
 from oomemu.trace import events as tp
 
 # oom_kill_process() kinds, recorded in the kill log and the trace
 KILL_VICTIM = 1           # the task select_bad_process chose (or its sacrificed child)
 KILL_ALLOCATING = 2       # oom_kill_allocating_task
 KILL_SYSRQ = 3            # SysRq-F (force_kill)
-KILL_KINDS = {KILL_VICTIM: "oom", KILL_ALLOCATING: "allocating_task", KILL_SYSRQ: "sysrq"}
+KILL_MEMCG = 4            # mem_cgroup_out_of_memory (oomemu/mm/memcontrol.py)
+KILL_KINDS = {KILL_VICTIM: "oom", KILL_ALLOCATING: "allocating_task", KILL_SYSRQ: "sysrq", KILL_MEMCG: "memcg"}
 
 ABORT = -2                # select_bad_process()'s (struct task_struct *)-1
 ULONG_MAX = (1 << 64) - 1
@@ -59,13 +60,18 @@ def is_global_init(m, p):
 
 
 def oom_unkillable_task(m, p, memcg, nodemask):
-    """True for init and kernel threads. Follows: oom_unkillable_task(), 3.14 (KERNEL §2.3).
+    """True for init, kernel threads and (given a memcg) tasks outside it. Follows: oom_unkillable_task(), 3.14
+    (KERNEL §2.3).
 
-    Differs: no memcgs and no cpusets/mempolicies exist, so the last two tests always pass.
+    Differs: no cpusets/mempolicies exist, so the nodemask test always passes.
     """
     if is_global_init(m, p):
         return True
-    return bool(m.v_task_flags[p] & PF_KTHREAD)
+    if m.v_task_flags[p] & PF_KTHREAD:
+        return True
+    if memcg is not None and not memcontrol.task_in_mem_cgroup(m, p, memcg):
+        return True   # when we are killing within a memcg, only its tasks
+    return False
 
 
 def thread_group(m, p):
@@ -496,21 +502,27 @@ def dump_header(cpu, p, gfp_mask, order, memcg, nodemask):
     pid = m.v_task_pid[cur] if cur >= 0 else 0
     printk.printk(cpu, printk.KERN_WARNING,
                   f"CPU: {cpu.id} PID: {pid} Comm: {comm} Not tainted {cpu.scenario.machine.kernel}.0-oomemu #1")
-    show_mem(cpu)
+    if memcg is not None:
+        memcontrol.mem_cgroup_print_oom_info(cpu, memcg, p)
+    else:
+        show_mem(cpu)
     if cpu.scenario.sysctl.oom_dump_tasks:
         dump_tasks(cpu, memcg, nodemask)
     if f.oom_kill_summary and p >= 0:
-        dump_oom_summary(cpu, p)
+        dump_oom_summary(cpu, p, memcg)
 
 
-def dump_oom_summary(cpu, victim):
+def dump_oom_summary(cpu, victim, memcg=None):
     """One line about the OOM's context and its victim. Follows: mm/oom_kill.c dump_oom_summary(), 5.0 (seen in
-    5.0.1 and 5.9.1): constraint, nodemask, the cpuset's mems, global_oom (no memcg), the victim's memcg, comm,
-    pid and uid. Differs: no cgroups exist, so every cgroup path is "/"."""
+    5.0.1 and 5.9.1): constraint, nodemask, the cpuset's mems, global_oom or oom_memcg=, the victim's memcg, comm,
+    pid and uid. Differs: no cpusets exist, so the cpuset is "/"."""
     m = cpu.m
+    constraint = CONSTRAINT_NAMES[CONSTRAINT_MEMCG if memcg is not None else CONSTRAINT_NONE]
+    domain = "global_oom" if memcg is None else f"oom_memcg={memcontrol.memcg_name(m, memcg)}"
+    task_memcg = memcontrol.memcg_name(m, m.v_task_memcg[victim]) if m.memcg_enabled else "/"
     printk.printk(cpu, printk.KERN_INFO,
-                  f"oom-kill:constraint={CONSTRAINT_NAMES[CONSTRAINT_NONE]},nodemask=(null),cpuset=/,"
-                  f"mems_allowed={_mems_allowed(m)},global_oom,task_memcg=/,task={printk.task_comm(m, victim)},"
+                  f"oom-kill:constraint={constraint},nodemask=(null),cpuset=/,"
+                  f"mems_allowed={_mems_allowed(m)},{domain},task_memcg={task_memcg},task={printk.task_comm(m, victim)},"
                   f"pid={m.v_task_pid[victim]},uid={m.v_task_uid[victim]}")
 
 
@@ -571,7 +583,7 @@ def _children(m, t):
     return rows[(m.task_parent[:n] == t) & (m.task_leader[:n] == rows)].tolist()
 
 
-def _record_kill(cpu, victim, points, kind):
+def _record_kill(cpu, victim, points, kind, memcg=None):
     m = cpu.m
     with sync.spinlock(cpu, L_KILL_LOG):
         i = int(m.glob[G_NR_KILLS])
@@ -585,6 +597,7 @@ def _record_kill(cpu, victim, points, kind):
             row[K_KILLER_PID] = m.v_task_pid[cpu.current] if cpu.current >= 0 else 0
             row[K_KIND] = kind
             row[K_SEQ] = i
+            row[K_MEMCG] = -1 if memcg is None else memcg
             m.kill_comm[i] = m.task_comm[victim]
         m.glob[G_NR_KILLS] = i + 1
         m.glob[G_LAST_KILL_JIFFY] = ktime.jiffies(m)
@@ -637,7 +650,9 @@ def oom_kill_process(cpu, p, gfp_mask, order, points, totalpages, memcg, nodemas
     vmstat.count_vm_event(cpu, vmstat.NR_KILLS)
     tp.trace_oom_kill(cpu, m.v_task_pid[victim], points, kind, m.v_sig_oom_score_adj[m.v_task_leader[victim]],
                       int(bool(m.v_task_flags[victim] & PF_KTHREAD)))
-    _record_kill(cpu, victim, points, kind)
+    _record_kill(cpu, victim, points, kind, memcg)
+    if memcg is not None:
+        memcontrol.note_oom_kill(cpu, victim, memcg)
     if not f.oom_reaper:
         ksignal.do_send_sig_info(cpu, SIGKILL, victim, True)
     elif can_oom_reap:
@@ -920,9 +935,12 @@ def _current_will_exit(m, cur, f):
 async def pagefault_out_of_memory(cpu):
     """A user fault that failed with VM_FAULT_OOM: OOM-kill if the lock is free, else just return and re-fault.
 
-    Follows: mm/oom_kill.c pagefault_out_of_memory(), 3.14 (KERNEL §1.6). No memcg exists. With
-    `oom_lock_mutex` (4.2, seen in 4.2.8) it takes a trylock of oom_lock instead of the zonelist lock.
+    Follows: mm/oom_kill.c pagefault_out_of_memory(), 3.14 (KERNEL §1.6): a pending memcg OOM is handled by
+    mem_cgroup_oom_synchronize() instead. With `oom_lock_mutex` (4.2, seen in 4.2.8) it takes a trylock of
+    oom_lock instead of the zonelist lock.
     """
+    if cpu.m.memcg_enabled and await memcontrol.mem_cgroup_oom_synchronize(cpu, True):
+        return
     if cpu.features.oom_lock_mutex:
         if mutex_trylock_oom_lock(cpu):
             try:

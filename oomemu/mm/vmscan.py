@@ -109,6 +109,9 @@ def _reclaim_page(cpu, m, z, pfn, lru):
                 return False
             m.v_glob[G_NR_SWAP_FREE] -= 1
     del_page_from_lru_list(m, z, pfn, lru)
+    if m.memcg_enabled:
+        from oomemu.mm import memcontrol
+        memcontrol.mem_cgroup_uncharge_page(cpu, pfn)
     if owner >= 0:
         with sync.spinlock(cpu, m.mm_lock_index(owner)):
             base = owner * MM_NCOLS
@@ -219,6 +222,49 @@ async def try_to_free_pages(cpu, zonelist, order, gfp_mask, nodemask):
     progress = do_try_to_free_pages(cpu, zonelist, gfp_mask, SWAP_CLUSTER_MAX)
     tp.trace_mm_vmscan_direct_reclaim_end(cpu, progress if progress > 1 else 0, progress)
     return progress
+
+
+def try_to_free_mem_cgroup_pages(cpu, in_memcg, nr_pages, gfp_mask, may_swap):
+    """Reclaim at least a cluster of pages charged within a memcg subtree (`in_memcg`: a bool per memcg row);
+    returns pages reclaimed. Follows: mm/vmscan.c try_to_free_mem_cgroup_pages(), 3.14 (priority 12 down to 0
+    until max(nr_pages, SWAP_CLUSTER_MAX) are freed; anonymous pages only if may_swap and swap has room).
+
+    Differs: no per-memcg lruvecs: each zone's LRU lists are walked oldest first, `size >> priority` pages a
+    pass, and only pages charged within the subtree are taken (the others are stepped over, not rotated).
+    """
+    m = cpu.m
+    vz = m.v_zone
+    target = max(nr_pages, SWAP_CLUSTER_MAX)
+    reclaimed = 0
+    for priority in range(DEF_PRIORITY, -1, -1):
+        for z in range(m.nr_zones):
+            lrus = (LRU_FILE, LRU_ANON) if may_swap and m.v_glob[G_NR_SWAP_FREE] > 0 else (LRU_FILE,)
+            freed = 0
+            with sync.spinlock(cpu, m.zone_lock(z)):
+                for lru in lrus:
+                    scan = max(vz[z * Z_NCOLS + _LRU_STAT[lru]] >> priority, SWAP_CLUSTER_MAX)
+                    pfn = vz[z * Z_NCOLS + Z_LRU_HEAD + lru]
+                    while pfn != -1 and scan > 0 and reclaimed + freed < target:
+                        nxt = m.v_page_next[pfn]
+                        scan -= 1
+                        memcg = m.v_page_memcg[pfn]
+                        if memcg >= 0 and in_memcg[memcg]:
+                            sync.sched_point(cpu, "shrink_lruvec", pfn)
+                            if not _reclaim_page(cpu, m, z, pfn, lru):
+                                break
+                            freed += 1
+                        pfn = nxt
+                if freed:
+                    from oomemu.mm import page_alloc
+                    page_alloc._note_freed(cpu, z, freed)
+            reclaimed += freed
+            if reclaimed >= target:
+                break
+        if reclaimed >= target:
+            break
+    if reclaimed:
+        vmstat.count_vm_event(cpu, vmstat.NR_PAGES_RECLAIMED, reclaimed)
+    return reclaimed
 
 
 # --- kswapd ---------------------------------------------------------------------------------------------------

@@ -44,6 +44,11 @@ CATALOGUE = (
     ("wake_oom_reaper", "oomemu", ("pid",)),
     ("oom_reap", "oomemu", ("pid", "mm", "pages_freed", "attempts", "reaped")),
     ("exit_oom_victim", "oomemu", ("pid",)),
+    ("mm_memcg_charge_fail", "oomemu", ("memcg", "usage", "limit", "retries", "reclaimed")),
+    ("mem_cgroup_oom_lock", "oomemu", ("memcg", "acquired")),
+    ("mem_cgroup_oom_unlock", "oomemu", ("memcg",)),
+    ("mem_cgroup_out_of_memory", "oomemu", ("memcg", "totalpages", "usage", "limit")),
+    ("mem_cgroup_oom_done", "oomemu", ("memcg", "killed_pid")),
 )
 EVENT_ID = {name: i for i, (name, _, _) in enumerate(CATALOGUE)}
 EVENT_NAME = {i: name for name, i in EVENT_ID.items()}
@@ -57,7 +62,9 @@ WAIT_MMAP_SEM_READ = 2
 WAIT_MMAP_SEM_WRITE = 3
 WAIT_CHILD = 4
 WAIT_PFMEMALLOC = 5
-WAIT_NAMES = ("none", "timer", "mmap_sem (read)", "mmap_sem (write)", "child exit", "pfmemalloc_wait")
+WAIT_MEMCG_OOM = 6     # memcg_oom_waitq (3.14 mem_cgroup_oom_synchronize); wait_obj is the memcg
+WAIT_NAMES = ("none", "timer", "mmap_sem (read)", "mmap_sem (write)", "child exit", "pfmemalloc_wait",
+              "memcg_oom_waitq")
 
 # `wakeup` reasons
 WAKE_TIMER = 0

@@ -257,7 +257,7 @@ ONE_OP = '[[task]]\nprogram = [{op}]\n'
 
 @pytest.mark.parametrize("text, message", [
     # unknown keys, at several depths, with did-you-mean
-    ("tasks = []", 'tasks: unknown key; allowed: machine, kernel, sysctl, task, run, expect, debug (did you mean "task"?)'),
+    ("tasks = []", 'tasks: unknown key; allowed: machine, kernel, sysctl, cgroup, task, run, expect, debug (did you mean "task"?)'),
     ("[machine]\ncpu = 2",
      'machine.cpu: unknown key; allowed: cpus, hz, kernel, swap, max_tasks, node (did you mean "cpus"?)'),
     ("[[machine.node]]\nzone = {}", 'machine.node[0].zone: unknown key; allowed: zones (did you mean "zones"?)'),
@@ -267,13 +267,13 @@ ONE_OP = '[[task]]\nprogram = [{op}]\n'
                             "oom_dump_tasks, min_free_kbytes, lowmem_reserve_ratio, "
      "hung_task_timeout_secs, hung_task_warnings"),
     ('[[task]]\nprogam = []', 'task[0].progam: unknown key; allowed: comm, count, cpu, oom_score_adj, uid, caps, '
-                              'kthread, program, mm (did you mean "program"?)'),
+                              'kthread, program, mm, cgroup (did you mean "program"?)'),
     (ONE_OP.format(op='{ op = "fault", pages = 1, chunks = 4 }'),
      'task[0].program[0].chunks: unknown key for op "fault"; allowed: op, pages, chunk, gfp (did you mean "chunk"?)'),
     (ONE_OP.format(op='{ op = "fork", program = [{ op = "sleep", msec = 1 }] }'),
      'task[0].program[0].program[0].msec: unknown key for op "sleep"; allowed: op, ms, state (did you mean "ms"?)'),
     ("[expect]\nkills = { mni = 1 }", 'expect.kills.mni: unknown key; allowed: min, max (did you mean "min"?)'),
-    ('["odd key"]\nx = 1', '"odd key": unknown key; allowed: machine, kernel, sysctl, task, run, expect, debug'),
+    ('["odd key"]\nx = 1', '"odd key": unknown key; allowed: machine, kernel, sysctl, cgroup, task, run, expect, debug'),
     # wrong type
     ('[machine]\ncpus = "2"', 'machine.cpus = "2": must be an integer from 1 to 64'),
     ("[machine]\nkernel = 3.14", 'machine.kernel = 3.14: must be one of "3.14", "3.16", "3.19", "4.2", "4.6", "4.9", "4.17", "5.1", "6.1"'),
@@ -332,10 +332,11 @@ ONE_OP = '[[task]]\nprogram = [{op}]\n'
     # bad op, missing required op field, ops' own values
     (ONE_OP.format(op='{ op = "faul", pages = 1 }'),
      'task[0].program[0].op = "faul": unknown op; allowed: fault, read, kmalloc, free, fork, clone_vm, thread, lock, '
-     'unlock, oom_score_adj, sleep, spin, exit, repeat, wait, sysrq (did you mean "fault"?)'),
+     'unlock, oom_score_adj, sleep, spin, exit, repeat, wait, sysrq, cgroup_move, memcg_limit (did you mean "fault"?)'),
     (ONE_OP.format(op='{ pages = 1 }'), 'task[0].program[0].op: missing; must be one of "fault", "read", "kmalloc", '
                                         '"free", "fork", "clone_vm", "thread", "lock", "unlock", "oom_score_adj", '
-                                        '"sleep", "spin", "exit", "repeat", "wait", "sysrq"'),
+                                        '"sleep", "spin", "exit", "repeat", "wait", "sysrq", "cgroup_move", '
+                                        '"memcg_limit"'),
     (ONE_OP.format(op='{ op = "fault" }'),
      'task[0].program[0].pages: missing; required by op "fault"; must be a page count (an integer >= 1) or a size '
      'string like "64MiB" (a multiple of 4KiB)'),
@@ -374,8 +375,8 @@ ONE_OP = '[[task]]\nprogram = [{op}]\n'
      'task[0].caps[0] = "CAP_KILL": must be one of "CAP_SYS_ADMIN", "CAP_SYS_RESOURCE"'),
     ('[debug]\nbreak = ["skip_zone_scan"]',
      'debug.break[0] = "skip_zone_scan": unknown break; allowed: skip_zone_scan_lock, skip_clear_zonelist_oom, '
-     'double_free_victim, pick_lowest_badness, sigkill_wakes_uninterruptible, ignore_oom_score_adj_min, nonatomic_bitops '
-     '(did you mean "skip_zone_scan_lock"?)'),
+     'double_free_victim, pick_lowest_badness, sigkill_wakes_uninterruptible, ignore_oom_score_adj_min, nonatomic_bitops, '
+     'memcg_uncharge_leak (did you mean "skip_zone_scan_lock"?)'),
     ('[expect]\nvictims = "memhog"', 'expect.victims = "memhog": must be a list of task names (comm)'),
     # cross-key checks
     ('[[task]]\nkthread = true\nprogram = [{ op = "sleep", ms = 1 }, { op = "fault", pages = 1 }]',
