@@ -310,6 +310,10 @@ try:
     from oomemu.trace._ring import atomic_fetch_and as _fetch_and, atomic_fetch_or as _fetch_or
 except ImportError:          # no compiler at install time
     _fetch_and = _fetch_or = None
+try:
+    from oomemu.trace._ring import atomic_fetch_add as _fetch_add
+except ImportError:          # no compiler, or an extension built before the add existed
+    _fetch_add = None
 
 
 def _nonatomic_update(cpu, words, index, mask, set_bits):
@@ -352,6 +356,21 @@ def atomic_fetch_andnot(cpu, words, index, mask):
     if _fetch_and is not None:
         return _fetch_and(words, index, ~mask)
     return _locked_update(cpu, words, index, mask, False)
+
+
+def atomic_long_add(cpu, words, index, delta):
+    """words[index] += delta atomically (a zone counter several CPUs update without a lock).
+
+    Follows: atomic_long_add() semantics, as mod_zone_page_state() folds into zone->vm_stat.
+    """
+    if _fetch_add is not None:
+        _fetch_add(words, index, delta)
+        return
+    spin_lock(cpu, L_BITOPS)
+    try:
+        words[index] += delta
+    finally:
+        spin_unlock(cpu, L_BITOPS)
 
 
 def set_bit(cpu, words, index, mask):

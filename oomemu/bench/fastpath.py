@@ -6,7 +6,7 @@ import time
 from oomemu import sync
 from oomemu.bench.core import figure, in_child
 from oomemu.include.gfp import GFP_HIGHUSER_MOVABLE
-from oomemu.include.mmzone import MAX_ORDER, NR_FREE_PAGES, WMARK_LOW
+from oomemu.include.mmzone import MAX_ORDER, NR_ALLOC_BATCH, NR_FREE_PAGES, WMARK_HIGH, WMARK_LOW, WMARK_MIN
 from oomemu.machine import (MM_ANONPAGES, MM_NCOLS, MM_NR_PTES, MM_TOTAL_VM, Z_IDX, Z_LOWMEM_RESERVE, Z_MANAGED, Z_NR_FREE, Z_START_PFN, Z_STAT, Z_WMARK)
 from oomemu.mm import memory, page_alloc
 from oomemu.trace.events import EVENT_ID
@@ -42,13 +42,19 @@ class ReferenceAllocator:
     EV_FREE = 1
     EV_ZONE_LOCKED = 2
     EV_ZONE_FREE = EVENT_ID["zone_free_pages"]   # NR_FREE_PAGES after each change
+    EV_SLOWPATH_ENTER = EVENT_ID["slowpath_enter"]
+    EV_SLOWPATH_EXIT = EVENT_ID["slowpath_exit"]
 
     def __init__(self, zones, zonelist, *, trace=True, ring_records=1 << 16, pid=1):
-        """zones: {z: dict(start, pages, idx, wmark_low, reserve (list by classzone), batch, high)}."""
+        """zones: {z: dict(start, pages, idx, wmark_min, wmark_low, alloc_batch (high - low), reserve (list by
+        classzone), batch, high)}. One node: every zone is local."""
         self.zonelist = tuple(zonelist)
         self._classzone = {}                # high_zoneidx -> zone_idx of the preferred zone
         self.idx = {z: zones[z]["idx"] for z in zones}
         self.wmark_low = {z: zones[z]["wmark_low"] for z in zones}
+        self.wmark_min = {z: zones[z]["wmark_min"] for z in zones}
+        self.alloc_batch_size = {z: zones[z]["alloc_batch"] for z in zones}    # high - low: one fair round
+        self.alloc_batch = dict(self.alloc_batch_size)                          # NR_ALLOC_BATCH
         self.reserve = {z: list(zones[z]["reserve"]) for z in zones}
         self.batch = {z: zones[z]["batch"] for z in zones}
         self.high = {z: zones[z]["high"] for z in zones}
@@ -72,6 +78,7 @@ class ReferenceAllocator:
         self.nr_ptes = 0
         self.allocs = 0
         self.fast_path_allocs = 0
+        self.slowpath_entries = 0
         self.pages_freed = 0
         self.trace = trace
         self.ring = [None] * ring_records
@@ -91,6 +98,8 @@ class ReferenceAllocator:
                 continue
             zones[z] = {"start": int(m.zone[z, Z_START_PFN]), "pages": managed, "idx": int(m.zone[z, Z_IDX]),
                         "wmark_low": int(m.zone[z, Z_WMARK + WMARK_LOW]),
+                        "wmark_min": int(m.zone[z, Z_WMARK + WMARK_MIN]),
+                        "alloc_batch": int(m.zone[z, Z_WMARK + WMARK_HIGH] - m.zone[z, Z_WMARK + WMARK_LOW]),
                         "reserve": [int(v) for v in m.zone[z, Z_LOWMEM_RESERVE:Z_LOWMEM_RESERVE + 4]],
                         "batch": int(m.pcp[cpu_id, z, 2]), "high": int(m.pcp[cpu_id, z, 1])}
         return cls(zones, m.zonelists[0], **kw)
@@ -145,8 +154,29 @@ class ReferenceAllocator:
             self._emit(self.EV_ZONE_FREE, z, self.nr_free_pages[z])
         return got
 
+    def _get_page(self, high_zoneidx, classzone, wmark, fair):
+        """The first zone that passes `wmark` (and, in the fair pass, still has batch left) gives a page."""
+        idx = self.idx
+        for z in self.zonelist:
+            if idx[z] > high_zoneidx:
+                continue
+            if fair and self.alloc_batch[z] <= 0:
+                continue
+            if self.nr_free_pages[z] <= wmark[z] + self.reserve[z][classzone]:
+                continue
+            pcp = self.pcp[z]
+            if not pcp and not self._refill(z):
+                continue
+            pfn = pcp.pop()
+            self.alloc_batch[z] -= 1
+            if self.trace:
+                self._emit(self.EV_ALLOC, pfn, 0, 0x200da, 1, 0x41)
+            return pfn
+        return None
+
     def alloc(self, high_zoneidx=3):
-        """One order-0 page for a user fault (low watermark, first zone that passes); the pfn or None."""
+        """One order-0 page for a user fault: the fair low-watermark pass, else the slowpath's first steps (a new
+        fair round, then the min-watermark pass); the pfn or None (where the emulator would go on to reclaim)."""
         idx = self.idx
         classzone = self._classzone.get(high_zoneidx)
         if classzone is None:
@@ -154,24 +184,26 @@ class ReferenceAllocator:
             if preferred is None:
                 return None
             classzone = self._classzone[high_zoneidx] = idx[preferred]
-        for z in self.zonelist:
-            if idx[z] > high_zoneidx:
-                continue
-            if self.nr_free_pages[z] <= self.wmark_low[z] + self.reserve[z][classzone]:
-                continue
-            pcp = self.pcp[z]
-            if not pcp and not self._refill(z):
-                continue
-            pfn = pcp.pop()
-            if self.trace:
-                self._emit(self.EV_ALLOC, pfn, 0, 0x200da, 1, 0x41)
+        pfn = self._get_page(high_zoneidx, classzone, self.wmark_low, True)
+        if pfn is not None:
             self.fast_path_allocs += 1
-            self.allocs += 1
-            self.rss_anon += 1                      # do_anonymous_page's accounting
-            self.total_vm += 1
-            self.nr_ptes = (self.total_vm + 511) // 512
-            return pfn
-        return None
+        else:
+            self.slowpath_entries += 1
+            if self.trace:
+                self._emit(self.EV_SLOWPATH_ENTER, 0x200da, 0)
+            for z in self.zonelist:
+                if idx[z] <= high_zoneidx:
+                    self.alloc_batch[z] = self.alloc_batch_size[z]
+            pfn = self._get_page(high_zoneidx, classzone, self.wmark_min, False)
+            if self.trace:
+                self._emit(self.EV_SLOWPATH_EXIT, -1 if pfn is None else pfn, 0, 0)
+            if pfn is None:
+                return None
+        self.allocs += 1
+        self.rss_anon += 1                      # do_anonymous_page's accounting
+        self.total_vm += 1
+        self.nr_ptes = (self.total_vm + 511) // 512
+        return pfn
 
     def free(self, pfn):
         """Free one order-0 page onto the per-CPU list; spill a batch to the buddy allocator when it is full."""
@@ -208,9 +240,10 @@ class ReferenceAllocator:
         return pfns
 
     def state(self):
-        """Zone → {nr_free per order, NR_FREE_PAGES, per-CPU count}, plus the mm's rss (as EmulatorLoop.state)."""
+        """Zone → {nr_free per order, NR_FREE_PAGES, per-CPU count, NR_ALLOC_BATCH}, plus the mm's rss (as
+        EmulatorLoop.state)."""
         zones = {z: {"nr_free": [len(lst) for lst in self.free_area[z]], "free_pages": self.nr_free_pages[z],
-                     "pcp": len(self.pcp[z])} for z in self.free_area}
+                     "pcp": len(self.pcp[z]), "alloc_batch": self.alloc_batch[z]} for z in self.free_area}
         return {"zones": zones, "rss_anon": self.rss_anon, "total_vm": self.total_vm, "nr_ptes": self.nr_ptes}
 
 
@@ -312,7 +345,7 @@ class EmulatorLoop:
         return int(t.head[t.hw + H_LOST]) if t is not None else 0
 
     def state(self):
-        """Zone → {nr_free per order, NR_FREE_PAGES, this CPU's per-CPU count}, plus the mm's rss."""
+        """Zone → {nr_free per order, NR_FREE_PAGES, this CPU's per-CPU count, NR_ALLOC_BATCH}, plus the mm's rss."""
         m = self.m
         zones = {}
         for z in range(m.nr_zones):
@@ -320,7 +353,8 @@ class EmulatorLoop:
                 continue
             zones[z] = {"nr_free": [int(v) for v in m.zone[z, Z_NR_FREE:Z_NR_FREE + MAX_ORDER]],
                         "free_pages": int(m.zone[z, Z_STAT + NR_FREE_PAGES]),
-                        "pcp": int(m.pcp[self.cpu.id, z, 0])}
+                        "pcp": int(m.pcp[self.cpu.id, z, 0]),
+                        "alloc_batch": int(m.zone[z, Z_STAT + NR_ALLOC_BATCH])}
         mm = m.mm[self.mm]
         return {"zones": zones, "rss_anon": int(mm[MM_ANONPAGES]), "total_vm": int(mm[MM_TOTAL_VM]),
                 "nr_ptes": int(mm[MM_NR_PTES])}

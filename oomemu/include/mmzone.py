@@ -36,7 +36,8 @@ NR_FREE_PAGES = 0
 NR_LRU_FILE = 1       # file pages on the LRU (active + inactive folded into one list)
 NR_LRU_ANON = 2       # anon pages on the LRU
 NR_PAGES_SCANNED = 3  # zone->pages_scanned
-NR_ZONE_STATS = 4
+NR_ALLOC_BATCH = 4    # pages left in this zone's fair-allocation round (3.14: high - low wmark at each reset)
+NR_ZONE_STATS = 5
 
 # Default sysctl_lowmem_reserve_ratio by lower-zone index (KERNEL §6.5).
 DEFAULT_LOWMEM_RESERVE_RATIO = (256, 256, 32)

@@ -13,7 +13,7 @@ from oomemu.include.mmzone import (MAX_NR_ZONES, MAX_ORDER, MAX_ORDER_NR_PAGES, 
 from oomemu.machine import (G_NR_SWAP_FREE, G_TOTAL_SWAP, G_TOTALRAM, PG_buddy, Z_FREE_HEAD, Z_IDX,
                             Z_LOWMEM_RESERVE, Z_MANAGED, Z_NODE, Z_NR_FREE, Z_SPANNED, Z_START_PFN, Z_STAT,
                             Z_WMARK)
-from oomemu.include.mmzone import NR_FREE_PAGES
+from oomemu.include.mmzone import NR_ALLOC_BATCH, NR_FREE_PAGES
 
 _ZONE_KEYS = ((ZONE_DMA, "DMA"), (ZONE_DMA32, "DMA32"), (ZONE_NORMAL, "Normal"))
 
@@ -105,7 +105,8 @@ def init_per_zone_wmark_min(m, user_min_free_kbytes=0):
 
 
 def __setup_per_zone_wmarks(m, min_free_kbytes):
-    """Give every zone its proportional share of min_free_kbytes as WMARK_MIN; LOW/HIGH add 1/4 and 1/2 of it.
+    """Give every zone its proportional share of min_free_kbytes as WMARK_MIN; LOW/HIGH add 1/4 and 1/2 of it,
+    and start its fair-allocation batch at high - low.
 
     Follows: mm/page_alloc.c __setup_per_zone_wmarks(), 3.14 (KERNEL §6.5). No HIGHMEM zones exist here.
     """
@@ -117,6 +118,7 @@ def __setup_per_zone_wmarks(m, min_free_kbytes):
         m.zone[z, Z_WMARK + WMARK_MIN] = tmp
         m.zone[z, Z_WMARK + WMARK_LOW] = tmp + (tmp >> 2)
         m.zone[z, Z_WMARK + WMARK_HIGH] = tmp + (tmp >> 1)
+        m.zone[z, Z_STAT + NR_ALLOC_BATCH] = (tmp >> 1) - (tmp >> 2)
 
 
 def setup_per_zone_lowmem_reserve(m, ratios):

@@ -11,8 +11,8 @@ from oomemu.include.gfp import (__GFP_HARDWALL, __GFP_HIGH, __GFP_MEMALLOC, __GF
                                 __GFP_NOMEMALLOC, __GFP_NORETRY, __GFP_NOWARN, __GFP_NO_KSWAPD, __GFP_REPEAT,
                                 __GFP_THISNODE, __GFP_WAIT, __GFP_FS, GFP_THISNODE, gfp_allowed_mask, gfp_zone,
                                 gfpflags_to_migratetype)
-from oomemu.include.mmzone import (MAX_ORDER, NR_FREE_PAGES, NR_PAGES_SCANNED,
-                                   PAGE_ALLOC_COSTLY_ORDER, ZONE_NORMAL)
+from oomemu.include.mmzone import (MAX_ORDER, NR_ALLOC_BATCH, NR_FREE_PAGES, NR_PAGES_SCANNED,
+                                   PAGE_ALLOC_COSTLY_ORDER, WMARK_HIGH, WMARK_LOW, ZONE_NORMAL)
 from oomemu.include.sched import PF_DUMPCORE, PF_MEMALLOC, TIF_MEMDIE
 from oomemu.kernel import printk
 from oomemu.kernel import sched as ksched
@@ -28,6 +28,7 @@ from oomemu.trace import events as tp
 
 _FREE = Z_STAT + NR_FREE_PAGES
 _SCANNED = Z_STAT + NR_PAGES_SCANNED
+_ALLOC_BATCH = Z_STAT + NR_ALLOC_BATCH
 BLK_RW_ASYNC = 0
 _BULK_FREE_MIN = 64   # above this many pages, free_hot_cold_page_list rebuilds the free lists
 
@@ -343,7 +344,8 @@ def rmqueue_bulk(cpu, z, order, count, migratetype):
 
 
 def buffered_rmqueue(cpu, preferred_zone, z, order, gfp_flags, migratetype):
-    """Allocate from zone z: order 0 from this CPU's list (refilled by batch), larger orders from buddy.
+    """Allocate from zone z: order 0 from this CPU's list (refilled by batch), larger orders from buddy; the
+    zone's fair-allocation batch pays for the pages unless the request is GFP_THISNODE.
 
     Follows: mm/page_alloc.c buffered_rmqueue(), 3.14. The page comes back owned by the kernel (PAGE_KERNEL,
     owner -1) until the caller records its real owner.
@@ -361,14 +363,16 @@ def buffered_rmqueue(cpu, preferred_zone, z, order, gfp_flags, migratetype):
         m.v_page_next[pfn] = -1
         m.v_page_kind[pfn] = PAGE_KERNEL
         m.v_page_owner[pfn] = -1
-        return pfn
-    with sync.spinlock(cpu, m.zone_lock(z)):
-        pfn = __rmqueue(cpu, z, order, migratetype)
-        if pfn == -1:
-            return None
-        m.v_zone[z * Z_NCOLS + _FREE] -= 1 << order
-        tp.trace_zone_free_pages(cpu, z, m.v_zone[z * Z_NCOLS + _FREE])
-        _set_kind(m, pfn, order, PAGE_KERNEL, -1)
+    else:
+        with sync.spinlock(cpu, m.zone_lock(z)):
+            pfn = __rmqueue(cpu, z, order, migratetype)
+            if pfn == -1:
+                return None
+            m.v_zone[z * Z_NCOLS + _FREE] -= 1 << order
+            tp.trace_zone_free_pages(cpu, z, m.v_zone[z * Z_NCOLS + _FREE])
+            _set_kind(m, pfn, order, PAGE_KERNEL, -1)
+    if gfp_flags & GFP_THISNODE != GFP_THISNODE:     # !gfp_thisnode_allocation(), inline on the fast path
+        sync.atomic_long_add(cpu, m.v_zone, z * Z_NCOLS + _ALLOC_BATCH, -(1 << order))
     return pfn
 
 
@@ -411,10 +415,10 @@ def get_page_from_freelist(cpu, gfp_mask, nodemask, order, zonelist, high_zoneid
                            preferred_zone, migratetype):
     """Walk the zonelist for a zone that passes its watermark and allocate from it.
 
-    Follows: mm/page_alloc.c get_page_from_freelist(), 3.14. Differs: no cpusets, no zonelist cache, no
-    zone_reclaim_mode (a failing zone is simply skipped, as with zone_reclaim_mode = 0); no fair zone
-    allocation (the low-watermark pass does not skip zones whose NR_ALLOC_BATCH is used up or remote zones,
-    and prepare_slowpath resets no batches), so zones fill strictly in zonelist order.
+    Follows: mm/page_alloc.c get_page_from_freelist(), 3.14, with its fair zone allocation: the low-watermark
+    pass (the fast path) skips a zone whose NR_ALLOC_BATCH is used up and any zone off the preferred zone's
+    node, unless the request is GFP_THISNODE; prepare_slowpath() starts a new round. Differs: no cpusets, no
+    zonelist cache, no zone_reclaim_mode (a failing zone is simply skipped, as with zone_reclaim_mode = 0).
     """
     m = cpu.m
     vz = m.v_zone
@@ -422,12 +426,20 @@ def get_page_from_freelist(cpu, gfp_mask, nodemask, order, zonelist, high_zoneid
     check = not alloc_flags & ALLOC_NO_WATERMARKS
     if check:
         wmark_col = Z_WMARK + (alloc_flags & ALLOC_WMARK_MASK)
+    fair = alloc_flags & ALLOC_WMARK_LOW and gfp_mask & GFP_THISNODE != GFP_THISNODE   # !gfp_thisnode_allocation
+    local_node = vz[preferred_zone * Z_NCOLS + Z_NODE]
     for z in zonelist:
         zb = z * Z_NCOLS
         if vz[zb + Z_IDX] > high_zoneidx:
             continue
         if nodemask is not None and vz[zb + Z_NODE] not in nodemask:
             continue
+        if fair:
+            # Fair zone allocation: pages spread over the local zones in proportion to their size.
+            if vz[zb + _ALLOC_BATCH] <= 0:
+                continue
+            if vz[zb + Z_NODE] != local_node:   # !zone_local(preferred_zone, zone)
+                continue
         free_at_check = vz[zb + _FREE]
         if check and not __zone_watermark_ok(m, z, order, vz[zb + wmark_col], classzone_idx, alloc_flags,
                                              free_at_check):
@@ -585,13 +597,39 @@ async def __alloc_pages_high_priority(cpu, gfp_mask, order, zonelist, high_zonei
         await backing_dev.wait_iff_congested(cpu, preferred_zone, BLK_RW_ASYNC, cpu.m.v_glob[G_HZ] // 50)
 
 
-def wake_all_kswapds(cpu, order, zonelist, high_zoneidx, preferred_zone):
-    """Wake the kswapd of every node whose zones the request may use. Follows: prepare_slowpath(), 3.14."""
+def gfp_thisnode_allocation(gfp_mask):
+    """GFP_THISNODE requests (all three bits) neither reclaim nor take part in fair zone allocation.
+
+    Follows: mm/page_alloc.c gfp_thisnode_allocation(), 3.14 (CONFIG_NUMA).
+    """
+    return gfp_mask & GFP_THISNODE == GFP_THISNODE
+
+
+def zone_local(m, local_zone, z):
+    """True if zone z is on local_zone's node. Follows: mm/page_alloc.c zone_local(), 3.14."""
+    return m.v_zone[local_zone * Z_NCOLS + Z_NODE] == m.v_zone[z * Z_NCOLS + Z_NODE]
+
+
+def prepare_slowpath(cpu, gfp_mask, order, zonelist, high_zoneidx, preferred_zone):
+    """Wake the kswapd of every zone the request may use (unless __GFP_NO_KSWAPD) and start a new fair
+    allocation round in the local zones: each one's NR_ALLOC_BATCH goes back to high - low.
+
+    Follows: mm/page_alloc.c prepare_slowpath(), 3.14 (KERNEL §6.2 step 3).
+    """
     m = cpu.m
+    vz = m.v_zone
     classzone_idx = zone_idx(m, preferred_zone)
     for z in zonelist:
-        if zone_idx(m, z) <= high_zoneidx:
+        if zone_idx(m, z) > high_zoneidx:
+            continue
+        if not gfp_mask & __GFP_NO_KSWAPD:
             vmscan.wakeup_kswapd(cpu, z, order, classzone_idx)
+        if not zone_local(m, preferred_zone, z):
+            continue
+        zb = z * Z_NCOLS
+        # mod_zone_page_state by the difference: a concurrent allocation's decrement is kept, as in the kernel.
+        sync.atomic_long_add(cpu, vz, zb + _ALLOC_BATCH,
+                             vz[zb + Z_WMARK + WMARK_HIGH] - vz[zb + Z_WMARK + WMARK_LOW] - vz[zb + _ALLOC_BATCH])
 
 
 def gfp_to_alloc_flags(cpu, gfp_mask):
@@ -648,12 +686,11 @@ async def _slowpath_body(cpu, m, gfp_mask, order, zonelist, high_zoneidx, nodema
     restarts = 0
     if order >= MAX_ORDER:
         return None, 0
-    if gfp_mask & GFP_THISNODE == GFP_THISNODE:
+    if gfp_thisnode_allocation(gfp_mask):
         return None, 0  # GFP_THISNODE callers fall back to other nodes themselves: no reclaim here
     while True:
         # restart:
-        if not gfp_mask & __GFP_NO_KSWAPD:
-            wake_all_kswapds(cpu, order, zonelist, high_zoneidx, preferred_zone)
+        prepare_slowpath(cpu, gfp_mask, order, zonelist, high_zoneidx, preferred_zone)
         alloc_flags = gfp_to_alloc_flags(cpu, gfp_mask)
         restart = False
         while not restart:

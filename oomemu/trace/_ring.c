@@ -476,6 +476,7 @@ static PyTypeObject Emitter_Type = {
  * atomic_fetch_or(words, index, mask) and atomic_fetch_and(words, index, mask) apply one locked read-modify-write
  * to words[index] (any writable buffer of int64, e.g. a column of the shared segment) and return the old value:
  * the kernel's set_bit/clear_bit family, for flag words that several CPU processes update (sync.py).
+ * atomic_fetch_add(words, index, delta) is atomic64_add_return's sibling, for counters updated without a lock.
  */
 
 static int
@@ -528,11 +529,26 @@ atomic_fetch_and(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     return PyLong_FromLongLong(old);
 }
 
+static PyObject *
+atomic_fetch_add(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer view;
+    int64_t *word;
+    long long delta;
+    if (word_at(args, nargs, &view, &word, &delta) < 0)
+        return NULL;
+    int64_t old = __atomic_fetch_add(word, (int64_t)delta, __ATOMIC_SEQ_CST);
+    PyBuffer_Release(&view);
+    return PyLong_FromLongLong(old);
+}
+
 static PyMethodDef module_methods[] = {
     {"atomic_fetch_or", (PyCFunction)(void (*)(void))atomic_fetch_or, METH_FASTCALL,
      "atomic_fetch_or(words, index, mask) -> old: words[index] |= mask as one atomic operation."},
     {"atomic_fetch_and", (PyCFunction)(void (*)(void))atomic_fetch_and, METH_FASTCALL,
      "atomic_fetch_and(words, index, mask) -> old: words[index] &= mask as one atomic operation."},
+    {"atomic_fetch_add", (PyCFunction)(void (*)(void))atomic_fetch_add, METH_FASTCALL,
+     "atomic_fetch_add(words, index, delta) -> old: words[index] += delta as one atomic operation."},
     {NULL}
 };
 

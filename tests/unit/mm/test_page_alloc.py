@@ -171,13 +171,14 @@ def test_get_page_from_freelist_honours_lowmem_reserve(mc):
 def test_order0_alloc_then_free_restores_order10_blocks(mc, zone, gfp, count):
     """Order-0 pages taken through get_page_from_freelist (per-CPU list refills split order-10 blocks) and
     given back with free_hot_cold_page + drain_local_pages leave the zone as a set of order-10 blocks again;
-    conservation holds at every step."""
+    conservation holds at every step. (The min-watermark pass: the low one's fair zone allocation would move
+    on to DMA once Normal's batch is used up.)"""
     m, cpu = mc
     start, managed = int(m.zone[zone, Z_START_PFN]), int(m.zone[zone, Z_MANAGED])
     pages = []
     for _ in range(count):
         pfn = page_alloc.get_page_from_freelist(cpu, gfp, None, 0, m.zonelists[0], zone,
-                                                ALLOC_WMARK_LOW | ALLOC_CPUSET, zone, 0)
+                                                ALLOC_WMARK_MIN | ALLOC_CPUSET, zone, 0)
         assert pfn is not None
         pages.append(pfn)
     assert len(set(pages)) == count
