@@ -6,6 +6,7 @@ Runs in the supervisor before any worker exists.
 """
 import time
 
+from oomemu.config.schema import iter_ops
 from oomemu.errors import ScenarioError
 from oomemu.include.gfp import GFP_HIGHUSER_MOVABLE
 from oomemu.include.mmzone import MAX_ORDER, MIGRATE_MOVABLE, NR_FREE_PAGES
@@ -64,9 +65,12 @@ def create_machine(scenario, ring_records=None, replay=None):
         from oomemu import control
         control.setup(m, scenario.run, mc.hz, replay)
     m.zonelists, m.min_free_kbytes = mm_init.boot_memory(m, scenario)
+    m.totalreserve_pages = page_alloc.calculate_totalreserve_pages(m)
+    mmap.init_reserves(m)
     m.programs, m.program_ids = workload.build_programs(scenario)
     m.oom_notify_list = ()
     memcontrol.mem_cgroup_init(m, scenario)
+    m.numa_constraints, m.cpuset_names = numa_constraints_of(scenario)
     boot_tasks(m, scenario)
     return m
 
@@ -96,7 +100,45 @@ def boot_tasks(m, scenario):
             m.task_memcg[row] = m.memcg_names.index(group.cgroup)
             if group.mm is not None:
                 preset_mm(cpu, int(m.task_mm[row]), group.mm, f"task[{i}].mm")
+            attach_numa(cpu, row, group)
     cpu.trace = None
+
+
+def cpuset_path_of(group):
+    """The cpuset a [[task]] group starts in: its `cpuset`, or "/" (with `mems`: "/mems" + the node list)."""
+    if group.cpuset is not None:
+        return group.cpuset
+    if group.mems is not None:
+        return "/mems" + "-".join(str(n) for n in sorted(group.mems))
+    return "/"
+
+
+def numa_constraints_of(scenario):
+    """(whether any task may be held to fewer than every node, the cpuset paths in order, "/" first)."""
+    names = ["/"]
+    constrained = False
+    for group in scenario.tasks:
+        path = cpuset_path_of(group)
+        if path not in names:
+            names.append(path)
+        constrained |= group.mems is not None or group.mempolicy is not None
+        constrained |= any(op.op in ("set_mems", "set_mempolicy") for op, _ in iter_ops(group.program, ""))
+    return constrained, names
+
+
+def attach_numa(cpu, row, group):
+    """Put a boot task in its group's cpuset (cpuset.mems) and give it the group's mempolicy
+    (set_mempolicy() before its program starts). Follows: cpuset_attach() and do_set_mempolicy(), 3.14."""
+    from oomemu.kernel import cpuset
+    from oomemu.mm import mempolicy
+    m = cpu.m
+    m.task_cpuset[row] = m.cpuset_names.index(cpuset_path_of(group))
+    if group.mems is not None:
+        m.task_mems[row] = cpuset.node_mask_of(group.mems)
+    if group.mempolicy is not None:
+        policy = group.mempolicy
+        mempolicy.do_set_mempolicy(cpu, row, mempolicy.MPOL_MODES[policy["mode"]],
+                                   cpuset.node_mask_of(policy["nodes"]))
 
 
 def preset_mm(cpu, mm, preset, path):

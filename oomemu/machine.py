@@ -9,7 +9,9 @@ Segment map (all tables are column arrays, each 64-byte aligned, sized from the 
                                       buddy order, PG_* flags, owner kind and owner id
     pcp_*[nr_cpus, nr_zones]  int64   per-CPU page lists: count, high, batch, list head
     task_*[max_tasks]         mixed   task_struct rows; signal_struct fields are valid on the group leader's row
-    mm_*[max_tasks]           int64   mm_struct rows: users, rss counters, nr_ptes, total_vm, mmap_sem state
+                                      (task_mems / task_mpol_nodes are node bitmasks: bit n = node n)
+    mm_*[max_tasks]           int64   mm_struct rows: users, rss counters, nr_ptes, total_vm, mmap_sem state;
+                                      mm_reserved: mmap()ed pages committed but not yet faulted in
     wq_*[nr_waitqueues]       int32   wait-queue heads (FIFO of task rows linked through task_wq_next)
     lock_owner_*[nr_locks]    int32   who holds each lock in `locks` (cpu, OS pid, task row)
     cpu_*[nr_cpus+nr_nodes]   int64   per-CPU/kswapd state and event counters (each row written by its owner)
@@ -221,10 +223,16 @@ class Machine:
                          ("task_oom_reaper_list", np.int32), ("task_first_oom_adj", np.int32),
                          ("task_memcg", np.int32), ("task_memcg_oom", np.int32),
                          ("task_flags", np.int64), ("task_tif", np.int64), ("task_state", np.int64),
-                         ("task_pending", np.int64), ("sig_flags", np.int64), ("task_first_oom_score", np.int64), ("task_wait_since", np.int64)):
+                         ("task_pending", np.int64), ("sig_flags", np.int64), ("task_first_oom_score", np.int64), ("task_wait_since", np.int64),
+                         # cpusets and mempolicies (kernel/cpuset.py, mm/mempolicy.py): node bitmasks
+                         ("task_mems", np.int64), ("task_cpuset", np.int32), ("task_mpol_mode", np.int32),
+                         ("task_mpol_nodes", np.int64), ("task_il_next", np.int32),
+                         # how a process ended, for report.json (on the group leader's row)
+                         ("sig_group_exit_code", np.int32), ("sig_kill_kind", np.int32), ("sig_enomem", np.int32)):
             self._add(name, dt, T)
         self._add("task_comm", "S16", T)
         self._add("mm", np.int64, (T, MM_NCOLS))
+        self._add("mm_reserved", np.int64, T)   # pages mmap()ed (VM_ACCOUNT) but not faulted in yet
         self._add("wq", np.int32, (self.nr_waitqueues, 2))   # head, tail task rows
         self.nr_locks = L_FIXED + self.nr_zones + nr_cpus + NR_TASK_LOCK_STRIPES + NR_MM_LOCK_STRIPES
         self._add("lock_owner", np.int32, (self.nr_locks, 3))  # cpu, OS pid, task row
@@ -270,6 +278,15 @@ class Machine:
         self.wq[:] = -1
         self.mm[:, MM_SEM_WRITER] = -1
         self.cpu[:, C_CURRENT] = -1
+        # Set at boot from the scenario (before fork, so every process agrees): whether any task may have a
+        # cpuset or mempolicy narrower than every node (the allocator and the OOM scan skip those tests if
+        # not), and the cpuset paths task_cpuset indexes (0 is the top cpuset "/").
+        self.numa_constraints = False
+        self.cpuset_names = ["/"]
+        # Overcommit constants computed at boot (mm/mmap.c, mm/page_alloc.c): pages and kB
+        self.totalreserve_pages = 0
+        self.admin_reserve_kbytes = 0
+        self.user_reserve_kbytes = 0
 
     def _add(self, name, dtype, shape):
         dt = np.dtype(dtype)

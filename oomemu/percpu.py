@@ -32,4 +32,5 @@ class CpuContext:
         self.debug_break = frozenset(scenario.debug_break) if scenario is not None else frozenset()
         ncols = machine.cpu.shape[1]
         self.vm_events = machine.v_cpu[row * ncols:(row + 1) * ncols]  # this CPU's row: counters it alone writes
+        self.oom_constraint = 0    # oc->constraint of the OOM in progress (CONSTRAINT_*), for dump_header
         self.alloc_cache = {}      # (gfp_mask, zonelist id) -> (high_zoneidx, migratetype, preferred_zone)

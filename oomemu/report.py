@@ -11,7 +11,7 @@ from oomemu.check import all_invariants, check_run, is_broken, not_checked, run_
 from oomemu.check.signals import stuck_tasks
 from oomemu.check.state import state_of
 from oomemu.include.mmzone import MAX_NR_ZONES, NR_FREE_PAGES, ZONE_NAMES
-from oomemu.machine import (G_NR_KILLS, K_CPU, K_KILLER_PID, K_KIND, K_MEMCG, K_NS, K_ROW, K_PID, K_POINTS, MAX_KILLS,
+from oomemu.machine import (G_NR_KILLS, G_NR_TASK_ROWS, K_CPU, K_KILLER_PID, K_KIND, K_MEMCG, K_NS, K_ROW, K_PID, K_POINTS, MAX_KILLS,
                             Z_MANAGED, Z_STAT)
 from oomemu.mm import memcontrol, vmstat
 from oomemu.mm.oom_kill import KILL_KINDS, KILL_MEMCG
@@ -35,7 +35,35 @@ def kills_of(m):
                     "points": int(k[K_POINTS]), "kind": KILL_KINDS.get(int(k[K_KIND]), "?"),
                     "by_cpu": int(k[K_CPU]), "by_pid": int(k[K_KILLER_PID]), "time_s": round(int(k[K_NS]) / 1e9, 6),
                     "memcg": m.memcg_names[int(k[K_MEMCG])] if k[K_KIND] == KILL_MEMCG else None,
-                    "cgroup": m.memcg_names[int(m.task_memcg[int(k[K_ROW])])] if m.memcg_enabled else "/"})
+                    "cgroup": m.memcg_names[int(m.task_memcg[int(k[K_ROW])])] if m.memcg_enabled else "/",
+                    "cpuset": m.cpuset_names[int(m.task_cpuset[int(k[K_ROW])])]})
+    return out
+
+
+def tasks_of(m):
+    """How each user process ended, from the quiescent machine: "killed" (SIGKILL; `killed_by` names the
+    path: oom, allocating_task, sysrq, memcg, or signal for any other sender), "exited" (with its exit_code)
+    or "alive" at the end of the run; with its cpuset, mems, threads and the ENOMEM failures it saw."""
+    from oomemu.include.sched import PF_KTHREAD
+    from oomemu.kernel.cpuset import nodes_of_mask
+    n = int(m.glob[G_NR_TASK_ROWS])
+    out = []
+    for p in range(n):
+        if m.task_leader[p] != p or m.task_pid[p] <= 0 or m.task_flags[p] & PF_KTHREAD:
+            continue
+        threads = int((m.task_leader[:n] == p).sum())
+        done = bool(m.task_exit_state[p]) and int(m.sig_nr_live[p]) <= 0
+        status = int(m.task_exit_code[p])
+        row = {"pid": int(m.task_pid[p]), "comm": m.task_comm[p].decode("ascii", "replace"), "threads": threads,
+               "cpuset": m.cpuset_names[int(m.task_cpuset[p])], "mems": list(nodes_of_mask(int(m.task_mems[p]))),
+               "ended": "alive", "exit_code": None, "signal": None, "killed_by": None,
+               "enomem": int(m.sig_enomem[p]), "oom_score_adj": int(m.sig_oom_score_adj[p])}
+        if done and status & 0x7f:
+            row.update(ended="killed", signal=status & 0x7f,
+                       killed_by=KILL_KINDS.get(int(m.sig_kill_kind[p]), "signal"))
+        elif done:
+            row.update(ended="exited", exit_code=(status >> 8) & 0xff)
+        out.append(row)
     return out
 
 
@@ -48,8 +76,8 @@ def outcome_of(outcome, kills):
     return "oom-kill" if kills else "no-oom-kill"
 
 
-def check_expect(expect, verdict, kills):
-    """Each stated expectation with whether it held."""
+def check_expect(expect, verdict, kills, tasks=()):
+    """Each stated expectation with whether it held (`tasks`: tasks_of())."""
     results = []
     n = len(kills)
     victims = [k["comm"] for k in kills]
@@ -77,7 +105,44 @@ def check_expect(expect, verdict, kills):
     if expect.verdict_not:
         results.append({"what": f"verdict not in {list(expect.verdict_not)}", "ok": verdict not in expect.verdict_not,
                         "seen": verdict})
+    if expect.kill_cpuset is not None:
+        outside = sorted({f"{k['comm']} in {k['cpuset']}" for k in kills if k.get("cpuset") != expect.kill_cpuset})
+        results.append({"what": f"every victim in cpuset {expect.kill_cpuset}", "ok": not outside, "seen": outside})
+    for want in expect.tasks:
+        results.append(_check_task(want, tasks))
     return results
+
+
+def _check_task(want, tasks):
+    """One [[expect.task]]: every process of that comm ended as it says (and enough of them existed)."""
+    mine = [t for t in tasks if t["comm"] == want["comm"]]
+    parts = []
+    if want["ended"] is not None:
+        parts.append("ended " + "|".join(want["ended"]))
+    if want["killed_by"] is not None:
+        parts.append("killed by " + "|".join(want["killed_by"]))
+    if want["exit_code"] is not None:
+        parts.append(f"exit code {want['exit_code']}")
+    if want["enomem"] is not None:
+        low, high = want["enomem"]
+        parts.append(f"ENOMEM {'>= ' + str(low) if low is not None else ''}"
+                     f"{' <= ' + str(high) if high is not None else ''}".rstrip())
+    bad = []
+    for t in mine:
+        ok = want["ended"] is None or t["ended"] in want["ended"]
+        if t["ended"] == "killed" and want["killed_by"] is not None:
+            ok = ok and t["killed_by"] in want["killed_by"]
+        if t["ended"] == "exited" and want["exit_code"] is not None:
+            ok = ok and t["exit_code"] == want["exit_code"]
+        if want["enomem"] is not None:
+            low, high = want["enomem"]
+            ok = ok and (low is None or t["enomem"] >= low) and (high is None or t["enomem"] <= high)
+        if not ok:
+            bad.append({k: t[k] for k in ("pid", "ended", "killed_by", "exit_code", "enomem")})
+    enough = len(mine) >= want["min_count"]
+    seen = bad if enough else f"{len(mine)} process(es) named {want['comm']}"
+    return {"what": f"tasks {want['comm']}: {', '.join(parts) or 'exist'} (at least {want['min_count']})",
+            "ok": enough and not bad, "seen": seen}
 
 
 def zones_of(m):
@@ -182,7 +247,8 @@ def build_report(scenario, m, outcome, run_dir, guard=None, on_check=None):
     if unresolved and plain not in ("interrupted", "environment-error", "emulator-failure"):
         plain = "emulator-stall"
     verdict = races[0]["race"] if races and plain not in ("interrupted", "emulator-stall") else plain
-    expect = check_expect(scenario.expect, verdict, kills)
+    tasks = tasks_of(m)
+    expect = check_expect(scenario.expect, verdict, kills, tasks)
     code = exit_code_of(outcome, checks, expect, bool(unresolved))
     if guard is not None and guard.signum is not None and outcome.reason != "interrupted":
         outcome.reason, outcome.signal, outcome.during = "interrupted", guard.name, "report"
@@ -198,7 +264,7 @@ def build_report(scenario, m, outcome, run_dir, guard=None, on_check=None):
         "scenario": scenario.name, "source": scenario.source, "run_dir": str(run_dir),
         "verdict": verdict, "outcome": plain, "races": races, "exit_code": code, "ended_by": outcome.reason,
         "error": error, "interrupted": _interruption(outcome), "warnings": list(outcome.warnings),
-        "elapsed_s": round(outcome.elapsed, 3), "kills": kills,
+        "elapsed_s": round(outcome.elapsed, 3), "kills": kills, "tasks": tasks,
         "counters": vmstat.counters_total(m), "per_cpu": per_cpu,
         "zones": zones_of(m), "min_free_kbytes": m.min_free_kbytes,
         "kernel": scenario.machine.kernel, "features": enabled(scenario.features), "oom_scores": oom_scores_of(m),
@@ -228,7 +294,7 @@ def _report_without_machine(scenario, outcome, run_dir):
     return {"scenario": scenario.name, "source": scenario.source, "run_dir": str(run_dir),
             "verdict": plain, "outcome": plain, "races": [], "exit_code": exit_code_of(outcome, [], []),
             "ended_by": outcome.reason, "error": outcome.error, "interrupted": _interruption(outcome),
-            "warnings": list(outcome.warnings), "elapsed_s": 0.0, "kills": [], "counters": {}, "per_cpu": {}, "zones": [], "min_free_kbytes": None,
+            "warnings": list(outcome.warnings), "elapsed_s": 0.0, "kills": [], "tasks": [], "counters": {}, "per_cpu": {}, "zones": [], "min_free_kbytes": None,
             "checks": all_not_checked(reason), "expect": [], "stuck": [], "stalls": [], "hung_tasks": [],
             "workers": {"pids": {}, "cpu_seconds": {}},
             "trace": {"records": 0, "lost": 0, "bytes": 0, "limit_bytes": 0, "limit_why": "", "writer": None},

@@ -10,12 +10,13 @@ from oomemu.config.schema import Op
 from oomemu.include.gfp import GFP_HIGHUSER_MOVABLE
 from oomemu.include.sched import (CAP_SYS_RESOURCE, PF_KTHREAD, TASK_INTERRUPTIBLE, TASK_KILLABLE,
                                   TASK_UNINTERRUPTIBLE, TIF_SIGPENDING)
+from oomemu.kernel import cpuset
 from oomemu.kernel import exit as kexit
 from oomemu.kernel import fork, rwsem
 from oomemu.kernel import sched as ksched
 from oomemu.kernel import signal as ksignal
 from oomemu.kernel import time as ktime
-from oomemu.mm import filemap, memcontrol, memory, mmap, oom_kill, page_alloc, slab, vmstat
+from oomemu.mm import filemap, memcontrol, memory, mempolicy, mmap, oom_kill, page_alloc, slab, vmstat
 from oomemu.trace import events as tp
 
 INIT_PROGRAM = (Op("wait", {}), Op("repeat", {"times": 0}))
@@ -164,9 +165,59 @@ async def op_kmalloc(cpu, op, state):
         pfn = await slab.kmalloc_large(cpu, op["gfp"], order)
         if pfn is not None:
             state.kpages.append((pfn, order))
-        elif ksignal.fatal_signal_pending(cpu.m, cpu.current):
-            break  # the call fails with -ENOMEM and unwinds to the pending SIGKILL
+        else:
+            note_enomem(cpu)  # the system call fails with -ENOMEM
+            if ksignal.fatal_signal_pending(cpu.m, cpu.current):
+                break  # and unwinds to the pending SIGKILL
         await ret_to_user(cpu, state)
+
+
+def note_enomem(cpu):
+    """Count one system call of current's process that failed with ENOMEM (report.json tasks)."""
+    m = cpu.m
+    m.v_sig_enomem[m.v_task_leader[cpu.current]] += 1
+
+
+async def op_mmap(cpu, op, state):
+    """mmap(MAP_PRIVATE | MAP_ANONYMOUS) `pages`, then (touch) write each page, `chunk` faults a user step.
+
+    The mapping is accounted as 3.14's mmap_region() does (accountable_mapping → security_vm_enough_memory_mm,
+    vm.overcommit_memory); when that refuses it, the call fails with ENOMEM and the program goes on, or exits
+    with status ENOMEM (on_enomem = "exit", as LTP's alloc_mem loop does). Committed pages not faulted in yet
+    stay in mm_reserved. Differs: no VMAs; the pages are not unaccounted by munmap (`free`), only by exit.
+    """
+    m = cpu.m
+    mm = _mm(cpu)
+    pages = op["pages"]
+    if mmap.security_vm_enough_memory_mm(cpu, mm, pages):
+        note_enomem(cpu)
+        if op["on_enomem"] == "exit":
+            await kexit.do_group_exit(cpu, mmap.ENOMEM << 8)
+        await ret_to_user(cpu, state)
+        return
+    if not op["touch"]:
+        await ret_to_user(cpu, state)
+        return
+    chunk = op["chunk"]
+    left = pages
+    while left > 0:
+        n = min(chunk, left)
+        await _fault_loop(cpu, Op("fault", {"pages": n, "chunk": chunk, "gfp": GFP_HIGHUSER_MOVABLE}), state,
+                          memory.handle_mm_fault)
+        mmap.unreserve(cpu, mm, n)   # now mapped: counted as anonymous pages instead
+        left -= n
+
+
+async def op_set_mems(cpu, op, state):
+    """Write cpuset.mems: the process may allocate only from `nodes` from now on (kernel/cpuset.py)."""
+    cpuset.set_mems_allowed(cpu, cpu.current, cpuset.node_mask_of(op["nodes"]))
+    await ret_to_user(cpu, state)
+
+
+async def op_set_mempolicy(cpu, op, state):
+    """set_mempolicy(mode, nodes) for the calling thread (mm/mempolicy.py); EINVAL leaves the old policy."""
+    mempolicy.do_set_mempolicy(cpu, cpu.current, mempolicy.MPOL_MODES[op["mode"]], cpuset.node_mask_of(op["nodes"]))
+    await ret_to_user(cpu, state)
 
 
 async def op_free(cpu, op, state):
@@ -273,8 +324,8 @@ async def op_spin(cpu, op, state):
 
 
 async def op_exit(cpu, op, state):
-    """exit_group(code)."""
-    await kexit.do_group_exit(cpu, op["code"])
+    """exit_group(code): the wait status is code << 8 (a signal death's is the signal number)."""
+    await kexit.do_group_exit(cpu, (op["code"] & 0xff) << 8)
 
 
 async def op_wait(cpu, op, state):
@@ -328,5 +379,6 @@ OPS = {
     "clone_vm": op_clone_vm, "thread": op_thread, "lock": op_lock, "unlock": op_unlock,
     "oom_score_adj": op_oom_score_adj, "sleep": op_sleep, "spin": op_spin, "exit": op_exit, "wait": op_wait,
     "sysrq": op_sysrq, "cgroup_move": op_cgroup_move, "memcg_limit": op_memcg_limit,
+    "mmap": op_mmap, "set_mems": op_set_mems, "set_mempolicy": op_set_mempolicy,
 }
 

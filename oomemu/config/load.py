@@ -153,6 +153,7 @@ def _check_tasks(tasks: tuple[TaskCfg, ...], machine: MachineCfg) -> None:
                 raise invalid(f"{op_path}.op", op.op, "a kernel thread (kthread = true) has no mm; allowed: "
                               + ", ".join(KTHREAD_OPS))
         _check_lock_pairing(task.program, f"{path}.program")
+        _check_numa(task, path, machine)
     _check_task_count(tasks, machine.max_tasks)
 
 
@@ -199,6 +200,49 @@ def _check_cgroups(cgroups, tasks: tuple[TaskCfg, ...], machine: MachineCfg, fea
                 need(op["cgroup"], f"{op_path}.cgroup")
             if op.op == "cgroup_move" and task.kthread:
                 raise invalid(f"{op_path}.op", op.op, "a kernel thread (kthread = true) stays in the root cgroup")
+
+
+def _memory_nodes(machine: MachineCfg) -> list[int]:
+    """node_states[N_MEMORY]: the nodes that have memory."""
+    return [nid for nid, node in enumerate(machine.nodes) if any(node.zones.values())]
+
+
+def _check_nodes(nodes, path: str, machine: MachineCfg) -> None:
+    """Every node of a nodemask exists and has memory (cpuset.mems and set_mempolicy refuse others)."""
+    with_memory = _memory_nodes(machine)
+    for i, nid in enumerate(nodes):
+        if nid >= len(machine.nodes):
+            raise invalid(f"{path}[{i}]", nid, f"names a missing node: the machine has {len(machine.nodes)} "
+                          f"node(s), 0 to {len(machine.nodes) - 1} ([[machine.node]])")
+        if nid not in with_memory:
+            raise invalid(f"{path}[{i}]", nid, "names a node without memory (all its zones are 0)")
+
+
+def _check_mempolicy(policy, path: str, machine: MachineCfg, mems) -> None:
+    """A policy's nodes exist; bind and interleave need at least one, and they must meet the cpuset's mems."""
+    mode, nodes = policy["mode"], policy["nodes"]
+    _check_nodes(nodes, f"{path}.nodes", machine)
+    if mode in ("bind", "interleave") and not nodes:
+        raise invalid(f"{path}.nodes", [], f'must name at least one node for mode = "{mode}"')
+    if mode != "default" and nodes and mems is not None and not set(nodes) & set(mems):
+        raise invalid(f"{path}.nodes", list(nodes), f"must meet the task's mems {list(mems)} (set_mempolicy: EINVAL)")
+
+
+def _check_numa(task: TaskCfg, path: str, machine: MachineCfg) -> None:
+    """mems, mempolicy and the set_mems / set_mempolicy ops name nodes that exist."""
+    if task.mems is not None:
+        _check_nodes(task.mems, f"{path}.mems", machine)
+    if task.mempolicy is not None:
+        _check_mempolicy(task.mempolicy, f"{path}.mempolicy", machine, task.mems)
+    if task.kthread and (task.mems is not None or task.mempolicy is not None):
+        raise invalid(f"{path}.mempolicy" if task.mempolicy is not None else f"{path}.mems",
+                      list(task.mems or ()) or dict(task.mempolicy), "a kernel thread (kthread = true) stays in "
+                      "the top cpuset with the default policy")
+    for op, op_path in iter_ops(task.program, f"{path}.program"):
+        if op.op == "set_mems":
+            _check_nodes(op["nodes"], f"{op_path}.nodes", machine)
+        elif op.op == "set_mempolicy":
+            _check_mempolicy(op, op_path, machine, None)
 
 
 def _check_cpu(cpu: str | int, path: str, cpus: int, named: tuple[str, ...]) -> None:

@@ -103,6 +103,9 @@ class SysctlCfg:
     lowmem_reserve_ratio: tuple[int, int, int]
     hung_task_timeout_secs: int = 120
     hung_task_warnings: int = 10
+    overcommit_memory: int = 0
+    overcommit_ratio: int = 50
+    overcommit_kbytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +122,9 @@ class TaskCfg:
     program: tuple[Op, ...]
     mm: Mapping[str, int] | None = None  # memory the task already holds at boot (MM_PRESET), or None
     cgroup: str = "/"                    # the memory cgroup the group's tasks start in ("/" is the root)
+    mems: tuple[int, ...] | None = None  # cpuset.mems of the task's cpuset (None: every node, the top cpuset)
+    cpuset: str | None = None            # the cpuset's path ("/job"); None: "/" (or "/mems<N>" with mems)
+    mempolicy: Mapping[str, Any] | None = None   # { mode, nodes } (set_mempolicy), None: the default policy
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +168,8 @@ class ExpectCfg:
     min_rate: float | None = None
     verdict_not: tuple[str, ...] = ()
     killed_in: str | None = None        # every kill is a memcg OOM kill of a task in this cgroup's subtree
+    tasks: tuple[Mapping[str, Any], ...] = ()   # [[expect.task]]: how tasks of a comm must have ended
+    kill_cpuset: str | None = None              # every victim was in this cpuset
 
 
 @dataclass(frozen=True, slots=True)
@@ -487,6 +495,21 @@ class ListOf:
         return tuple(dict.fromkeys(items)) if self.dedupe else items
 
 
+@dataclass(frozen=True, slots=True)
+class CpusetName:
+    """A cpuset's path: "/" or "/" followed by names of letters, digits, "-", "_" and ".", joined by "/"."""
+
+    allowed: str = 'a cpuset path such as "/" or "/job" (names of letters, digits, "-", "_", ".")'
+
+    def __call__(self, value: Any, path: str) -> str:
+        import re
+        ok = isinstance(value, str) and len(value) <= 64 and (
+            value == "/" or re.fullmatch(r"(/[A-Za-z0-9_.-]+)+", value) is not None)
+        if not ok:
+            raise invalid(path, value, "must be " + self.allowed)
+        return value
+
+
 class _Required:
     """The default of a key that must be given."""
 
@@ -614,6 +637,16 @@ _ADJ = Int(-1000, 1000)
 _CHUNK = Key("chunk", Int(1, 4096), 16, "faults per user-space step (each fault returns to user space)")
 _PAGES = Key("pages", Pages(), help='how much: an int is pages, a string a size ("64MiB")')
 _MS = Key("ms", Number(0, MAX_MS, unit=" of milliseconds"), help="duration in milliseconds")
+# NUMA node lists (cpuset.mems, mempolicy nodes); load.py checks each node against machine.node
+MPOL_MODES = ("bind", "preferred", "interleave")
+NODE_LIST = ListOf(Int(0, 63), allowed="a list of NUMA node ids (integers from 0 to machine.node count - 1)",
+                   dedupe=True)
+NODES = ListOf(Int(0, 63), allowed="a list of 1 or more NUMA node ids (integers from 0 to machine.node count - 1)",
+               min_len=1, dedupe=True)
+MEMPOLICY = Table((
+    Key("mode", Choice(MPOL_MODES, noun="mempolicy mode"), help="MPOL_BIND, MPOL_PREFERRED or MPOL_INTERLEAVE"),
+    Key("nodes", NODE_LIST, (), "the policy's nodes (bind and interleave need at least one)"),
+), allowed='a table { mode = "bind" | "preferred" | "interleave", nodes = [...] }')
 
 
 def _spawn_keys(process: bool) -> tuple[Key, ...]:
@@ -669,6 +702,14 @@ OPS: Mapping[str, Table] = MappingProxyType({
         Key("cgroup", CgroupPath(root_ok=False), help="the memory cgroup whose limit to set"),
         Key("limit", Limit(), help='the new memory.limit_in_bytes, or "max"'),
         Key("oom_kill_disable", Bool(), None, "also write memory.oom_control (absent: unchanged)"))),
+    "mmap": _op_table("mmap", (_PAGES, _CHUNK,
+                               Key("touch", Bool(), True, "fault every page in after the mapping (as LTP's alloc_mem)"),
+                               Key("on_enomem", Choice(("continue", "exit")), "continue",
+                                   'what the program does when mmap fails with ENOMEM: go on, or exit(ENOMEM)'))),
+    "set_mems": _op_table("set_mems", (Key("nodes", NODES, help="the task's new cpuset.mems"),)),
+    "set_mempolicy": _op_table("set_mempolicy", (
+        Key("mode", Choice(MPOL_MODES + ("default",), noun="mempolicy mode"), help="the new policy"),
+        Key("nodes", NODE_LIST, (), "its nodes"))),
 })
 
 _ZONE = Size(multiple=MAX_ORDER_BLOCK, maximum=MAX_ZONE)
@@ -702,6 +743,9 @@ SYSCTL = Table((
     Key("hung_task_timeout_secs", Int(0, 86400), 120,
         "kernel.hung_task_timeout_secs: report tasks blocked in D longer than this (0 = off)"),
     Key("hung_task_warnings", Int(-1, 1000000), 10, "kernel.hung_task_warnings: reports left (-1 = no limit)"),
+    Key("overcommit_memory", Int(0, 2), 0, "vm.overcommit_memory: 0 heuristic, 1 always, 2 never (mmap ENOMEM)"),
+    Key("overcommit_ratio", Int(0, 1000000), 50, "vm.overcommit_ratio: % of RAM in CommitLimit (mode 2)"),
+    Key("overcommit_kbytes", Int(0), 0, "vm.overcommit_kbytes: CommitLimit's RAM part in kB, instead of the ratio"),
 ), build=lambda r, _: SysctlCfg(**r))
 
 # A task's memory as it stands at boot, e.g. rebuilt from a kernel OOM report's task dump (oomemu import):
@@ -726,6 +770,9 @@ TASK = Table((
     Key("program", PROGRAM, help="the ops each task runs"),
     Key("mm", MM_PRESET, None, "memory each task of the group holds at boot, before its program runs"),
     Key("cgroup", CgroupPath(), "/", 'the memory cgroup the tasks start in (a [[cgroup]] name, or "/")'),
+    Key("mems", NODES, None, "cpuset.mems: the nodes the task may allocate from (absent: every node)"),
+    Key("cpuset", CpusetName(), None, 'the cpuset\'s path, e.g. "/job" (absent: "/", or "/mems<N>" with mems)'),
+    Key("mempolicy", MEMPOLICY, None, 'set_mempolicy(): { mode = "bind" | "preferred" | "interleave", nodes = [...] }'),
 ), build=lambda r, _: TaskCfg(**r))
 
 MAX_CGROUPS = 1024
@@ -758,6 +805,19 @@ RUN = Table((
 ), build=lambda r, _: RunCfg(**r))
 
 _COMMS = ListOf(Comm(), allowed="a list of task names (comm)")
+# How a process ended (report.json "tasks"): killed by SIGKILL, exited by itself, or still alive at the end.
+TASK_ENDINGS = ("killed", "exited", "alive")
+KILLED_BY = ("oom", "allocating_task", "sysrq", "memcg", "signal")
+EXPECT_TASK = Table((
+    Key("comm", Comm(), help="the processes this applies to (every one of that name must match)"),
+    Key("ended", ListOf(Choice(TASK_ENDINGS), allowed="a list of " + ", ".join(TASK_ENDINGS), min_len=1,
+                        dedupe=True), None, "how each may have ended"),
+    Key("killed_by", ListOf(Choice(KILLED_BY), allowed="a list of " + ", ".join(KILLED_BY), min_len=1,
+                            dedupe=True), None, "if killed: by which path"),
+    Key("exit_code", Int(0, 255), None, "if exited: with this status (12 = ENOMEM)"),
+    Key("enomem", Kills(), None, "how many ENOMEM failures each saw ({ min = N, max = N } or N)"),
+    Key("min_count", Int(0), 1, "at least this many processes of that name must have existed"),
+), allowed="an array of tables ([[expect.task]])")
 _KILLS = Table((Key("min", Int(0), None), Key("max", Int(0), None)), allowed=_KILLS_ALLOWED)
 
 # Every verdict a run can reach (oomemu/report.py and oomemu/check/races.py decide them).
@@ -774,9 +834,13 @@ EXPECT = Table((
     Key("verdict_not", ListOf(Choice(VERDICTS, noun="verdict"), allowed="a list of verdicts", dedupe=True), (),
         "verdicts the run must not reach"),
     Key("killed_in", CgroupPath(), None, "every kill is a memcg OOM kill of a task in this cgroup's subtree"),
+    Key("task", ListOf(EXPECT_TASK, allowed="an array of tables ([[expect.task]])"), (),
+        "how the processes of a comm ended (report.json tasks)"),
+    Key("kill_cpuset", CpusetName(), None, "every victim was in this cpuset"),
 ), build=lambda r, _: ExpectCfg(*(r["kills"] or (None, None)), victims=r["victims"],
                                 never_killed=r["never_killed"], panic=r["panic"], verdict=r["verdict"],
-                                min_rate=r["min_rate"], verdict_not=r["verdict_not"], killed_in=r["killed_in"]))
+                                min_rate=r["min_rate"], verdict_not=r["verdict_not"], killed_in=r["killed_in"],
+                                tasks=r["task"], kill_cpuset=r["kill_cpuset"]))
 
 DEBUG = Table((
     Key("break", ListOf(Choice(BREAKS, noun="break"), allowed="a list of " + ", ".join(BREAKS), dedupe=True),
@@ -840,7 +904,9 @@ def scenario_to_dict(scenario: Scenario) -> dict[str, Any]:
                    "oom_dump_tasks": sysctl.oom_dump_tasks, "min_free_kbytes": sysctl.min_free_kbytes,
                    "lowmem_reserve_ratio": list(sysctl.lowmem_reserve_ratio),
                    "hung_task_timeout_secs": sysctl.hung_task_timeout_secs,
-                   "hung_task_warnings": sysctl.hung_task_warnings},
+                   "hung_task_warnings": sysctl.hung_task_warnings,
+                   "overcommit_memory": sysctl.overcommit_memory, "overcommit_ratio": sysctl.overcommit_ratio,
+                   "overcommit_kbytes": sysctl.overcommit_kbytes},
         "cgroup": [_cgroup_to_dict(cg) for cg in scenario.cgroups],
         "task": [_task_to_dict(task) for task in scenario.tasks],
         "run": {"seconds": run.seconds, "seed": run.seed, "trace": run.trace, "stall_jiffies": run.stall_jiffies,
@@ -857,7 +923,11 @@ def _task_to_dict(task: TaskCfg) -> dict[str, Any]:
     return {"comm": task.comm, "count": task.count, "cpu": task.cpu, "oom_score_adj": task.oom_score_adj,
             "uid": task.uid, "caps": list(task.caps), "kthread": task.kthread,
             "program": [_op_to_dict(op) for op in task.program], "cgroup": task.cgroup,
-            **({"mm": {k: v for k, v in task.mm.items() if v is not None}} if task.mm is not None else {})}
+            **({"mm": {k: v for k, v in task.mm.items() if v is not None}} if task.mm is not None else {}),
+            **({"mems": list(task.mems)} if task.mems is not None else {}),
+            **({"cpuset": task.cpuset} if task.cpuset is not None else {}),
+            **({"mempolicy": {"mode": task.mempolicy["mode"], "nodes": list(task.mempolicy["nodes"])}}
+               if task.mempolicy is not None else {})}
 
 
 def _cgroup_to_dict(cg: CgroupCfg) -> dict[str, Any]:
@@ -883,6 +953,8 @@ def _op_to_dict(op: Op) -> dict[str, Any]:
             value = op["gfp_name"]
         elif key == "program":
             value = [_op_to_dict(child) for child in value]
+        elif isinstance(value, tuple):
+            value = list(value)
         table[key] = value
     return table
 
@@ -906,4 +978,22 @@ def _expect_to_dict(expect: ExpectCfg) -> dict[str, Any]:
         table["verdict_not"] = list(expect.verdict_not)
     if expect.killed_in is not None:
         table["killed_in"] = expect.killed_in
+    if expect.tasks:
+        table["task"] = [_expect_task_to_dict(t) for t in expect.tasks]
+    if expect.kill_cpuset is not None:
+        table["kill_cpuset"] = expect.kill_cpuset
+    return table
+
+
+def _expect_task_to_dict(want: Mapping[str, Any]) -> dict[str, Any]:
+    """One [[expect.task]] table."""
+    table: dict[str, Any] = {}
+    for key, value in want.items():
+        if value is None:
+            continue
+        if key == "enomem":
+            value = {k: v for k, v in zip(("min", "max"), value) if v is not None}
+        elif isinstance(value, tuple):
+            value = list(value)
+        table[key] = value
     return table

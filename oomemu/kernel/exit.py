@@ -29,10 +29,13 @@ async def do_group_exit(cpu, exit_code):
     m = cpu.m
     cur = cpu.current
     leader = m.v_task_leader[cur]
-    if not m.v_sig_flags[leader] & SIGNAL_GROUP_EXIT:
+    if m.v_sig_flags[leader] & SIGNAL_GROUP_EXIT:
+        exit_code = m.v_sig_group_exit_code[leader]   # the group is already going: its code, not ours
+    else:
         from oomemu.kernel import signal as ksignal
         with sync.spinlock(cpu, m.task_lock_index(leader)):
             ksignal.complete_signal(cpu, SIGKILL, cur, True)
+            m.v_sig_group_exit_code[leader] = exit_code
     await do_exit(cpu, exit_code)
 
 

@@ -116,6 +116,17 @@ def _init_row(m, row, pid, parent, clone_flags, prog, comm, target_cpu, uid, cap
     m.task_memcg_oom[row] = -1
     m.sig_flags[row] = 0
     m.sig_oom_flags[row] = 0
+    m.sig_group_exit_code[row] = 0
+    m.sig_kill_kind[row] = 0
+    m.sig_enomem[row] = 0
+    # The child inherits its parent's cpuset and mempolicy (cgroup_fork, mpol_dup), 3.14.
+    if parent >= 0:
+        for column in ("task_mems", "task_cpuset", "task_mpol_mode", "task_mpol_nodes", "task_il_next"):
+            getattr(m, column)[row] = getattr(m, column)[parent]
+    else:
+        m.task_mems[row] = (1 << m.nr_nodes) - 1   # the top cpuset: every node
+        m.task_cpuset[row] = 0
+        m.task_mpol_mode[row] = m.task_mpol_nodes[row] = m.task_il_next[row] = 0
 
 
 def mmput(cpu, mm):

@@ -52,6 +52,7 @@ def complete_signal(cpu, sig, p, group):
             targets = [p]
         else:
             m.v_sig_flags[leader] = SIGNAL_GROUP_EXIT
+            m.v_sig_group_exit_code[leader] = sig
             targets = _threads(m, leader)
     else:
         targets = [p]

@@ -1,13 +1,16 @@
 """Tearing down and shrinking address spaces.
 
 Follows mm/mmap.c of Linux 3.14: exit_mmap() (every page of the last user's mm goes back to the allocator,
-page-cache pages are only unmapped) and the page-freeing half of do_munmap(). The page frame table is
+page-cache pages are only unmapped), the page-freeing half of do_munmap(), and the overcommit accounting of
+mmap() (__vm_enough_memory, vm.overcommit_memory). The page frame table is
 searched with numpy; each zone's pages are freed under one hold of its zone->lock.
 """
 
 from oomemu import sync
-from oomemu.machine import (G_NR_SWAP_FREE, L_SWAP, LRU_ANON, MM_ANONPAGES, MM_FILEPAGES, MM_NCOLS,
-                            MM_NR_PTES, MM_SWAPENTS, MM_TOTAL_VM, PAGE_ANON, PAGE_FILE, PG_lru)
+from oomemu.include.mmzone import NR_FREE_PAGES, NR_LRU_FILE, PAGE_SHIFT
+from oomemu.machine import (G_NR_MM_ROWS, G_NR_SWAP_FREE, G_TOTAL_SWAP, G_TOTALRAM, L_SWAP, LRU_ANON, MM_ANONPAGES,
+                            MM_FILEPAGES, MM_NCOLS, MM_NR_PTES, MM_SWAPENTS, MM_TOTAL_VM, MM_USED, PAGE_ANON,
+                            PAGE_FILE, PG_lru, Z_STAT)
 from oomemu.mm import memcontrol, page_alloc, vmscan
 from oomemu.trace import events as tp
 
@@ -136,3 +139,101 @@ def account_mapped(m, mm, kind_col):
     vm = v[base + MM_TOTAL_VM] + 1
     v[base + MM_TOTAL_VM] = vm
     v[base + MM_NR_PTES] = (vm + PTRS_PER_PTE - 1) // PTRS_PER_PTE
+
+
+# --- overcommit accounting (vm.overcommit_memory) --------------------------------------------------------------
+
+OVERCOMMIT_GUESS = 0
+OVERCOMMIT_ALWAYS = 1
+OVERCOMMIT_NEVER = 2
+ENOMEM = 12
+_ULONG = (1 << 64) - 1
+
+
+def vm_memory_committed(m):
+    """Committed_AS in pages: what every live mm has mapped privately (its anonymous pages, swap entries and
+    mmap()ed pages not faulted in yet). Follows: vm_memory_committed() / vm_committed_as, 3.14. Differs: summed
+    from the mm table when asked instead of kept in a per-CPU counter (the sum is as racy as that counter's
+    approximate read); pages a `fault` op touches count as mapped and committed the moment they are faulted."""
+    n = int(m.glob[G_NR_MM_ROWS])
+    mm = m.mm[:n]
+    live = mm[:, MM_USED] != 0
+    return int((mm[live, MM_ANONPAGES] + mm[live, MM_SWAPENTS]).sum() + m.mm_reserved[:n][live].sum())
+
+
+def vm_commit_limit(m, sysctl):
+    """CommitLimit in pages: overcommit_kbytes (if set) or overcommit_ratio % of RAM, plus swap.
+    Follows: mm/mmap.c vm_commit_limit(), 3.14 (no hugetlb pages)."""
+    if sysctl.overcommit_kbytes:
+        allowed = sysctl.overcommit_kbytes >> (PAGE_SHIFT - 10)
+    else:
+        allowed = int(m.glob[G_TOTALRAM]) * sysctl.overcommit_ratio // 100
+    return allowed + int(m.glob[G_TOTAL_SWAP])
+
+
+def __vm_enough_memory(cpu, mm, pages, cap_sys_admin):
+    """Account `pages` more committed memory, or refuse them: 0, or -ENOMEM with nothing accounted.
+
+    Follows: mm/mmap.c __vm_enough_memory(), 3.14: vm_acct_memory first; OVERCOMMIT_ALWAYS always succeeds;
+    OVERCOMMIT_GUESS succeeds if free + page cache + free swap (+ reclaimable slab, none here), less
+    totalreserve_pages and, for a non-root caller, admin_reserve_kbytes, exceeds the request; OVERCOMMIT_NEVER
+    succeeds while Committed_AS stays below CommitLimit less the admin reserve (non-root) and less
+    min(total_vm / 32, user_reserve_kbytes). The arithmetic is unsigned long, as in 3.14 (4.1 made it signed).
+    `mm` may be -1 (no mm).
+    """
+    m = cpu.m
+    sysctl = cpu.scenario.sysctl
+    if mm >= 0:
+        reserve(cpu, mm, pages)          # vm_acct_memory(pages)
+    mode = sysctl.overcommit_memory
+    if mode == OVERCOMMIT_ALWAYS:
+        return 0
+    if mode == OVERCOMMIT_GUESS:
+        free = int(m.zone[:, Z_STAT + NR_FREE_PAGES].sum()) + int(m.zone[:, Z_STAT + NR_LRU_FILE].sum())
+        free += int(m.glob[G_NR_SWAP_FREE])
+        if free > m.totalreserve_pages:
+            free -= m.totalreserve_pages
+            if not cap_sys_admin:
+                free = (free - (m.admin_reserve_kbytes >> (PAGE_SHIFT - 10))) & _ULONG
+            if free > pages:
+                return 0
+    else:
+        allowed = vm_commit_limit(m, sysctl)
+        if not cap_sys_admin:
+            allowed = (allowed - (m.admin_reserve_kbytes >> (PAGE_SHIFT - 10))) & _ULONG
+        if mm >= 0:
+            user_reserve = m.user_reserve_kbytes >> (PAGE_SHIFT - 10)
+            total_vm = int(m.mm[mm, MM_TOTAL_VM]) + int(m.mm_reserved[mm]) - pages
+            allowed = (allowed - min(total_vm // 32, user_reserve)) & _ULONG
+        if vm_memory_committed(m) < allowed:
+            return 0
+    if mm >= 0:
+        unreserve(cpu, mm, pages)        # vm_unacct_memory(pages)
+    return -ENOMEM
+
+
+def reserve(cpu, mm, pages):
+    """Count `pages` more committed to mm (its threads may mmap at once: under the mm's lock)."""
+    with sync.spinlock(cpu, cpu.m.mm_lock_index(mm)):
+        cpu.m.v_mm_reserved[mm] += pages
+
+
+def unreserve(cpu, mm, pages):
+    """Count `pages` fewer committed to mm but not mapped (refused, or faulted in since)."""
+    with sync.spinlock(cpu, cpu.m.mm_lock_index(mm)):
+        cpu.m.v_mm_reserved[mm] -= pages
+
+
+def security_vm_enough_memory_mm(cpu, mm, pages):
+    """__vm_enough_memory() with cap_sys_admin from current's credentials (uid 0 or CAP_SYS_ADMIN).
+    Follows: security_vm_enough_memory_mm() → cap_vm_enough_memory(), 3.14."""
+    from oomemu.mm import oom_kill
+    return __vm_enough_memory(cpu, mm, pages, oom_kill.has_capability_sys_admin(cpu.m, cpu.current))
+
+
+def init_reserves(m):
+    """user_reserve_kbytes = min(free kB / 32, 128 MiB) and admin_reserve_kbytes = min(free kB / 32, 8 MiB),
+    from the free pages at boot. Follows: mm/mmap.c init_user_reserve() and init_admin_reserve(), 3.14."""
+    free_kbytes = int(m.zone[:, Z_STAT + NR_FREE_PAGES].sum()) << (PAGE_SHIFT - 10)
+    m.user_reserve_kbytes = min(free_kbytes // 32, 1 << 17)
+    m.admin_reserve_kbytes = min(free_kbytes // 32, 1 << 13)

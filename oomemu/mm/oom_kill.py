@@ -13,13 +13,13 @@ import numpy as np
 
 from oomemu import sync
 from oomemu.config.profiles import DEFAULT_KERNEL, features_for
-from oomemu.include.gfp import GFP_KERNEL, gfp_zone
+from oomemu.include.gfp import GFP_KERNEL, __GFP_THISNODE, gfp_zone
 from oomemu.include.mmzone import MAX_ORDER, PAGE_SHIFT, WMARK_HIGH, WMARK_LOW, WMARK_MIN, ZONE_NAMES, ZONE_OOM_LOCKED
-from oomemu.include.oom import (CONSTRAINT_MEMCG, CONSTRAINT_NAMES, CONSTRAINT_NONE, OOM_FLAG_ORIGIN, OOM_SCAN_ABORT, OOM_SCAN_CONTINUE,
+from oomemu.include.oom import (CONSTRAINT_CPUSET, CONSTRAINT_MEMCG, CONSTRAINT_MEMORY_POLICY, CONSTRAINT_NAMES, CONSTRAINT_NONE, OOM_FLAG_ORIGIN, OOM_SCAN_ABORT, OOM_SCAN_CONTINUE,
                                 OOM_SCAN_OK, OOM_SCAN_SELECT, OOM_SCORE_ADJ_MIN)
 from oomemu.include.sched import (CAP_SYS_ADMIN, EXIT_DEAD, MMF_OOM_SKIP, PF_EXITING, PF_KTHREAD, SIGKILL,
                                   SIGNAL_GROUP_COREDUMP, SIGNAL_GROUP_EXIT, TIF_MEMDIE)
-from oomemu.kernel import printk
+from oomemu.kernel import cpuset, printk
 from oomemu.kernel import sched as ksched
 from oomemu.kernel import signal as ksignal
 from oomemu.kernel import time as ktime
@@ -31,7 +31,7 @@ from oomemu.machine import (G_HZ, G_LAST_KILL_JIFFY, G_OOM_LOCK, G_OOM_REAPER_LI
                             MM_FILEPAGES, MM_NCOLS, MM_NR_PTES, MM_SWAPENTS, MM_TOTAL_VM, Z_FLAGS, Z_IDX,
                             Z_LOWMEM_RESERVE, Z_MANAGED, Z_NCOLS, Z_NODE, Z_NR_FREE, Z_STAT, Z_WMARK)
 from oomemu.include.mmzone import NR_FREE_PAGES, NR_LRU_ANON, NR_LRU_FILE
-from oomemu.mm import memcontrol, page_alloc, vmstat
+from oomemu.mm import memcontrol, mempolicy, page_alloc, vmstat
 from oomemu.trace import events as tp
 
 # oom_kill_process() kinds, recorded in the kill log and the trace
@@ -59,11 +59,10 @@ def is_global_init(m, p):
     return m.v_task_pid[p] == 1
 
 
-def oom_unkillable_task(m, p, memcg, nodemask):
-    """True for init, kernel threads and (given a memcg) tasks outside it. Follows: oom_unkillable_task(), 3.14
-    (KERNEL §2.3).
-
-    Differs: no cpusets/mempolicies exist, so the nodemask test always passes.
+def oom_unkillable_task(m, p, memcg, nodemask, current=-1):
+    """True for init, kernel threads, (given a memcg) tasks outside it, and tasks whose memory cannot be where
+    the allocation needs it. Follows: oom_unkillable_task(), 3.14 (KERNEL §2.3); `current` is the allocating
+    task (-1: a kworker, in the top cpuset).
     """
     if is_global_init(m, p):
         return True
@@ -71,7 +70,40 @@ def oom_unkillable_task(m, p, memcg, nodemask):
         return True
     if memcg is not None and not memcontrol.task_in_mem_cgroup(m, p, memcg):
         return True   # when we are killing within a memcg, only its tasks
+    return not has_intersects_mems_allowed(m, p, nodemask, current)
+
+
+def has_intersects_mems_allowed(m, start, mask, current):
+    """Could any thread of start's process have memory the allocation may use? With a (mempolicy) mask: a
+    thread whose policy meets it; without: a thread whose cpuset mems meet current's.
+    Follows: has_intersects_mems_allowed(), 3.14 (KERNEL §2.3)."""
+    if not m.numa_constraints:
+        return True
+    for t in thread_group(m, start):
+        if mask is not None:
+            if mempolicy.mempolicy_nodemask_intersects(m, t, mask):
+                return True
+        elif cpuset.cpuset_mems_allowed_intersects(m, current, t):
+            return True
     return False
+
+
+def mems_disjoint_vector(m, order, nodemask, current):
+    """not has_intersects_mems_allowed() for every row of `order` (index array or slice) at once.
+    Emulator-only: the vectorised twin, tested against it."""
+    n = int(m.glob[G_NR_TASK_ROWS])
+    if nodemask is not None:
+        mask = cpuset.node_mask_of(nodemask)
+        bound = np.isin(m.task_mpol_mode[:n], (mempolicy.MPOL_BIND, mempolicy.MPOL_INTERLEAVE))
+        meets = ~bound | ((m.task_mpol_nodes[:n] & mask) != 0)
+    else:
+        meets = (m.task_mems[:n] & cpuset.cpuset_mems_allowed(m, current)) != 0
+    leaders = m.task_leader[:n]
+    group_meets = np.zeros(n, dtype=bool)
+    valid = leaders >= 0
+    np.logical_or.at(group_meets, leaders[valid], meets[valid])
+    rows = np.arange(n)[order]
+    return ~group_meets[np.maximum(leaders[rows], 0)]
 
 
 def thread_group(m, p):
@@ -149,7 +181,7 @@ def oom_badness(cpu, p, memcg, nodemask, totalpages):
     """
     m = cpu.m
     f = cpu.features
-    if oom_unkillable_task(m, p, memcg, nodemask):
+    if oom_unkillable_task(m, p, memcg, nodemask, cpu.current):
         return not_eligible(f)
     t = find_lock_task_mm(cpu, p)
     if t == -1:
@@ -245,7 +277,7 @@ def task_will_free_mem(m, task, features):
     return all(__task_will_free_mem(m, q) for q in _processes(m) if m.v_task_mm[q] == mm and q != leader)
 
 
-def oom_scan_process_thread(m, task, totalpages, nodemask, force_kill, features=None):
+def oom_scan_process_thread(m, task, totalpages, nodemask, force_kill, features=None, current=-1):
     """Classify one thread for the scan: CONTINUE, ABORT, SELECT or OK, in 3.14's exact test order.
 
     Follows: mm/oom_kill.c oom_scan_process_thread(), 3.14 (KERNEL §2.2). Switches: `drop_exit_state_test`
@@ -261,7 +293,7 @@ def oom_scan_process_thread(m, task, totalpages, nodemask, force_kill, features=
             return OOM_SCAN_CONTINUE  # released: not on the task list any more
     elif m.v_task_exit_state[task]:
         return OOM_SCAN_CONTINUE
-    if oom_unkillable_task(m, task, None, nodemask):
+    if oom_unkillable_task(m, task, None, nodemask, current):
         return OOM_SCAN_CONTINUE
     if f.tsk_is_oom_victim:
         if not force_kill and tsk_is_oom_victim(m, task):
@@ -299,13 +331,15 @@ def scan_order(m):
     return rows[np.lexsort((rows, m.task_seq[leaders]))]
 
 
-def classify_all(m, order, force_kill, features=None):
+def classify_all(m, order, force_kill, features=None, nodemask=None, current=-1):
     """oom_scan_process_thread() over `order` (index array or slice) at once; returns an array of OOM_SCAN_*
     (emulator-only twin)."""
     f = features or FEATURES_3_14
     exit_state = m.task_exit_state[order]
     gone = (exit_state == EXIT_DEAD) if f.drop_exit_state_test else (exit_state != 0)
     unkillable = (m.task_pid[order] == 1) | ((m.task_flags[order] & PF_KTHREAD) != 0)
+    if m.numa_constraints:
+        unkillable |= mems_disjoint_vector(m, order, nodemask, current)
     mms = m.task_mm[order]
     no_mm = mms == -1
     leaders = m.task_leader[order]
@@ -350,7 +384,7 @@ def select_bad_process(cpu, totalpages, nodemask, force_kill):
     order = scan_order(m)
     # Work in row order over whole columns (slices, no gathers), then put the results in scan order once.
     in_use = slice(0, len(order))
-    verdict = classify_all(m, in_use, force_kill, f)[order]
+    verdict = classify_all(m, in_use, force_kill, f, nodemask, cpu.current)[order]
     aborts = order[verdict == OOM_SCAN_ABORT]
     if len(aborts):
         tp.trace_oom_scan_result(cpu, 0, 0, m.v_task_pid[int(aborts[0])], len(order))
@@ -412,7 +446,7 @@ def dump_tasks(cpu, memcg, nodemask):
         lines.append(f"{pid_head}   uid  tgid total_vm      rss nr_ptes swapents oom_score_adj name")
     pid_width = 7 if f.dump_tasks_state else 5
     for p in _processes(m):
-        if oom_unkillable_task(m, p, memcg, nodemask):
+        if oom_unkillable_task(m, p, memcg, nodemask, cpu.current):
             continue
         t = find_lock_task_mm(cpu, p)
         if t == -1:
@@ -471,18 +505,19 @@ def show_mem(cpu):
     printk.printk(cpu, printk.KERN_INFO, "\n".join(lines))
 
 
-def _mems_allowed(m):
-    return f"0-{m.nr_nodes - 1}" if m.nr_nodes > 1 else "0"
+def _nodemask_text(nodemask):
+    """%*pbl of a nodemask, "(null)" for none."""
+    return "(null)" if nodemask is None else cpuset.nodelist(cpuset.node_mask_of(nodemask))
 
 
-def dump_header(cpu, p, gfp_mask, order, memcg, nodemask):
+def dump_header(cpu, p, gfp_mask, order, memcg, nodemask, constraint=CONSTRAINT_NONE):
     """The "invoked oom-killer" report: the line, cpuset, stack, Mem-Info and (by sysctl) the task table.
 
     Follows: mm/oom_kill.c dump_header(), 3.14 (KERNEL §3.4). Switches: `symbolic_gfp` (gfp_mask=%#x(%pGg);
     seen in 4.6.2, not in 4.2.8), `header_nodemask` (nodemask=%*pbl, (null) for none; seen in 4.9.0, not in
     4.8.15), `oom_kill_summary` (5.0: the cpuset line moves into a last oom-kill: line about the victim; seen
-    in 5.0.1 and 5.9.1, not in 4.19.1). Differs: dump_stack() prints only its first line; gfp bits keep 3.14's
-    values in every profile (5.x renumbered them).
+    in 5.0.1 and 5.9.1, not in 4.19.1). The cpuset line is kernel/cpuset.py's. Differs: dump_stack() prints
+    only its first line; gfp bits keep 3.14's values in every profile (5.x renumbered them).
     """
     m = cpu.m
     f = cpu.features
@@ -491,14 +526,14 @@ def dump_header(cpu, p, gfp_mask, order, memcg, nodemask):
     adj = m.v_sig_oom_score_adj[m.v_task_leader[cur]] if cur >= 0 else 0
     if f.symbolic_gfp:
         mask = f"{gfp_mask:#x}({gfp_names(gfp_mask)})"
-        where = ", nodemask=(null)" if f.header_nodemask else ""
+        where = f", nodemask={_nodemask_text(nodemask)}" if f.header_nodemask else ""
         printk.printk(cpu, printk.KERN_WARNING,
                       f"{comm} invoked oom-killer: gfp_mask={mask}{where}, order={order}, oom_score_adj={adj}")
     else:
         printk.printk(cpu, printk.KERN_WARNING,
                       f"{comm} invoked oom-killer: gfp_mask=0x{gfp_mask:x}, order={order}, oom_score_adj={adj}")
     if not f.oom_kill_summary:
-        printk.printk(cpu, printk.KERN_INFO, f"{comm} cpuset=/ mems_allowed={_mems_allowed(m)}")
+        cpuset.cpuset_print_task_mems_allowed(cpu, cur)
     pid = m.v_task_pid[cur] if cur >= 0 else 0
     printk.printk(cpu, printk.KERN_WARNING,
                   f"CPU: {cpu.id} PID: {pid} Comm: {comm} Not tainted {cpu.scenario.machine.kernel}.0-oomemu #1")
@@ -509,20 +544,22 @@ def dump_header(cpu, p, gfp_mask, order, memcg, nodemask):
     if cpu.scenario.sysctl.oom_dump_tasks:
         dump_tasks(cpu, memcg, nodemask)
     if f.oom_kill_summary and p >= 0:
-        dump_oom_summary(cpu, p, memcg)
+        dump_oom_summary(cpu, p, memcg, constraint, nodemask)
 
 
-def dump_oom_summary(cpu, victim, memcg=None):
+def dump_oom_summary(cpu, victim, memcg=None, constraint=CONSTRAINT_NONE, nodemask=None):
     """One line about the OOM's context and its victim. Follows: mm/oom_kill.c dump_oom_summary(), 5.0 (seen in
-    5.0.1 and 5.9.1): constraint, nodemask, the cpuset's mems, global_oom or oom_memcg=, the victim's memcg, comm,
-    pid and uid. Differs: no cpusets exist, so the cpuset is "/"."""
+    5.0.1 and 5.9.1): constraint, nodemask, the victim's cpuset name and mems, global_oom or oom_memcg=, the
+    victim's memcg, comm, pid and uid."""
     m = cpu.m
-    constraint = CONSTRAINT_NAMES[CONSTRAINT_MEMCG if memcg is not None else CONSTRAINT_NONE]
+    constraint = CONSTRAINT_NAMES[CONSTRAINT_MEMCG if memcg is not None else constraint]
     domain = "global_oom" if memcg is None else f"oom_memcg={memcontrol.memcg_name(m, memcg)}"
     task_memcg = memcontrol.memcg_name(m, m.v_task_memcg[victim]) if m.memcg_enabled else "/"
     printk.printk(cpu, printk.KERN_INFO,
-                  f"oom-kill:constraint={constraint},nodemask=(null),cpuset=/,"
-                  f"mems_allowed={_mems_allowed(m)},{domain},task_memcg={task_memcg},task={printk.task_comm(m, victim)},"
+                  f"oom-kill:constraint={constraint},nodemask={_nodemask_text(nodemask)},"
+                  f"cpuset={cpuset.cgroup_name(cpuset.task_cs_name(m, victim))},"
+                  f"mems_allowed={cpuset.nodelist(cpuset.cpuset_mems_allowed(m, victim))},{domain},"
+                  f"task_memcg={task_memcg},task={printk.task_comm(m, victim)},"
                   f"pid={m.v_task_pid[victim]},uid={m.v_task_uid[victim]}")
 
 
@@ -621,7 +658,7 @@ def oom_kill_process(cpu, p, gfp_mask, order, points, totalpages, memcg, nodemas
             wake_oom_reaper(cpu, p)
         return
     if ratelimit.__ratelimit(cpu, G_OOM_RS, "oom_kill_process"):
-        dump_header(cpu, p, gfp_mask, order, memcg, nodemask)
+        dump_header(cpu, p, gfp_mask, order, memcg, nodemask, cpu.oom_constraint)
     if f.no_sacrifice_child:
         victim = p
     else:
@@ -635,6 +672,7 @@ def oom_kill_process(cpu, p, gfp_mask, order, points, totalpages, memcg, nodemas
         return
     victim = t
     mm = m.v_task_mm[victim]
+    m.v_sig_kill_kind[m.v_task_leader[victim]] = kind   # emulator-only: who killed it (report.json tasks)
     if f.oom_reaper:
         # 4.6 sends SIGKILL and then marks the victim, both under its task_lock (which keeps exit_mm, and its
         # exit_oom_victim, from running in between). Differs: the emulator's signal code takes task_lock
@@ -745,6 +783,7 @@ def _kill_sharers(cpu, victim, mm):
                                                 "sharing same memory")
             task_unlock(cpu, q)
         vmstat.count_vm_event(cpu, vmstat.NR_SHARER_KILLS)
+        m.v_sig_kill_kind[q] = m.v_sig_kill_kind[victim_leader]
         tp.trace_oom_kill_sharer(cpu, m.v_task_pid[q], mm, m.v_sig_oom_score_adj[q], 0)
         ksignal.do_send_sig_info(cpu, SIGKILL, q, True)
     return can_oom_reap
@@ -752,12 +791,31 @@ def _kill_sharers(cpu, victim, mm):
 
 # --- constraint and panic ------------------------------------------------------------------------------------
 
-def constrained_alloc(m, zonelist, gfp_mask, nodemask):
-    """The allocation's constraint and the pages it may use. Follows: constrained_alloc(), 3.14 (KERNEL §3.1).
+def constrained_alloc(cpu, zonelist, gfp_mask, nodemask):
+    """The allocation's constraint and the pages it may use: (CONSTRAINT_*, totalpages).
 
-    Differs: no cpusets or mempolicies exist, so the answer is always CONSTRAINT_NONE over all RAM and swap.
+    Follows: constrained_alloc(), 3.14 (KERNEL §3.1): NONE over all RAM and swap for the page-fault path (no
+    zonelist) and __GFP_THISNODE; MEMORY_POLICY over the spanned pages of the nodemask's nodes (plus swap)
+    when the nodemask leaves out a node with memory; CPUSET over current's mems when a zone of the walk is
+    not cpuset_zone_allowed_softwall(); else NONE.
     """
-    return CONSTRAINT_NONE, int(m.glob[G_TOTALRAM] + m.glob[G_TOTAL_SWAP])
+    m = cpu.m
+    totalpages = int(m.glob[G_TOTALRAM] + m.glob[G_TOTAL_SWAP])
+    if zonelist is None or gfp_mask & __GFP_THISNODE:
+        return CONSTRAINT_NONE, totalpages
+    swap = int(m.glob[G_TOTAL_SWAP])
+    if nodemask is not None and not set(range(m.nr_nodes)) <= set(nodemask):
+        return CONSTRAINT_MEMORY_POLICY, swap + sum(mempolicy.node_spanned_pages(m, nid) for nid in sorted(nodemask))
+    high = gfp_zone(gfp_mask)
+    vz = m.v_zone
+    for z in zonelist:
+        if vz[z * Z_NCOLS + Z_IDX] > high or (nodemask is not None and vz[z * Z_NCOLS + Z_NODE] not in nodemask):
+            continue
+        if not cpuset.cpuset_zone_allowed_softwall(cpu, z, gfp_mask):
+            mems = cpuset.cpuset_current_mems_allowed(cpu)
+            return CONSTRAINT_CPUSET, swap + sum(mempolicy.node_spanned_pages(m, nid)
+                                                 for nid in cpuset.nodes_of_mask(mems))
+    return CONSTRAINT_NONE, totalpages
 
 
 def check_panic_on_oom(cpu, constraint, gfp_mask, order, nodemask):
@@ -767,7 +825,7 @@ def check_panic_on_oom(cpu, constraint, gfp_mask, order, nodemask):
         return
     if mode != 2 and constraint != CONSTRAINT_NONE:
         return
-    dump_header(cpu, -1, gfp_mask, order, None, nodemask)
+    dump_header(cpu, -1, gfp_mask, order, None, nodemask, constraint)
     printk.panic(cpu, f"Out of memory: {'compulsory' if mode == 2 else 'system-wide'} panic_on_oom is enabled\n")
 
 
@@ -883,12 +941,13 @@ async def out_of_memory(cpu, zonelist, gfp_mask, order, nodemask, force_kill, fr
         if f.oom_reaper and f.mmf_oom_skip:
             wake_oom_reaper(cpu, cur)
         return True
-    constraint, totalpages = constrained_alloc(m, zonelist, gfp_mask, nodemask)
-    mpol_mask = None
+    constraint, totalpages = constrained_alloc(cpu, zonelist, gfp_mask, nodemask)
+    mpol_mask = nodemask if constraint == CONSTRAINT_MEMORY_POLICY else None
     tp.trace_out_of_memory(cpu, constraint, totalpages, gfp_mask, order, int(force_kill))
+    cpu.oom_constraint = constraint   # oc->constraint, for the 5.0 summary line of dump_header
     check_panic_on_oom(cpu, constraint, gfp_mask, order, mpol_mask)
     if (cpu.scenario.sysctl.oom_kill_allocating_task and cur >= 0 and m.v_task_mm[cur] != -1
-            and not oom_unkillable_task(m, cur, None, nodemask)
+            and not oom_unkillable_task(m, cur, None, nodemask, cur)
             and m.v_sig_oom_score_adj[m.v_task_leader[cur]] != OOM_SCORE_ADJ_MIN):
         oom_kill_process(cpu, cur, gfp_mask, order, 0, totalpages, None, nodemask,
                          "Out of memory (oom_kill_allocating_task)", KILL_ALLOCATING)

@@ -21,7 +21,8 @@ from oomemu.lib import ratelimit
 from oomemu.machine import (C_DRAIN, G_STOP, G_HZ, G_LAST_FREE_JIFFY, G_NOPAGE_RS, G_OOM_KILLER_DISABLED, PAGE_BUDDY,
                             PAGE_KERNEL, PAGE_PCP, PG_buddy, Z_FREE_HEAD, Z_IDX, Z_LOWMEM_RESERVE, Z_MANAGED, Z_NCOLS,
                             Z_NODE, Z_NR_FREE, Z_START_PFN, Z_STAT, Z_WMARK)
-from oomemu.mm import backing_dev, oom_kill, vmscan, vmstat
+from oomemu.kernel import cpuset
+from oomemu.mm import backing_dev, mempolicy, oom_kill, vmscan, vmstat
 from oomemu.mm.internal import (ALLOC_CPUSET, ALLOC_HARDER, ALLOC_HIGH, ALLOC_NO_WATERMARKS,
                                 ALLOC_WMARK_HIGH, ALLOC_WMARK_LOW, ALLOC_WMARK_MASK, ALLOC_WMARK_MIN)
 from oomemu.trace import events as tp
@@ -417,8 +418,9 @@ def get_page_from_freelist(cpu, gfp_mask, nodemask, order, zonelist, high_zoneid
 
     Follows: mm/page_alloc.c get_page_from_freelist(), 3.14, with its fair zone allocation: the low-watermark
     pass (the fast path) skips a zone whose NR_ALLOC_BATCH is used up and any zone off the preferred zone's
-    node, unless the request is GFP_THISNODE; prepare_slowpath() starts a new round. Differs: no cpusets, no
-    zonelist cache, no zone_reclaim_mode (a failing zone is simply skipped, as with zone_reclaim_mode = 0).
+    node, unless the request is GFP_THISNODE; prepare_slowpath() starts a new round. ALLOC_CPUSET asks
+    kernel/cpuset.py. Differs: no zonelist cache, no zone_reclaim_mode (a failing zone is simply skipped, as
+    with zone_reclaim_mode = 0).
     """
     m = cpu.m
     vz = m.v_zone
@@ -428,11 +430,16 @@ def get_page_from_freelist(cpu, gfp_mask, nodemask, order, zonelist, high_zoneid
         wmark_col = Z_WMARK + (alloc_flags & ALLOC_WMARK_MASK)
     fair = alloc_flags & ALLOC_WMARK_LOW and gfp_mask & GFP_THISNODE != GFP_THISNODE   # !gfp_thisnode_allocation
     local_node = vz[preferred_zone * Z_NCOLS + Z_NODE]
+    # ALLOC_CPUSET: cpuset_zone_allowed_softwall() for every zone, asked once (None: every node allowed)
+    cpuset_nodes = cpuset.cpuset_allowed_nodes(cpu, gfp_mask) if m.numa_constraints and alloc_flags & ALLOC_CPUSET \
+        else None
     for z in zonelist:
         zb = z * Z_NCOLS
         if vz[zb + Z_IDX] > high_zoneidx:
             continue
         if nodemask is not None and vz[zb + Z_NODE] not in nodemask:
+            continue
+        if cpuset_nodes is not None and vz[zb + Z_NODE] not in cpuset_nodes:
             continue
         if fair:
             # Fair zone allocation: pages spread over the local zones in proportion to their size.
@@ -781,13 +788,17 @@ async def __alloc_pages_nodemask(cpu, gfp_mask, order, zonelist, nodemask=None):
     m = cpu.m
     gfp_mask &= gfp_allowed_mask
     key = (gfp_mask, id(zonelist))
-    cached = cpu.alloc_cache.get(key) if nodemask is None else None
+    cached = cpu.alloc_cache.get(key) if nodemask is None and not m.numa_constraints else None
     if cached is None:
         # Zones never change after boot, so this per-CPU cache only skips recomputing the same answer.
         high_zoneidx = gfp_zone(gfp_mask)
+        # The preferred zone is the first within `nodemask ?: cpuset_current_mems_allowed`.
+        within = nodemask
+        if within is None and m.numa_constraints:
+            within = frozenset(cpuset.nodes_of_mask(cpuset.cpuset_current_mems_allowed(cpu)))
         cached = (high_zoneidx, gfpflags_to_migratetype(gfp_mask),
-                  first_zones_zonelist(m, zonelist, high_zoneidx, nodemask))
-        if nodemask is None:
+                  first_zones_zonelist(m, zonelist, high_zoneidx, within))
+        if nodemask is None and not m.numa_constraints:
             cpu.alloc_cache[key] = cached
     high_zoneidx, migratetype, preferred_zone = cached
     if preferred_zone is None:
@@ -809,7 +820,10 @@ def node_zonelist(m, nid, gfp_mask=0):
 
 
 async def alloc_pages(cpu, gfp_mask, order):
-    """Allocate from the local node's zonelist. Follows: alloc_pages() on a !CONFIG_NUMA-policy path."""
+    """Allocate from the local node's zonelist, or as the task's mempolicy says when the scenario has any.
+    Follows: alloc_pages() → alloc_pages_current() (mm/mempolicy.py), 3.14 NUMA."""
+    if cpu.m.numa_constraints:
+        return await mempolicy.alloc_pages_current(cpu, gfp_mask, order)
     return await __alloc_pages_nodemask(cpu, gfp_mask, order, cpu.m.zonelists[numa_node_id(cpu)], None)
 
 
@@ -817,3 +831,17 @@ def numa_node_id(cpu):
     """The node of this CPU: CPUs are spread over nodes in order. Follows: numa_node_id()."""
     m = cpu.m
     return (cpu.id * m.nr_nodes) // m.nr_cpus if cpu.id < m.nr_cpus else cpu.nid
+
+
+def calculate_totalreserve_pages(m):
+    """Pages no user allocation should count on: per zone its largest lowmem reserve plus its high watermark,
+    capped at its managed pages. Follows: mm/page_alloc.c calculate_totalreserve_pages(), 3.14."""
+    from oomemu.include.mmzone import MAX_NR_ZONES, WMARK_HIGH
+    reserve_pages = 0
+    for z in range(m.nr_zones):
+        i = z % MAX_NR_ZONES
+        row = m.zone[z]
+        most = max(int(row[Z_LOWMEM_RESERVE + j]) for j in range(i, MAX_NR_ZONES))
+        most += int(row[Z_WMARK + WMARK_HIGH])
+        reserve_pages += min(most, int(row[Z_MANAGED]))
+    return reserve_pages

@@ -265,9 +265,9 @@ ONE_OP = '[[task]]\nprogram = [{op}]\n'
      'machine.node[0].zones.normal: unknown key; allowed: DMA, DMA32, Normal (did you mean "Normal"?)'),
     ("[sysctl]\nxyzzy = 1", "sysctl.xyzzy: unknown key; allowed: panic_on_oom, oom_kill_allocating_task, "
                             "oom_dump_tasks, min_free_kbytes, lowmem_reserve_ratio, "
-     "hung_task_timeout_secs, hung_task_warnings"),
+     "hung_task_timeout_secs, hung_task_warnings, overcommit_memory, overcommit_ratio, overcommit_kbytes"),
     ('[[task]]\nprogam = []', 'task[0].progam: unknown key; allowed: comm, count, cpu, oom_score_adj, uid, caps, '
-                              'kthread, program, mm, cgroup (did you mean "program"?)'),
+                              'kthread, program, mm, cgroup, mems, cpuset, mempolicy (did you mean "program"?)'),
     (ONE_OP.format(op='{ op = "fault", pages = 1, chunks = 4 }'),
      'task[0].program[0].chunks: unknown key for op "fault"; allowed: op, pages, chunk, gfp (did you mean "chunk"?)'),
     (ONE_OP.format(op='{ op = "fork", program = [{ op = "sleep", msec = 1 }] }'),
@@ -332,11 +332,12 @@ ONE_OP = '[[task]]\nprogram = [{op}]\n'
     # bad op, missing required op field, ops' own values
     (ONE_OP.format(op='{ op = "faul", pages = 1 }'),
      'task[0].program[0].op = "faul": unknown op; allowed: fault, read, kmalloc, free, fork, clone_vm, thread, lock, '
-     'unlock, oom_score_adj, sleep, spin, exit, repeat, wait, sysrq, cgroup_move, memcg_limit (did you mean "fault"?)'),
+     'unlock, oom_score_adj, sleep, spin, exit, repeat, wait, sysrq, cgroup_move, memcg_limit, mmap, set_mems, '
+     'set_mempolicy (did you mean "fault"?)'),
     (ONE_OP.format(op='{ pages = 1 }'), 'task[0].program[0].op: missing; must be one of "fault", "read", "kmalloc", '
                                         '"free", "fork", "clone_vm", "thread", "lock", "unlock", "oom_score_adj", '
                                         '"sleep", "spin", "exit", "repeat", "wait", "sysrq", "cgroup_move", '
-                                        '"memcg_limit"'),
+                                        '"memcg_limit", "mmap", "set_mems", "set_mempolicy"'),
     (ONE_OP.format(op='{ op = "fault" }'),
      'task[0].program[0].pages: missing; required by op "fault"; must be a page count (an integer >= 1) or a size '
      'string like "64MiB" (a multiple of 4KiB)'),
