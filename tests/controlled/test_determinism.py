@@ -18,7 +18,7 @@ from conftest import ROOT
 
 TRIALS = int(os.environ.get("OOMEMU_TRIALS", "3"))
 SHIPPED = [ROOT / "configs" / "default.toml", ROOT / "configs" / "parallel-oom.toml",
-           *sorted((ROOT / "configs" / "races").glob("*.toml"))]
+           *sorted((ROOT / "configs" / "races").glob("*.toml")), *sorted((ROOT / "configs" / "ltp").glob("*.toml"))]
 
 
 LONG = {"r1-livelock", "r4-parallel-kills", "r6-exiting-thread"}   # a million steps each in full: shortened in CI

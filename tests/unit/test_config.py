@@ -385,6 +385,34 @@ ONE_OP = '[[task]]\nprogram = [{op}]\n'
      'oom_score_adj, sleep, spin, exit, repeat, wait, sysrq'),
     ('[[task]]\ncount = 500\nprogram = [{ op = "wait" }]\n[[task]]\ncount = 13\nprogram = [{ op = "wait" }]',
      "task[1].count = 13: the [[task]] groups start 513 tasks, more than machine.max_tasks = 512"),
+    # cpusets and mempolicies: nodes must exist (the default machine has one node)
+    ('[[task]]\nmems = [0, 1]\nprogram = [{ op = "wait" }]',
+     "task[0].mems[1] = 1: names a missing node: the machine has 1 node(s), 0 to 0 ([[machine.node]])"),
+    ('[[task]]\nmems = []\nprogram = [{ op = "wait" }]',
+     "task[0].mems = []: must be a list of 1 or more NUMA node ids (integers from 0 to machine.node count - 1)"),
+    ('[[task]]\nmempolicy = { mode = "bind", nodes = [] }\nprogram = [{ op = "wait" }]',
+     'task[0].mempolicy.nodes = []: must name at least one node for mode = "bind"'),
+    ('[[task]]\nmempolicy = { mode = "interleave", nodes = [3] }\nprogram = [{ op = "wait" }]',
+     "task[0].mempolicy.nodes[0] = 3: names a missing node: the machine has 1 node(s), 0 to 0 ([[machine.node]])"),
+    ('[[task]]\nmempolicy = { mode = "local", nodes = [0] }\nprogram = [{ op = "wait" }]',
+     'task[0].mempolicy.mode = "local": unknown mempolicy mode; allowed: bind, preferred, interleave'),
+    ('[[task]]\nmempolicy = { nodes = [0] }\nprogram = [{ op = "wait" }]',
+     'task[0].mempolicy.mode: missing; must be one of "bind", "preferred", "interleave"'),
+    ('[[machine.node]]\nzones = { Normal = "16MiB" }\n[[machine.node]]\nzones = { Normal = "16MiB" }\n'
+     '[[task]]\nmems = [0]\nmempolicy = { mode = "bind", nodes = [1] }\nprogram = [{ op = "wait" }]',
+     "task[0].mempolicy.nodes = [1]: must meet the task's mems [0] (set_mempolicy: EINVAL)"),
+    ('[[machine.node]]\nzones = { Normal = "16MiB" }\n[[machine.node]]\nzones = { Normal = "0" }\n'
+     '[[task]]\nmems = [1]\nprogram = [{ op = "wait" }]',
+     "task[0].mems[0] = 1: names a node without memory (all its zones are 0)"),
+    (ONE_OP.format(op='{ op = "set_mems", nodes = [2] }'),
+     "task[0].program[0].nodes[0] = 2: names a missing node: the machine has 1 node(s), 0 to 0 ([[machine.node]])"),
+    (ONE_OP.format(op='{ op = "set_mempolicy", mode = "bind" }'),
+     'task[0].program[0].nodes = []: must name at least one node for mode = "bind"'),
+    ('[[task]]\ncpuset = "job"\nprogram = [{ op = "wait" }]',
+     'task[0].cpuset = "job": must be a cpuset path such as "/" or "/job" (names of letters, digits, "-", "_", ".")'),
+    ('[sysctl]\novercommit_memory = 3', "sysctl.overcommit_memory = 3: must be an integer from 0 to 2"),
+    (ONE_OP.format(op='{ op = "mmap", pages = 1, on_enomem = "abort" }'),
+     'task[0].program[0].on_enomem = "abort": must be one of "continue", "exit"'),
 ])
 def test_errors_name_the_key_value_and_what_is_allowed(text, message):
     """Each bad scenario fails with exactly this one-line message."""
