@@ -208,6 +208,23 @@ async def op_mmap(cpu, op, state):
         left -= n
 
 
+async def op_kill(cpu, op, state):
+    """kill(pid, SIGKILL) for every process named `comm` (not itself): the SIGKILL of a user-space sender.
+    Follows: kernel/signal.c kill_pid_info() → group_send_sig_info(), 3.14 (a user's kill needs the same uid or
+    CAP_KILL; here every sender may). Report.json says such a victim was killed by "signal"."""
+    m = cpu.m
+    from oomemu.include.sched import SIGKILL
+    from oomemu.machine import G_NR_TASK_ROWS
+    want = op["comm"].encode("ascii")
+    me = m.v_task_leader[cpu.current]
+    n = int(m.glob[G_NR_TASK_ROWS])
+    for p in range(n):
+        if (m.task_leader[p] == p and p != me and m.task_comm[p] == want and not m.task_exit_state[p]
+                and not m.task_flags[p] & PF_KTHREAD):
+            ksignal.do_send_sig_info(cpu, SIGKILL, p, True)
+    await ret_to_user(cpu, state)
+
+
 async def op_set_mems(cpu, op, state):
     """Write cpuset.mems: the process may allocate only from `nodes` from now on (kernel/cpuset.py)."""
     cpuset.set_mems_allowed(cpu, cpu.current, cpuset.node_mask_of(op["nodes"]))
@@ -379,6 +396,6 @@ OPS = {
     "clone_vm": op_clone_vm, "thread": op_thread, "lock": op_lock, "unlock": op_unlock,
     "oom_score_adj": op_oom_score_adj, "sleep": op_sleep, "spin": op_spin, "exit": op_exit, "wait": op_wait,
     "sysrq": op_sysrq, "cgroup_move": op_cgroup_move, "memcg_limit": op_memcg_limit,
-    "mmap": op_mmap, "set_mems": op_set_mems, "set_mempolicy": op_set_mempolicy,
+    "mmap": op_mmap, "set_mems": op_set_mems, "set_mempolicy": op_set_mempolicy, "kill": op_kill,
 }
 

@@ -710,6 +710,7 @@ OPS: Mapping[str, Table] = MappingProxyType({
     "set_mempolicy": _op_table("set_mempolicy", (
         Key("mode", Choice(MPOL_MODES + ("default",), noun="mempolicy mode"), help="the new policy"),
         Key("nodes", NODE_LIST, (), "its nodes"))),
+    "kill": _op_table("kill", (Key("comm", Comm(), help="SIGKILL every other process of this name (kill(2))"),)),
 })
 
 _ZONE = Size(multiple=MAX_ORDER_BLOCK, maximum=MAX_ZONE)

@@ -372,8 +372,9 @@ def classify_all(m, order, force_kill, features=None, nodemask=None, current=-1)
     return verdict
 
 
-def select_bad_process(cpu, totalpages, nodemask, force_kill):
+def select_bad_process(cpu, totalpages, nodemask, force_kill, current=None):
     """Pick the thread with the highest badness; returns (row, score 0..1000), (-1, 0) or (ABORT, 0).
+    `current` is the task whose cpuset the mems test compares with (default cpu.current; -1 for a kworker).
 
     Follows: mm/oom_kill.c select_bad_process(), 3.14 (KERNEL §2.1): any ABORT wins at once; a SELECT takes
     ULONG_MAX points; ties keep a chosen thread-group leader, else the later thread wins. With
@@ -384,7 +385,7 @@ def select_bad_process(cpu, totalpages, nodemask, force_kill):
     order = scan_order(m)
     # Work in row order over whole columns (slices, no gathers), then put the results in scan order once.
     in_use = slice(0, len(order))
-    verdict = classify_all(m, in_use, force_kill, f, nodemask, cpu.current)[order]
+    verdict = classify_all(m, in_use, force_kill, f, nodemask, cpu.current if current is None else current)[order]
     aborts = order[verdict == OOM_SCAN_ABORT]
     if len(aborts):
         tp.trace_oom_scan_result(cpu, 0, 0, m.v_task_pid[int(aborts[0])], len(order))
@@ -953,7 +954,7 @@ async def out_of_memory(cpu, zonelist, gfp_mask, order, nodemask, force_kill, fr
                          "Out of memory (oom_kill_allocating_task)", KILL_ALLOCATING)
         return True  # no sleep in this mode (KERNEL §9 R9)
     sync.sched_point(cpu, "oom.select")
-    p, points = select_bad_process(cpu, totalpages, mpol_mask, force_kill)
+    p, points = select_bad_process(cpu, totalpages, mpol_mask, force_kill, cur)
     if p == -1:
         if f.deadlocked_on_memory:
             dump_header(cpu, -1, gfp_mask, order, None, mpol_mask)

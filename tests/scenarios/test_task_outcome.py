@@ -7,7 +7,8 @@ One run holds a process of each kind, each written so its ending is known in adv
 - refused: vm.overcommit_memory = 2 and an mmap of 64 MiB on a 64 MiB machine (CommitLimit 8192 pages) →
   ENOMEM once, then exit(0) → exited 0 with enomem 1;
 - fat: holds 24 MiB and sleeps; trigger writes SysRq-F at 0.5 s → fat killed by "sysrq" (signal 9);
-- sleeper: sleeps past the end of the run → alive.
+- sleeper: sleeps past the end of the run → alive;
+- target: killed by killer's kill(2) at 0.3 s → killed by "signal".
 """
 import pytest
 
@@ -42,6 +43,12 @@ program = [{ op = "sleep", ms = 500 }, { op = "sysrq" }, { op = "exit" }]
 [[task]]
 comm = "sleeper"
 program = [{ op = "sleep", ms = 60000 }]
+[[task]]
+comm = "target"
+program = [{ op = "sleep", ms = 60000 }]
+[[task]]
+comm = "killer"
+program = [{ op = "sleep", ms = 300 }, { op = "kill", comm = "target" }, { op = "exit" }]
 [run]
 seconds = 4
 [[expect.task]]
@@ -72,6 +79,8 @@ def test_each_process_ending_is_reported(tmp_path):
         "fat": ("killed", None, 9, "sysrq", 0),
         "trigger": ("exited", 0, None, None, 0),
         "sleeper": ("alive", None, None, None, 0),
+        "target": ("killed", None, 9, "signal", 0),
+        "killer": ("exited", 0, None, None, 0),
     }, summary
     assert tasks["group"]["threads"] == 2
     assert all(e["ok"] for e in report["expect"]), report["expect"]

@@ -333,11 +333,11 @@ ONE_OP = '[[task]]\nprogram = [{op}]\n'
     (ONE_OP.format(op='{ op = "faul", pages = 1 }'),
      'task[0].program[0].op = "faul": unknown op; allowed: fault, read, kmalloc, free, fork, clone_vm, thread, lock, '
      'unlock, oom_score_adj, sleep, spin, exit, repeat, wait, sysrq, cgroup_move, memcg_limit, mmap, set_mems, '
-     'set_mempolicy (did you mean "fault"?)'),
+     'set_mempolicy, kill (did you mean "fault"?)'),
     (ONE_OP.format(op='{ pages = 1 }'), 'task[0].program[0].op: missing; must be one of "fault", "read", "kmalloc", '
                                         '"free", "fork", "clone_vm", "thread", "lock", "unlock", "oom_score_adj", '
                                         '"sleep", "spin", "exit", "repeat", "wait", "sysrq", "cgroup_move", '
-                                        '"memcg_limit", "mmap", "set_mems", "set_mempolicy"'),
+                                        '"memcg_limit", "mmap", "set_mems", "set_mempolicy", "kill"'),
     (ONE_OP.format(op='{ op = "fault" }'),
      'task[0].program[0].pages: missing; required by op "fault"; must be a page count (an integer >= 1) or a size '
      'string like "64MiB" (a multiple of 4KiB)'),

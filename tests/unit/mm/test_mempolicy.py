@@ -222,3 +222,17 @@ def test_the_zones_of_each_node_are_where_the_tests_think(mc):
     nodes = [int(m.zone[z, Z_NODE]) for z in page_alloc.node_zonelist(m, 1)]
     assert nodes[0] == 1 and set(nodes) == {0, 1}
     assert Z_NCOLS > Z_NODE
+
+
+def test_set_mems_moves_the_whole_process_and_its_next_pages(mc):
+    """The set_mems op (cpuset_change_task_nodemask for each task of the process): every thread gets the new
+    mems, and the next user page comes from the new node."""
+    m, cpu = mc
+    from oomemu.kernel import fork
+    leader = task(m, cpu, "mover", mems=[0])
+    t = add_process(m, cpu, "mover", parent=leader, clone_flags=fork.CLONE_VM | fork.CLONE_THREAD | fork.CLONE_SIGHAND)
+    cpu.current = leader
+    assert node_of(m, alloc(cpu)) == 0
+    cpuset.set_mems_allowed(cpu, t, 0b10)
+    assert int(m.task_mems[leader]) == int(m.task_mems[t]) == 0b10
+    assert node_of(m, alloc(cpu)) == 1
