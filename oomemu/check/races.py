@@ -142,8 +142,40 @@ def detect_allocating_task_storm(run, ended_by):
 
 
 def detect_parallel_kills(run, ended_by):
-    """R4: a second kill while another was in flight, one of them from SysRq-F (which takes no OOM lock)."""
-    return _concurrent(run, lambda a, b: KIND_SYSRQ in (a["kind"], b["kind"]))
+    """R4: a second kill while another was in flight, one of them from SysRq-F (which takes no OOM lock); or
+    two memcg OOM kills made at once, their select-and-kill sections overlapping (3.14's memcg_oom_lock covers
+    only a subtree, so unrelated hierarchies kill in parallel; 4.2's oom_lock serialises them)."""
+    return _concurrent(run, lambda a, b: KIND_SYSRQ in (a["kind"], b["kind"])) or _parallel_memcg_kills(run)
+
+
+def _memcg_sections(run):
+    """(killer pid, start ts, end ts, memcg, killed pid) of every mem_cgroup_out_of_memory that killed."""
+    if "mem_cgroup_out_of_memory" not in run.trace.event_id:
+        return []
+    starts, dones = run.trace.of("mem_cgroup_out_of_memory"), run.trace.of("mem_cgroup_oom_done")
+    open_at, out = {}, []
+    events = sorted([(int(r["ts"]), 0, int(r["pid"]), int(r["a"][0]), 0) for r in starts] +
+                    [(int(r["ts"]), 1, int(r["pid"]), int(r["a"][0]), int(r["a"][1])) for r in dones])
+    for ts, is_done, pid, memcg, killed in events:
+        if not is_done:
+            open_at[pid] = ts
+        elif pid in open_at:
+            start = open_at.pop(pid)
+            if killed:
+                out.append((pid, start, ts, memcg, killed))
+    return out
+
+
+def _parallel_memcg_kills(run):
+    sections = _memcg_sections(run)
+    for j, (pid_b, start_b, end_b, memcg_b, victim_b) in enumerate(sections):
+        for pid_a, start_a, end_a, memcg_a, victim_a in sections[:j]:
+            if pid_a != pid_b and start_a <= end_b and start_b <= end_a:
+                return [f"{run.name(victim_a)} (memcg {memcg_a}) and {run.name(victim_b)} (memcg {memcg_b}) were "
+                        f"chosen and killed at once by {run.name(pid_a)} and {run.name(pid_b)}: their memcg OOM "
+                        f"sections overlapped from {max(start_a, start_b) / 1e9:.6f}s to "
+                        f"{min(end_a, end_b) / 1e9:.6f}s"]
+    return []
 
 
 def _sections(run):

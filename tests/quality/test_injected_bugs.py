@@ -29,6 +29,7 @@ CASES = {
     "pick_lowest_badness": (HERE / "hogs.toml", "victim-selection", 8),
     "sigkill_wakes_uninterruptible": (HERE / "uninterruptible.toml", "sigkill-delivery", 8),
     "ignore_oom_score_adj_min": (HERE / "protected.toml", "never-killed", 8),
+    "memcg_uncharge_leak": (HERE / "memcg.toml", "memcg-usage", 4),
 }
 
 

@@ -22,6 +22,7 @@ RACES = {  # scenario → (verdict, least number of runs out of TRIALS)
     "r1-livelock": ("livelock", 0.8),
     "r3-extra-kill": ("extra-kill", 1 / 18),
     "r4-parallel-kills": ("parallel-kills", 0.8),
+    "r4-memcg-parallel": ("parallel-kills", 0.8),
     "r5-pinned-mm": ("pinned-mm", 0.8),
     "r6-exiting-thread": ("abort-storm", 0.8),
     "r9-allocating-task-storm": ("allocating-task-storm", 0.8),
