@@ -48,8 +48,7 @@ seconds = {seconds}
 
 
 def _scenario(text, kernel="3.14", panic=0, seconds=6):
-    return load_scenario_text(text.format(kernel=kernel, panic=panic, seconds=seconds if "{seconds}" in text
-                                          and "seconds = 3" not in text else ""), name="memcg")
+    return load_scenario_text(text.format(kernel=kernel, panic=panic, seconds=seconds), name="memcg")
 
 
 def _bad(text):
@@ -190,11 +189,11 @@ program = [{{ op = "fault", pages = "6MiB" }}, {{ op = "exit", code = 7 }}]
 [[task]]
 comm = "admin"
 cpu = 0
-program = [{{ op = "sleep", ms = 600 }}{raise_limit}]
+program = [{{ op = "sleep", ms = 2000 }}{raise_limit}]
 
 [run]
-seconds = 3
-{seconds}"""
+seconds = 6
+"""
 
 
 def test_oom_kill_disable_waits_until_the_limit_rises(tmp_path):
@@ -225,13 +224,13 @@ def test_hierarchical_usage_and_the_injected_leak(tmp_path):
     caught by memcg-usage."""
     text = INSIDE.replace('[[cgroup]]\nname = "/batch/job1"', '[[cgroup]]\nname = "/batch/job2"\n[[cgroup]]\nname = "/batch/job1"')
     text = text.replace('[[task]]\ncomm = "big"', '[[task]]\ncomm = "other"\ncgroup = "/batch/job2"\ncpu = 0\n'
-                        'program = [{{ op = "fault", pages = "2MiB" }}, {{ op = "sleep", ms = 3000 }}]\n\n'
+                        'program = [{{ op = "fault", pages = "2MiB" }}, {{ op = "sleep", ms = 20000 }}]\n\n'
                         '[[task]]\ncomm = "big"')
-    report = _ok(run(_scenario(text, seconds=2), out=tmp_path / "ok"))
+    report = _ok(run(_scenario(text, seconds=5), out=tmp_path / "ok"))
     batch, job2 = _memcg(report, "/batch"), _memcg(report, "/batch/job2")
     assert job2["usage_pages"] == 512 and batch["usage_pages"] >= 512
     assert batch["usage_pages"] == sum(c["local_pages"] for c in report["memcgs"] if c["name"].startswith("/batch"))
-    broken = load_scenario_text(text.format(kernel="3.14", panic=0, seconds=2) +
+    broken = load_scenario_text(text.format(kernel="3.14", panic=0, seconds=5) +
                                 '\n[debug]\nbreak = ["memcg_uncharge_leak"]', name="leak")
     report = run(broken, out=tmp_path / "leak")
     memcg = next(c for c in report["checks"] if c["invariant"] == "memcg-usage")
