@@ -598,11 +598,17 @@ def mem_cgroup_kill_group(cpu, group, victim):
             continue
         if m.v_sig_oom_score_adj[p] == OOM_SCORE_ADJ_MIN or m.v_task_mm[p] == -1:
             continue
-        oom_kill.mark_oom_victim(cpu, p)
-        printk.printk(cpu, printk.KERN_ERR, oom_kill.killed_process_line(cpu, p, m.v_task_mm[p],
+        t = oom_kill.find_lock_task_mm(cpu, p)
+        if t == -1:
+            continue
+        oom_kill.mark_oom_victim(cpu, t)        # __oom_kill_process(): mark, report, SIGKILL
+        printk.printk(cpu, printk.KERN_ERR, oom_kill.killed_process_line(cpu, t, m.v_task_mm[t],
                                                                          "Memory cgroup out of memory"))
-        tp.trace_oom_kill_sharer(cpu, m.v_task_pid[p], m.v_task_mm[p], m.v_sig_oom_score_adj[p], 0)
-        ksignal.do_send_sig_info(cpu, SIGKILL, p, True)
+        oom_kill.task_unlock(cpu, t)
+        tp.trace_oom_kill(cpu, m.v_task_pid[t], 0, oom_kill.KILL_MEMCG, m.v_sig_oom_score_adj[p], 0)
+        oom_kill._record_kill(cpu, t, 0, oom_kill.KILL_MEMCG, group)
+        note_oom_kill(cpu, t, group)
+        ksignal.do_send_sig_info(cpu, SIGKILL, t, True)
 
 
 # --- the dump -----------------------------------------------------------------------------------------------

@@ -30,7 +30,10 @@ CASES = [
     ("oom02", {"task[0].mempolicy": {"mode": "interleave", "nodes": [1, 2]}}, True, "oom02_child"),
     ("oom02", {"task[0].mempolicy": {"mode": "preferred", "nodes": [1, 2]}}, True, "oom02_child"),
     ("oom04", {}, True, "oom04_child"),
+    ("oom03", {}, True, "oom03_child"),
+    ("oom05", {}, True, "oom05_child"),
 ]
+MEMCG = {"oom03", "oom05"}      # their child is killed by a memcg OOM (mem_cgroup_out_of_memory)
 
 
 def case_id(case):
@@ -39,7 +42,7 @@ def case_id(case):
                           for k, v in changes.items())
 
 
-def ltp_verdict(report, child, allow_sigkill):
+def ltp_verdict(report, child, allow_sigkill, killer="oom"):
     """LTP's oom(): TPASS if the child was SIGKILLed (and that is allowed) or exited with ENOMEM; the
     protected parent must have lived to see it (it exits 0 after waitpid)."""
     tasks = report["tasks"]
@@ -52,8 +55,8 @@ def ltp_verdict(report, child, allow_sigkill):
     killed = c["ended"] == "killed" and c["signal"] == 9
     if not ((allow_sigkill and killed) or (c["ended"] == "exited" and c["exit_code"] == ENOMEM)):
         problems.append(f"child ended {c['ended']} (exit {c['exit_code']}, signal {c['signal']})")
-    if killed and c["killed_by"] != "oom":
-        problems.append(f"child killed by {c['killed_by']}, not the OOM killer")
+    if killed and c["killed_by"] != killer:
+        problems.append(f"child killed by {c['killed_by']}, not the {killer} OOM killer")
     if p["ended"] != "exited" or p["exit_code"] != 0:
         problems.append(f"the -1000 parent ended {p['ended']} ({p['killed_by']})")
     problems += [f"invariant {c['invariant']} broke" for c in report["checks"] if is_broken(c)]
@@ -69,7 +72,7 @@ def test_ltp_scenario_meets_ltps_criterion_every_time(tmp_path, case):
     failures = []
     for trial in range(TRIALS):
         report = oomemu.run(sc.replace("run.seed", trial + 1), out=tmp_path / f"run{trial}")
-        problems = ltp_verdict(report, child, allow_sigkill)
+        problems = ltp_verdict(report, child, allow_sigkill, "memcg" if name in MEMCG else "oom")
         if not changes and report["exit_code"] != 0:
             problems.append(f"its own [expect] not met: {[e for e in report['expect'] if not e['ok']]}")
         if problems:

@@ -235,3 +235,73 @@ def test_hierarchical_usage_and_the_injected_leak(tmp_path):
     report = run(broken, out=tmp_path / "leak")
     memcg = next(c for c in report["checks"] if c["invariant"] == "memcg-usage")
     assert memcg["ok"] is False and "usage" in " ".join(memcg["details"]), (memcg, report["kills"], report["memcgs"])
+
+
+READER = MACHINE + """
+[[cgroup]]
+name = "/cache"
+limit = "2MiB"
+
+[[task]]
+comm = "reader"
+cgroup = "/cache"
+cpu = 0
+program = [{{ op = "read", pages = "6MiB" }}, {{ op = "sleep", ms = 200 }}]
+
+[[task]]
+comm = "mover"
+cpu = 1
+program = [{{ op = "fault", pages = "1MiB" }}, {{ op = "cgroup_move", cgroup = "/cache" }},
+           {{ op = "fault", pages = "256KiB" }}, {{ op = "sleep", ms = 1500 }}]
+
+[run]
+seconds = 8
+"""
+
+
+def test_page_cache_is_reclaimed_within_the_cgroup_and_moves_keep_charges(tmp_path):
+    """A reader of 6 MiB in a 2 MiB memcg: each charge past the limit reclaims the memcg's own cache pages
+    (try_to_free_mem_cgroup_pages), so it never OOMs and usage stays at the limit. The mover's first 1 MiB is
+    charged nowhere (the root), its 256 KiB after cgroup_move to /cache (charges do not move)."""
+    report = _ok(run(_scenario(READER), out=tmp_path / "r"))
+    assert report["kills"] == []
+    cache = _memcg(report, "/cache")
+    assert cache["failcnt"] > 0 and cache["max_usage_pages"] <= 512 and cache["oom_events"] == 0
+    assert report["counters"]["pages_reclaimed"] >= 1536 - 512 - 64
+    assert cache["usage_pages"] <= 512
+
+
+GROUP = MACHINE + """
+[[cgroup]]
+name = "/svc"
+limit = "8MiB"
+oom_group = true
+
+[[task]]
+comm = "worker"
+cgroup = "/svc"
+cpu = 0
+count = 3
+program = [{{ op = "fault", pages = "1MiB" }}, {{ op = "sleep", ms = 3000 }}]
+
+[[task]]
+comm = "hog"
+cgroup = "/svc"
+cpu = 1
+program = [{{ op = "sleep", ms = 300 }}, {{ op = "fault", pages = "12MiB" }}]
+
+[run]
+seconds = 8
+"""
+
+
+def test_oom_group_kills_the_whole_cgroup_on_later_profiles(tmp_path):
+    report = _ok(run(_scenario(GROUP, kernel="5.1"), out=tmp_path / "r"))
+    dmesg = (tmp_path / "r" / "dmesg.log").read_text()
+    assert "Tasks in /svc are going to be killed due to memory.oom.group set" in dmesg
+    assert [k["comm"] for k in report["kills"]] == ["hog", "worker", "worker", "worker"]   # the victim first
+    assert _memcg(report, "/svc")["oom_control"]["oom_kill"] == 4
+    parsed = parse_reports(dmesg)[0]                      # read back as a real 4.19+ oom.group report
+    assert parsed.oom_group and len(parsed.group_kills) == 3, (parsed.oom_group, parsed.group_kills)
+    ended = {t["comm"]: t["ended"] for t in report["tasks"]}
+    assert ended["worker"] == "killed" and ended["hog"] == "killed", report["tasks"]
