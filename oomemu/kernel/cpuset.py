@@ -95,6 +95,18 @@ def cpuset_zone_allowed_softwall(cpu, z, gfp_mask):
     return __cpuset_node_allowed_softwall(cpu, m.v_zone[z * Z_NCOLS + Z_NODE], gfp_mask)
 
 
+def cpuset_zone_allowed_hardwall(cpu, z, gfp_mask):
+    """May current use zone z at all (reclaim, kswapd wake-ups)? A node in mems_allowed, __GFP_THISNODE, or a
+    TIF_MEMDIE current. Follows: cpuset_zone_allowed_hardwall() / __cpuset_node_allowed_hardwall(), 3.14."""
+    m = cpu.m
+    cur = cpu.current
+    if not m.numa_constraints or cur < 0 or gfp_mask & __GFP_THISNODE:
+        return True
+    if m.v_task_mems[cur] >> m.v_zone[z * Z_NCOLS + Z_NODE] & 1:
+        return True
+    return bool(m.v_task_tif[cur] & TIF_MEMDIE)
+
+
 def cpuset_allowed_nodes(cpu, gfp_mask):
     """The nodes get_page_from_freelist's ALLOC_CPUSET test lets this request use, as a frozenset, or None
     when it lets every node (most requests: no cpusets, a top-cpuset task, TIF_MEMDIE, or a softwall request).

@@ -8,7 +8,8 @@ pages (every scanned page is reclaimed), no slab shrinkers, no direct-reclaim th
 """
 from oomemu import sync
 from oomemu.kernel import time as ktime
-from oomemu.include.gfp import gfp_zone
+from oomemu.include.gfp import GFP_KERNEL, gfp_zone
+from oomemu.kernel import cpuset
 from oomemu.include.mmzone import (DEF_PRIORITY, KSWAPD_ZONE_BALANCE_GAP_RATIO, MAX_NR_ZONES, NR_FREE_PAGES,
                                    NR_LRU_ANON, NR_LRU_FILE, NR_PAGES_SCANNED, SWAP_CLUSTER_MAX, WMARK_HIGH,
                                    WMARK_LOW)
@@ -213,12 +214,18 @@ def do_try_to_free_pages(cpu, zonelist, gfp_mask, nr_to_reclaim):
 
 
 async def try_to_free_pages(cpu, zonelist, order, gfp_mask, nodemask):
-    """Direct reclaim of SWAP_CLUSTER_MAX pages for an allocating task. Follows: try_to_free_pages(), 3.14.
+    """Direct reclaim of SWAP_CLUSTER_MAX pages for an allocating task. Follows: try_to_free_pages(), 3.14;
+    with cpusets or mempolicies, only the zones of `nodemask` that the task's cpuset allows (hardwall) are
+    reclaimed and asked zone_reclaimable(), as shrink_zones() and all_unreclaimable() walk them.
 
     Differs: no throttle_direct_reclaim() / pfmemalloc_wait, and so no "a fatal signal while throttled
     counts as progress (1)"; R7 (reserve exhaustion) keeps the wrong timing.
     """
     tp.trace_mm_vmscan_direct_reclaim_begin(cpu, order, 1, gfp_mask)
+    if cpu.m.numa_constraints:
+        # shrink_zones() and all_unreclaimable() walk only the nodemask's zones the cpuset allows (hardwall)
+        zonelist = [z for z in zonelist if (nodemask is None or cpu.m.v_zone[z * Z_NCOLS + Z_NODE] in nodemask)
+                    and cpuset.cpuset_zone_allowed_hardwall(cpu, z, GFP_KERNEL)]
     progress = do_try_to_free_pages(cpu, zonelist, gfp_mask, SWAP_CLUSTER_MAX)
     tp.trace_mm_vmscan_direct_reclaim_end(cpu, progress if progress > 1 else 0, progress)
     return progress
@@ -284,6 +291,8 @@ def wakeup_kswapd(cpu, z, order, classzone_idx):
     m = cpu.m
     zb = z * Z_NCOLS
     if not m.v_zone[zb + Z_MANAGED]:
+        return
+    if m.numa_constraints and not cpuset.cpuset_zone_allowed_hardwall(cpu, z, GFP_KERNEL):
         return
     nid = m.v_zone[zb + Z_NODE]
     row = m.nr_cpus + nid

@@ -236,3 +236,20 @@ def test_set_mems_moves_the_whole_process_and_its_next_pages(mc):
     cpuset.set_mems_allowed(cpu, t, 0b10)
     assert int(m.task_mems[leader]) == int(m.task_mems[t]) == 0b10
     assert node_of(m, alloc(cpu)) == 1
+
+
+def test_direct_reclaim_of_a_cpuset_task_walks_only_its_own_nodes(mc):
+    """shrink_zones() and all_unreclaimable() skip zones the cpuset does not allow (hardwall): page cache on
+    node 0 is no progress for a task caged on node 1 (nothing reclaimable there: progress 0, so it may OOM),
+    while a task of the top cpuset reclaims it."""
+    from oomemu.mm import filemap, vmscan
+    m, cpu = mc
+    cpu.current = task(m, cpu, "reader", mems=[0])
+    mm = int(m.task_mm[cpu.current])
+    for _ in range(64):
+        assert run_to_completion(filemap.page_cache_read(cpu, mm, GFP_HIGHUSER_MOVABLE))
+    zl = page_alloc.node_zonelist(m, 0)
+    cpu.current = task(m, cpu, "caged", mems=[1])
+    assert run_to_completion(vmscan.try_to_free_pages(cpu, zl, 0, GFP_HIGHUSER_MOVABLE, None)) == 0
+    cpu.current = task(m, cpu, "free")
+    assert run_to_completion(vmscan.try_to_free_pages(cpu, zl, 0, GFP_HIGHUSER_MOVABLE, None)) >= 1
