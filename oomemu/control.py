@@ -108,6 +108,7 @@ POINTS = (
     "may_oom.trylock", "may_oom.last_chance", "may_oom.out_of_memory", "may_oom.clear",
     "oom.select", "oom.kill", "oom.sleep",
     "memcg.charge_reclaim", "memcg.oom_trylock", "memcg.oom_wait", "memcg.oom_select", "memcg.oom_kill",
+    "should_reclaim_retry",
 )
 POINT_INDEX = {name: i for i, name in enumerate(POINTS)}
 

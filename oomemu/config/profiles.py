@@ -47,6 +47,10 @@ SWITCHES = (
            "after reaping, the victim's oom_score_adj becomes OOM_SCORE_ADJ_MIN and its TIF_MEMDIE is cleared",
            needs=("oom_reaper",)),
     Switch("no_exiting_abort", "4.6", "the OOM scan no longer ABORTs on a PF_EXITING task"),
+    Switch("bounded_reclaim_retries", "4.7",
+           "should_reclaim_retry (at most MAX_RECLAIM_RETRIES = 16 rounds without progress, then OOM) replaces "
+           "should_alloc_retry, and do_try_to_free_pages no longer reports progress for a reclaimable zone",
+           needs=("oom_lock_mutex",)),
     Switch("kill_all_sharers", "4.8",
            "every process sharing the victim's mm is killed, OOM_SCORE_ADJ_MIN ones too (only init and kernel "
            "threads are spared; init pins the mm: MMF_OOM_SKIP)"),
@@ -94,6 +98,7 @@ PROFILE_STEPS = (
     ("3.19", ("drop_exit_state_test", "unmark_oom_victim", "task_will_free_mem"), ()),
     ("4.2", ("nr_pmds", "oom_lock_mutex"), ()),
     ("4.6", ("symbolic_gfp", "shmem_rss", "oom_reaper", "oom_reaper_hides_victim", "no_exiting_abort"), ()),
+    ("4.7", ("bounded_reclaim_retries",), ()),
     # 4.8's MMF_OOM_REAPED became 4.9's MMF_OOM_SKIP: the reaper no longer edits the victim's adj.
     ("4.9", ("header_nodemask", "kill_all_sharers", "tsk_is_oom_victim", "mmf_oom_skip"),
      ("oom_reaper_hides_victim",)),

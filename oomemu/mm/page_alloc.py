@@ -12,7 +12,7 @@ from oomemu.include.gfp import (__GFP_HARDWALL, __GFP_HIGH, __GFP_MEMALLOC, __GF
                                 __GFP_THISNODE, __GFP_WAIT, __GFP_FS, GFP_THISNODE, gfp_allowed_mask, gfp_zone,
                                 gfpflags_to_migratetype)
 from oomemu.include.mmzone import (MAX_ORDER, NR_ALLOC_BATCH, NR_FREE_PAGES, NR_PAGES_SCANNED,
-                                   PAGE_ALLOC_COSTLY_ORDER, WMARK_HIGH, WMARK_LOW, ZONE_NORMAL)
+                                   PAGE_ALLOC_COSTLY_ORDER, WMARK_HIGH, WMARK_LOW, WMARK_MIN, ZONE_NORMAL)
 from oomemu.include.sched import PF_DUMPCORE, PF_MEMALLOC, TIF_MEMDIE
 from oomemu.kernel import printk
 from oomemu.kernel import sched as ksched
@@ -489,6 +489,39 @@ def should_alloc_retry(gfp_mask, order, did_some_progress, pages_reclaimed):
     return False
 
 
+MAX_RECLAIM_RETRIES = 16
+
+
+def should_reclaim_retry(cpu, order, zonelist, high_zoneidx, preferred_zone, alloc_flags, no_progress_loops):
+    """Whether reclaim may still lead somewhere: 4.7's replacement of should_alloc_retry/zone_reclaimable.
+
+    Follows: mm/page_alloc.c should_reclaim_retry(), 4.7 (KERNEL §6.8, 0a0337e0d1d1 "mm, oom: rework oom
+    detection"): no more than MAX_RECLAIM_RETRIES reclaim rounds in a row without progress; otherwise retry while
+    some usable zone would pass its min watermark if its reclaimable pages were freed, the reclaimable part
+    shrinking by 1/MAX_RECLAIM_RETRIES for each round without progress. Differs: no dirty or writeback pages
+    exist, so its congestion_wait for them never happens; its cond_resched is a scheduling point.
+    """
+    if no_progress_loops > MAX_RECLAIM_RETRIES:
+        return False
+    m = cpu.m
+    classzone_idx = zone_idx(m, preferred_zone)
+    for z in zonelist:
+        if zone_idx(m, z) > high_zoneidx:
+            continue
+        reclaimable = vmscan.zone_reclaimable_pages(m, z)
+        available = reclaimable - _div_round_up(no_progress_loops * reclaimable, MAX_RECLAIM_RETRIES)
+        available += int(m.v_zone[z * Z_NCOLS + _FREE])
+        mark = int(m.v_zone[z * Z_NCOLS + Z_WMARK + WMARK_MIN])
+        if __zone_watermark_ok(m, z, order, mark, classzone_idx, alloc_flags, available):
+            sync.sched_point(cpu, "should_reclaim_retry")
+            return True
+    return False
+
+
+def _div_round_up(n, d):
+    return -(-n // d)
+
+
 async def __alloc_pages_may_oom(cpu, gfp_mask, order, zonelist, high_zoneidx, nodemask, preferred_zone,
                                 migratetype):
     """Serialise on the zonelist OOM lock, try the high watermark once more, then call the OOM killer.
@@ -674,8 +707,9 @@ async def __alloc_pages_slowpath(cpu, gfp_mask, order, zonelist, high_zoneidx, n
     m = cpu.m
     vmstat.count_vm_event(cpu, vmstat.NR_SLOWPATH_ENTRIES)
     tp.trace_slowpath_enter(cpu, gfp_mask, order)
-    page, restarts = await _slowpath_body(cpu, m, gfp_mask, order, zonelist, high_zoneidx, nodemask,
-                                          preferred_zone, migratetype)
+    body = _slowpath_body_4_7 if cpu.features.bounded_reclaim_retries else _slowpath_body
+    page, restarts = await body(cpu, m, gfp_mask, order, zonelist, high_zoneidx, nodemask, preferred_zone,
+                                migratetype)
     if page is None:
         # nopage:
         warn_alloc_failed(cpu, gfp_mask, order)
@@ -769,6 +803,73 @@ async def _slowpath_body(cpu, m, gfp_mask, order, zonelist, high_zoneidx, nodema
             page, _, _ = __alloc_pages_direct_compact(cpu, gfp_mask, order, zonelist, high_zoneidx, nodemask,
                                                       alloc_flags, preferred_zone, migratetype, sync_migration)
             return page, restarts
+
+
+async def _slowpath_body_4_7(cpu, m, gfp_mask, order, zonelist, high_zoneidx, nodemask, preferred_zone,
+                             migratetype):
+    """__alloc_pages_slowpath() as 4.7 reworked its OOM detection; returns (page, restarts).
+
+    Follows: mm/page_alloc.c __alloc_pages_slowpath(), 4.7 (0a0337e0d1d1; the oom_lock step of 4.2): reclaim
+    is retried while should_reclaim_retry() says it can still lead somewhere and no more than
+    MAX_RECLAIM_RETRIES rounds in a row made no progress; only then the OOM killer runs, and its progress
+    (a kill, or a busy oom_lock) restarts the count. Used when the profile has `bounded_reclaim_retries`.
+    Differs: as the 3.14 body (no compaction or cpuset retry: compaction is always skipped here).
+    """
+    wait = gfp_mask & __GFP_WAIT
+    cur = cpu.current
+    restarts = 0
+    no_progress_loops = 0
+    if order >= MAX_ORDER:
+        return None, 0
+    if gfp_thisnode_allocation(gfp_mask):
+        return None, 0
+    while True:
+        # retry: (4.7 still has the fair-zone batches and wakes kswapd the 3.14 way)
+        prepare_slowpath(cpu, gfp_mask, order, zonelist, high_zoneidx, preferred_zone)
+        alloc_flags = gfp_to_alloc_flags(cpu, gfp_mask)
+        page = get_page_from_freelist(cpu, gfp_mask, nodemask, order, zonelist, high_zoneidx,
+                                      alloc_flags & ~ALLOC_NO_WATERMARKS, preferred_zone, migratetype)
+        if page is not None:
+            return page, restarts
+        if alloc_flags & ALLOC_NO_WATERMARKS:
+            page = await __alloc_pages_high_priority(cpu, gfp_mask, order, zonelist, high_zoneidx,
+                                                     nodemask, preferred_zone, migratetype)
+            if page is not None:
+                return page, restarts
+        if not wait:
+            return None, restarts
+        if m.v_task_flags[cur] & PF_MEMALLOC:
+            return None, restarts
+        if m.v_task_tif[cur] & TIF_MEMDIE and not gfp_mask & __GFP_NOFAIL:
+            return None, restarts
+        page, did_some_progress = await __alloc_pages_direct_reclaim(
+            cpu, gfp_mask, order, zonelist, high_zoneidx, nodemask, alloc_flags, preferred_zone, migratetype)
+        if page is not None:
+            return page, restarts
+        if gfp_mask & __GFP_NORETRY:
+            return None, restarts                                   # noretry: compaction would come here
+        if order > PAGE_ALLOC_COSTLY_ORDER and not gfp_mask & __GFP_REPEAT:
+            return None, restarts
+        # A costly order may reclaim and still not find its block: only small orders reset the count.
+        if did_some_progress and order <= PAGE_ALLOC_COSTLY_ORDER:
+            no_progress_loops = 0
+        else:
+            no_progress_loops += 1
+        if should_reclaim_retry(cpu, order, zonelist, high_zoneidx, preferred_zone, alloc_flags,
+                                no_progress_loops):
+            continue
+        # Reclaim has failed us: start killing things.
+        if m.v_glob[G_OOM_KILLER_DISABLED]:
+            return None, restarts
+        page, oom_progress = await __alloc_pages_may_oom_oom_lock(
+            cpu, gfp_mask, order, zonelist, high_zoneidx, nodemask, preferred_zone, migratetype)
+        if page is not None:
+            return page, restarts
+        if oom_progress:
+            no_progress_loops = 0
+            restarts += 1
+            continue
+        return None, restarts
 
 
 def first_zones_zonelist(m, zonelist, high_zoneidx, nodemask):

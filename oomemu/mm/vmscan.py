@@ -195,7 +195,8 @@ def do_try_to_free_pages(cpu, zonelist, gfp_mask, nr_to_reclaim):
     """Reclaim from priority 12 down to 0 until a cluster is freed; return the kernel's "progress".
 
     Follows: mm/vmscan.c do_try_to_free_pages(), 3.14 (KERNEL §6.8): pages reclaimed if any, else 0 when the
-    OOM killer is disabled, else 1 while any usable zone is still reclaimable, else 0.
+    OOM killer is disabled, else 1 while any usable zone is still reclaimable, else 0. With
+    `bounded_reclaim_retries` (4.7, 0a0337e0d1d1) the "still reclaimable" 1 is gone.
     """
     m = cpu.m
     high_zoneidx = gfp_zone(gfp_mask)
@@ -208,6 +209,8 @@ def do_try_to_free_pages(cpu, zonelist, gfp_mask, nr_to_reclaim):
         return nr_reclaimed
     if m.v_glob[G_OOM_KILLER_DISABLED]:
         return 0
+    if cpu.features.bounded_reclaim_retries:
+        return 0    # 4.7: a reclaimable zone is should_reclaim_retry()'s business, not progress
     if not all_unreclaimable(m, zonelist, high_zoneidx):
         return 1
     return 0

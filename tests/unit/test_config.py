@@ -276,7 +276,7 @@ ONE_OP = '[[task]]\nprogram = [{op}]\n'
     ('["odd key"]\nx = 1', '"odd key": unknown key; allowed: machine, kernel, sysctl, cgroup, task, run, expect, debug'),
     # wrong type
     ('[machine]\ncpus = "2"', 'machine.cpus = "2": must be an integer from 1 to 64'),
-    ("[machine]\nkernel = 3.14", 'machine.kernel = 3.14: must be one of "3.14", "3.16", "3.19", "4.2", "4.6", "4.9", "4.17", "5.1", "6.1"'),
+    ("[machine]\nkernel = 3.14", 'machine.kernel = 3.14: must be one of "3.14", "3.16", "3.19", "4.2", "4.6", "4.7", "4.9", "4.17", "5.1", "6.1"'),
     ('[machine]\nhz = "250"', "machine.hz = \"250\": must be one of 100, 250, 300, 1000"),
     ("[run]\ntrace = 1", "run.trace = 1: must be true or false"),
     ('[run]\nseconds = "10"', 'run.seconds = "10": must be a number > 0 and <= 3600'),

@@ -450,3 +450,88 @@ def test_kswapd_falls_back_to_order_0_after_reclaiming_twice_the_request(mc):
     assert int(m.zone[DMA, FREE]) == 90
     vmscan.balance_pgdat(kswapd, 0, 3, 0)
     assert int(m.zone[DMA, FREE]) == 122
+
+
+# --- 4.7: bounded reclaim retries (KERNEL §6.8, 0a0337e0d1d1) -----------------------------------------------
+
+def _reclaimable(monkeypatch, pages_by_zone):
+    monkeypatch.setattr(vmscan, "zone_reclaimable_pages", lambda m, z: pages_by_zone.get(z, 0))
+
+
+@pytest.mark.parametrize("loops,retry", [(0, True), (11, True), (12, False), (16, False)])
+def test_should_reclaim_retry_shrinks_the_reclaimable_part_by_a_sixteenth_a_round(mc, monkeypatch, loops, retry):
+    """Normal: 100 free, 320 reclaimable; DMA: empty. available = 320 - ceil(loops * 320 / 16) + 100 must stay
+    above Normal's min of 192: 11 rounds give 320 - 220 + 100 = 200 (retry), 12 give 180 (OOM). DMA (free 0)
+    never passes its min of 64 (KERNEL §6.8; the module docstring's watermarks)."""
+    m, cpu = mc
+    take_pages(cpu, DMA, 0)
+    take_pages(cpu, NORMAL, 100)
+    _reclaimable(monkeypatch, {NORMAL: 320})
+    zl = page_alloc.node_zonelist(m, 0, GFP_KERNEL)
+    got = page_alloc.should_reclaim_retry(cpu, 0, zl, NORMAL, NORMAL, 0, loops)
+    assert got is retry
+
+
+@pytest.mark.parametrize("loops,retry", [(16, True), (17, False)])
+def test_should_reclaim_retry_stops_after_sixteen_rounds_without_progress(mc, monkeypatch, loops, retry):
+    """300 free pages alone keep Normal above min (192), so only MAX_RECLAIM_RETRIES = 16 ends the retries:
+    the 17th round without progress goes to the OOM killer."""
+    m, cpu = mc
+    take_pages(cpu, DMA, 0)
+    take_pages(cpu, NORMAL, 300)
+    _reclaimable(monkeypatch, {})
+    zl = page_alloc.node_zonelist(m, 0, GFP_KERNEL)
+    assert page_alloc.should_reclaim_retry(cpu, 0, zl, NORMAL, NORMAL, 0, loops) is retry
+
+
+def test_a_reclaimable_zone_is_not_progress_from_4_7(monkeypatch):
+    """3.14's do_try_to_free_pages returns 1 for a zone still zone_reclaimable() though nothing was freed;
+    4.7 returns 0 and leaves the decision to should_reclaim_retry (KERNEL §6.8)."""
+    from test_profiles import machine as profile_machine
+    for kernel, expected in (("3.14", 1), ("4.7", 0)):
+        m, cpu = profile_machine(kernel)
+        try:
+            exhaust(cpu)
+            monkeypatch.setattr(vmscan, "zone_reclaimable", lambda m, z: True)
+            monkeypatch.setattr(vmscan, "shrink_zones", lambda *a, **k: 0)
+            zl = page_alloc.node_zonelist(m, 0, GFP_KERNEL)
+            assert vmscan.do_try_to_free_pages(cpu, zl, GFP_KERNEL, 32) == expected, kernel
+        finally:
+            m.close()
+
+
+def test_should_reclaim_retry_rounds_the_shrink_up(mc, monkeypatch):
+    """The sixteenth is DIV_ROUND_UP: 330 reclaimable after 12 rounds loses ceil(3960 / 16) = 248, leaving
+    330 - 248 + 110 free = 192, not above min 192 (rounding down would leave 193 and retry)."""
+    m, cpu = mc
+    take_pages(cpu, DMA, 0)
+    take_pages(cpu, NORMAL, 110)
+    _reclaimable(monkeypatch, {NORMAL: 330})
+    zl = page_alloc.node_zonelist(m, 0, GFP_KERNEL)
+    assert page_alloc.should_reclaim_retry(cpu, 0, zl, NORMAL, NORMAL, 0, 12) is False
+    assert page_alloc.should_reclaim_retry(cpu, 0, zl, NORMAL, NORMAL, 0, 11) is True
+
+
+@pytest.mark.parametrize("kernel", ["3.14", "4.7"])
+def test_reclaim_that_never_frees_loops_on_3_14_and_ooms_on_4_7(monkeypatch, kernel):
+    """Every zone empty; Normal has 320 pages on its LRU that reclaim scans but never frees (all referenced),
+    so zone_reclaimable() stays true. 3.14: direct reclaim reports progress 1 for ever and should_alloc_retry
+    retries an order-0 request, so no OOM in 60 trips (KERNEL §6.8, §6.9, §9 R8). 4.7: progress 0, and
+    should_reclaim_retry gives up once 320 - 20 * loops <= 192, at the 7th round: the hog is killed."""
+    from test_profiles import machine as profile_machine
+    m, cpu = profile_machine(kernel)
+    try:
+        hog = add_process(m, cpu, "hog", rss=9000)
+        cur = add_process(m, cpu, "alloc", rss=10)
+        exhaust(cpu)
+        _reclaimable(monkeypatch, {NORMAL: 320})
+        monkeypatch.setattr(vmscan, "zone_reclaimable", lambda m, z: True)
+        monkeypatch.setattr(vmscan, "shrink_zones", lambda *a, **k: 0)
+        monkeypatch.setattr(page_alloc, "drain_all_pages", lambda cpu: None)   # no other CPU runs here
+        value, _ = slowpath(cpu, cur, GFP_KERNEL, 0)
+        if kernel == "3.14":
+            assert value is LOOPING and oom_invocations(cpu) == 0 and not sigkill_pending(m, hog)
+        else:
+            assert oom_invocations(cpu) >= 1 and sigkill_pending(m, hog)
+    finally:
+        m.close()

@@ -86,7 +86,7 @@ class Dmesg:
 # =============================================================================================================
 
 def test_profiles_are_the_issues_kernels_and_3_14_is_plain():
-    assert KERNELS == ("3.14", "3.16", "3.19", "4.2", "4.6", "4.9", "4.17", "5.1", "6.1")
+    assert KERNELS == ("3.14", "3.16", "3.19", "4.2", "4.6", "4.7", "4.9", "4.17", "5.1", "6.1")
     assert PROFILES["3.14"] == PROFILES["3.16"] == frozenset()
     assert load_scenario_text("", name="x").machine.kernel == "3.14"
 
@@ -94,8 +94,10 @@ def test_profiles_are_the_issues_kernels_and_3_14_is_plain():
 @pytest.mark.parametrize("kernel,on,off", [
     ("3.19", {"drop_exit_state_test", "task_will_free_mem", "unmark_oom_victim"}, {"oom_lock_mutex"}),
     ("4.2", {"unmark_oom_victim", "oom_lock_mutex"}, {"oom_reaper", "no_exiting_abort"}),
-    ("4.6", {"oom_reaper", "oom_reaper_hides_victim", "no_exiting_abort"}, {"kill_all_sharers", "mmf_oom_skip"}),
-    ("4.9", {"kill_all_sharers", "tsk_is_oom_victim", "mmf_oom_skip", "oom_reaper"},
+    ("4.6", {"oom_reaper", "oom_reaper_hides_victim", "no_exiting_abort"},
+     {"kill_all_sharers", "mmf_oom_skip", "bounded_reclaim_retries"}),
+    ("4.7", {"oom_reaper", "bounded_reclaim_retries"}, {"kill_all_sharers", "mmf_oom_skip"}),
+    ("4.9", {"kill_all_sharers", "tsk_is_oom_victim", "mmf_oom_skip", "oom_reaper", "bounded_reclaim_retries"},
      {"oom_reaper_hides_victim", "no_root_bonus"}),
     ("4.17", {"no_root_bonus", "pgtables_bytes"}, {"nr_pmds", "no_sacrifice_child"}),
     ("5.1", {"no_sacrifice_child", "oom_kill_summary", "deadlocked_on_memory"}, {"signed_badness"}),
