@@ -492,7 +492,8 @@ def should_alloc_retry(gfp_mask, order, did_some_progress, pages_reclaimed):
 MAX_RECLAIM_RETRIES = 16
 
 
-def should_reclaim_retry(cpu, order, zonelist, high_zoneidx, preferred_zone, alloc_flags, no_progress_loops):
+def should_reclaim_retry(cpu, order, zonelist, high_zoneidx, nodemask, preferred_zone, alloc_flags,
+                         no_progress_loops):
     """Whether reclaim may still lead somewhere: 4.7's replacement of should_alloc_retry/zone_reclaimable.
 
     Follows: mm/page_alloc.c should_reclaim_retry(), 4.7 (KERNEL §6.8, 0a0337e0d1d1 "mm, oom: rework oom
@@ -508,6 +509,8 @@ def should_reclaim_retry(cpu, order, zonelist, high_zoneidx, preferred_zone, all
     for z in zonelist:
         if zone_idx(m, z) > high_zoneidx:
             continue
+        if nodemask is not None and m.v_zone[z * Z_NCOLS + Z_NODE] not in nodemask:
+            continue    # for_each_zone_zonelist_nodemask
         reclaimable = vmscan.zone_reclaimable_pages(m, z)
         available = reclaimable - _div_round_up(no_progress_loops * reclaimable, MAX_RECLAIM_RETRIES)
         available += int(m.v_zone[z * Z_NCOLS + _FREE])
@@ -855,7 +858,7 @@ async def _slowpath_body_4_7(cpu, m, gfp_mask, order, zonelist, high_zoneidx, no
             no_progress_loops = 0
         else:
             no_progress_loops += 1
-        if should_reclaim_retry(cpu, order, zonelist, high_zoneidx, preferred_zone, alloc_flags,
+        if should_reclaim_retry(cpu, order, zonelist, high_zoneidx, nodemask, preferred_zone, alloc_flags,
                                 no_progress_loops):
             continue
         # Reclaim has failed us: start killing things.

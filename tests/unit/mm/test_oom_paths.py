@@ -468,7 +468,7 @@ def test_should_reclaim_retry_shrinks_the_reclaimable_part_by_a_sixteenth_a_roun
     take_pages(cpu, NORMAL, 100)
     _reclaimable(monkeypatch, {NORMAL: 320})
     zl = page_alloc.node_zonelist(m, 0, GFP_KERNEL)
-    got = page_alloc.should_reclaim_retry(cpu, 0, zl, NORMAL, NORMAL, 0, loops)
+    got = page_alloc.should_reclaim_retry(cpu, 0, zl, NORMAL, None, NORMAL, 0, loops)
     assert got is retry
 
 
@@ -481,7 +481,7 @@ def test_should_reclaim_retry_stops_after_sixteen_rounds_without_progress(mc, mo
     take_pages(cpu, NORMAL, 300)
     _reclaimable(monkeypatch, {})
     zl = page_alloc.node_zonelist(m, 0, GFP_KERNEL)
-    assert page_alloc.should_reclaim_retry(cpu, 0, zl, NORMAL, NORMAL, 0, loops) is retry
+    assert page_alloc.should_reclaim_retry(cpu, 0, zl, NORMAL, None, NORMAL, 0, loops) is retry
 
 
 def test_a_reclaimable_zone_is_not_progress_from_4_7(monkeypatch):
@@ -508,8 +508,8 @@ def test_should_reclaim_retry_rounds_the_shrink_up(mc, monkeypatch):
     take_pages(cpu, NORMAL, 110)
     _reclaimable(monkeypatch, {NORMAL: 330})
     zl = page_alloc.node_zonelist(m, 0, GFP_KERNEL)
-    assert page_alloc.should_reclaim_retry(cpu, 0, zl, NORMAL, NORMAL, 0, 12) is False
-    assert page_alloc.should_reclaim_retry(cpu, 0, zl, NORMAL, NORMAL, 0, 11) is True
+    assert page_alloc.should_reclaim_retry(cpu, 0, zl, NORMAL, None, NORMAL, 0, 12) is False
+    assert page_alloc.should_reclaim_retry(cpu, 0, zl, NORMAL, None, NORMAL, 0, 11) is True
 
 
 @pytest.mark.parametrize("kernel", ["3.14", "4.7"])
