@@ -26,7 +26,7 @@ def _races(selected, controls):
     out = []
     for f in files:
         key = f.stem.split("-")[0]
-        if selected and key not in selected:
+        if selected and key not in selected and f.stem not in selected:
             continue
         out.append(f)
     return out
@@ -56,7 +56,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=20, help="runs a cell (default 20)")
     ap.add_argument("--kernels", default=",".join(KERNELS), help="comma-separated profiles (default: all)")
-    ap.add_argument("--races", default="", help="comma-separated race keys, e.g. r1,r4 (default: all)")
+    ap.add_argument("--races", default="", help="comma-separated race keys or file stems, e.g. r1,r4-memcg-parallel "
+                    "(default: all)")
     ap.add_argument("--no-controls", action="store_true", help="leave out configs/races/controls/")
     ap.add_argument("--only-controls", action="store_true", help="only configs/races/controls/")
     ap.add_argument("--control-runs", type=int, help="runs a control cell (default: --runs)")
