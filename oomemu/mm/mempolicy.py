@@ -11,7 +11,7 @@ change does not rebind the policy (mpol_rebind_task()).
 from oomemu.include.gfp import __GFP_THISNODE, gfp_zone
 from oomemu.include.mmzone import ZONE_NORMAL
 from oomemu.kernel import cpuset
-from oomemu.machine import Z_IDX, Z_MANAGED, Z_NCOLS, Z_NODE
+from oomemu.machine import Z_IDX, Z_MANAGED, Z_NCOLS
 
 # enum mempolicy modes (include/uapi/linux/mempolicy.h)
 MPOL_DEFAULT = 0

@@ -13,7 +13,7 @@ from oomemu.include.gfp import GFP_HIGHUSER_MOVABLE, GFP_KERNEL, __GFP_HARDWALL,
 from oomemu.include.oom import CONSTRAINT_CPUSET, CONSTRAINT_MEMORY_POLICY, CONSTRAINT_NONE
 from oomemu.include.sched import TIF_MEMDIE
 from oomemu.kernel import cpuset
-from oomemu.machine import Z_NCOLS, Z_NODE
+from oomemu.machine import Z_NODE
 from oomemu.mm import mempolicy, oom_kill, page_alloc
 
 NODE1 = """
@@ -221,7 +221,33 @@ def test_the_zones_of_each_node_are_where_the_tests_think(mc):
     m, _ = mc
     nodes = [int(m.zone[z, Z_NODE]) for z in page_alloc.node_zonelist(m, 1)]
     assert nodes[0] == 1 and set(nodes) == {0, 1}
-    assert Z_NCOLS > Z_NODE
+
+
+def test_dump_header_prints_the_cpuset_name_and_mems(mc, tmp_path):
+    """3.14's cpuset_print_task_mems_allowed line: "COMM cpuset=NAME mems_allowed=LIST" with the cgroup's own
+    name (not its path); 5.0's oom-kill: line carries the constraint, the nodemask and the victim's cpuset."""
+    from oomemu.config.profiles import features_for
+    from oomemu.include.oom import CONSTRAINT_MEMORY_POLICY
+    from test_oom_kill import dmesg
+    m, cpu = mc
+    m.cpuset_names.append("/batch/job")
+    cur = task(m, cpu, "caged", mems=[1])
+    m.task_cpuset[cur] = len(m.cpuset_names) - 1
+    cpu.current = cur
+    with dmesg(cpu, tmp_path) as log:
+        oom_kill.dump_header(cpu, cur, GFP_HIGHUSER_MOVABLE, 0, None, None)
+    assert "caged cpuset=job mems_allowed=1" in log.lines
+    plain = task(m, cpu, "plain")
+    cpu.current = plain
+    with dmesg(cpu, tmp_path) as log:
+        oom_kill.dump_header(cpu, plain, GFP_HIGHUSER_MOVABLE, 0, None, None)
+    assert "plain cpuset=/ mems_allowed=0-1" in log.lines
+    cpu.features = features_for("5.1")
+    with dmesg(cpu, tmp_path) as log:
+        oom_kill.dump_header(cpu, cur, GFP_HIGHUSER_MOVABLE, 0, None, frozenset({1}), CONSTRAINT_MEMORY_POLICY)
+    summary = [line for line in log.lines if line.startswith("oom-kill:")]
+    assert summary and summary[0].startswith(
+        "oom-kill:constraint=CONSTRAINT_MEMORY_POLICY,nodemask=1,cpuset=job,mems_allowed=1,global_oom,")
 
 
 def test_set_mems_moves_the_whole_process_and_its_next_pages(mc):
