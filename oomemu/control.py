@@ -109,6 +109,7 @@ POINTS = (
     "oom.select", "oom.kill", "oom.sleep",
     "memcg.charge_reclaim", "memcg.oom_trylock", "memcg.oom_wait", "memcg.oom_select", "memcg.oom_kill",
     "should_reclaim_retry",
+    "throttle_direct_reclaim.wait",
 )
 POINT_INDEX = {name: i for i, name in enumerate(POINTS)}
 

@@ -168,7 +168,8 @@ L_OOM_REAPER = 9      # oom_reaper_lock (profiles >= 4.6)
 L_MEMCG_RES = 10      # every memcg's res_counter lock (one for all)
 L_MEMCG_OOM = 11      # memcg_oom_lock: the per-memcg oom_lock bools
 L_MEMCG_WAITQ = 12    # memcg_oom_waitq's lock
-L_FIXED = 13          # first per-zone lock (zone->lock), then rq locks, task stripes, mm stripes
+L_PFMEMALLOC = 13     # the lock of every node's pfmemalloc_wait queue (one for all)
+L_FIXED = 14          # first per-zone lock (zone->lock), then rq locks, task stripes, mm stripes
 
 
 def _align(n, a=64):
@@ -194,7 +195,8 @@ class Machine:
         self.oom_reaper_row = nr_cpus + nr_nodes if oom_reaper else -1
         self.nr_rows_cpu = nr_cpus + nr_nodes + (1 if oom_reaper else 0)
         self.ring_records = ring_records
-        self.nr_waitqueues = 2 * max_tasks + 1  # each task's mm (mmap_sem), its wait_chldexit, memcg_oom_waitq
+        # each task's mm (mmap_sem), its wait_chldexit, memcg_oom_waitq, each node's pfmemalloc_wait
+        self.nr_waitqueues = 2 * max_tasks + 1 + nr_nodes
         # Memory cgroups: row 0 is the root; with none configured nothing is charged (memcg_enabled False).
         self.nr_memcgs = nr_memcgs + 1 if nr_memcgs else 0
         self.memcg_enabled = bool(nr_memcgs)
@@ -332,7 +334,7 @@ class Machine:
                  L_BITOPS: "atomic bitops lock", L_RATELIMIT_NOPAGE: "nopage_rs.lock",
                  L_OOM_LOCK: "oom_lock (wait_lock)", L_OOM_REAPER: "oom_reaper_lock",
                  L_MEMCG_RES: "memcg res_counter lock", L_MEMCG_OOM: "memcg_oom_lock",
-                 L_MEMCG_WAITQ: "memcg_oom_waitq.lock"}
+                 L_MEMCG_WAITQ: "memcg_oom_waitq.lock", L_PFMEMALLOC: "pfmemalloc_wait.lock"}
         if index in fixed:
             return fixed[index]
         i = index - L_FIXED
@@ -366,6 +368,10 @@ class Machine:
     def wq_memcg_oom(self):
         """memcg_oom_waitq: the one queue every memcg OOM waiter sleeps on (mm/memcontrol.c, 3.14)."""
         return 2 * self.max_tasks
+
+    def wq_pfmemalloc(self, nid):
+        """pgdat->pfmemalloc_wait of node `nid`: direct reclaimers throttled until kswapd restores the reserve."""
+        return 2 * self.max_tasks + 1 + nid
 
     def close(self):
         """Release this process's views; the mapping itself dies with the last process holding it."""

@@ -237,6 +237,14 @@ async def op_set_mempolicy(cpu, op, state):
     await ret_to_user(cpu, state)
 
 
+async def op_kfree(cpu, op, state):
+    """kfree every block this task's kmalloc ops still hold (e.g. a buffer given back after use)."""
+    for pfn, order in state.kpages:
+        slab.kfree_large(cpu, pfn, order)
+    state.kpages.clear()
+    await ret_to_user(cpu, state)
+
+
 async def op_free(cpu, op, state):
     """munmap anonymous pages (all, or the newest `pages`) under mmap_sem for write."""
     mm = _mm(cpu)
@@ -392,7 +400,7 @@ async def op_memcg_limit(cpu, op, state):
 
 
 OPS = {
-    "fault": op_fault, "read": op_read, "kmalloc": op_kmalloc, "free": op_free, "fork": op_fork,
+    "fault": op_fault, "read": op_read, "kmalloc": op_kmalloc, "kfree": op_kfree, "free": op_free, "fork": op_fork,
     "clone_vm": op_clone_vm, "thread": op_thread, "lock": op_lock, "unlock": op_unlock,
     "oom_score_adj": op_oom_score_adj, "sleep": op_sleep, "spin": op_spin, "exit": op_exit, "wait": op_wait,
     "sysrq": op_sysrq, "cgroup_move": op_cgroup_move, "memcg_limit": op_memcg_limit,

@@ -141,6 +141,7 @@ def check_run(run_dir, state, snapshots=(), *, snapshot_skips=(), ended_by=None,
     import numpy as np
 
     from oomemu.check.conservation import NoDoubleFree
+    from oomemu.mm.internal import ALLOC_NO_WATERMARKS
     from oomemu.check.watermarks import WatermarkCheck
     from oomemu.trace.reader import Trace, TraceStream
 
@@ -152,6 +153,7 @@ def check_run(run_dir, state, snapshots=(), *, snapshot_skips=(), ended_by=None,
         streamers = {"no-double-free": NoDoubleFree(state.nr_pages, ids["mm_page_alloc"], ids["mm_page_free"]),
                      "watermarks": WatermarkCheck(state, ids["mm_page_alloc"])}
         sparse, nsparse, overflow = [], 0, False
+        alloc_id = ids["mm_page_alloc"]
         for chunk in stream:
             if stop is not None:
                 stopped = stop()
@@ -161,7 +163,9 @@ def check_run(run_dir, state, snapshots=(), *, snapshot_skips=(), ended_by=None,
             dense = chunk[is_dense]
             for s in streamers.values():
                 s.feed(dense)
-            rest = chunk[~is_dense]
+            # reserve allocations (ALLOC_NO_WATERMARKS) are rare and the R7 detector reads them: kept too
+            reserve = (chunk["event"] == alloc_id) & (chunk["a"][:, 4] & ALLOC_NO_WATERMARKS != 0)
+            rest = chunk[~is_dense | reserve]
             if not overflow and len(rest):
                 if nsparse + len(rest) > SPARSE_CAP:
                     overflow, sparse = True, []

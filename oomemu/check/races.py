@@ -7,9 +7,12 @@ else its plain outcome.
 import numpy as np
 
 from oomemu.check.signals import wait_chain
+from oomemu.include.gfp import __GFP_WAIT
+from oomemu.mm.internal import ALLOC_NO_WATERMARKS
 from oomemu.machine import MM_USERS
 
-PRIORITY = ("livelock", "abort-storm", "pinned-mm", "allocating-task-storm", "parallel-kills", "extra-kill")
+PRIORITY = ("livelock", "abort-storm", "pinned-mm", "allocating-task-storm", "parallel-kills", "extra-kill",
+            "reserve-exhaustion")
 ABORT_STORM_MIN = 10           # scan aborts naming the same exiting task
 KIND_ALLOCATING, KIND_SYSRQ = 2, 3
 
@@ -230,9 +233,45 @@ def detect_extra_kill(run, ended_by):
     return out
 
 
+RESERVE_MIN_DYING = 2          # dying tasks that marked themselves TIF_MEMDIE and used the reserve
+
+
+def detect_reserve_exhaustion(run, ended_by):
+    """R7: several dying tasks marked themselves TIF_MEMDIE in out_of_memory (fatal signal pending, KERNEL §3.2
+    step 2) and allocated with ALLOC_NO_WATERMARKS, and after the first of those allocations a request that
+    could not wait (no __GFP_WAIT: GFP_ATOMIC, GFP_NOWAIT) failed: the reserve it is entitled to was gone."""
+    self_marked = {int(r["a"][0]) for r in run.trace.of("mark_victim") if int(r["a"][1])}
+    allocs = run.trace.of("mm_page_alloc")
+    below = allocs[(allocs["a"][:, 4] & ALLOC_NO_WATERMARKS) != 0]
+    users = {}
+    for r in below:
+        pid = int(r["pid"])
+        if pid in self_marked:
+            users.setdefault(pid, [int(r["ts"]), 0])[1] += 1 << int(r["a"][1])
+    if len(users) < RESERVE_MIN_DYING:
+        return []
+    first = min(ts for ts, _ in users.values())
+    enters = run.enters
+    failures = []
+    for r in run.trace.of("slowpath_exit"):
+        pid, ts = int(r["pid"]), int(r["ts"])
+        if int(r["a"][0]) != -1 or ts <= first:
+            continue
+        mine = enters[(enters["pid"] == pid) & (enters["ts"] <= ts)]   # the slowpath that failed began last
+        if len(mine) and not int(mine["a"][-1][0]) & __GFP_WAIT:
+            failures.append((pid, ts))
+    if not failures:
+        return []
+    pages = sum(n for _, n in users.values())
+    pid, ts = failures[0]
+    return [f"{len(users)} dying tasks marked themselves TIF_MEMDIE and took {pages} pages with "
+            f"ALLOC_NO_WATERMARKS; then {len(failures)} atomic allocations failed, the first by {run.name(pid)} "
+            f"{(ts - first) / 1e6:.1f} ms after the first of those pages"]
+
+
 DETECTORS = {"livelock": detect_livelock, "abort-storm": detect_abort_storm, "pinned-mm": detect_pinned_mm,
              "allocating-task-storm": detect_allocating_task_storm, "parallel-kills": detect_parallel_kills,
-             "extra-kill": detect_extra_kill}
+             "extra-kill": detect_extra_kill, "reserve-exhaustion": detect_reserve_exhaustion}
 
 
 def detect_races(trace, state, ended_by):

@@ -628,7 +628,7 @@ CAPS = ("CAP_SYS_ADMIN", "CAP_SYS_RESOURCE")
 BREAKS = ("skip_zone_scan_lock", "skip_clear_zonelist_oom", "double_free_victim", "pick_lowest_badness",
           "sigkill_wakes_uninterruptible", "ignore_oom_score_adj_min", "nonatomic_bitops", "memcg_uncharge_leak")
 # A kernel thread has no mm (PF_KTHREAD): only these ops make sense in its program.
-KTHREAD_OPS = ("kmalloc", "thread", "oom_score_adj", "sleep", "spin", "exit", "repeat", "wait", "sysrq")
+KTHREAD_OPS = ("kmalloc", "kfree", "thread", "oom_score_adj", "sleep", "spin", "exit", "repeat", "wait", "sysrq")
 
 MAX_PROGRAM_DEPTH = 16   # programs nested in programs (fork / clone_vm / thread); oomemu/config/load.py says so
 PROGRAM = ListOf(OpTable(), allowed='a list of 1 or more op tables, e.g. [{ op = "sleep", ms = 5 }]', min_len=1)
@@ -681,6 +681,7 @@ OPS: Mapping[str, Table] = MappingProxyType({
     "read": _op_table("read", (_PAGES, _CHUNK)),
     "kmalloc": _op_table("kmalloc", (_PAGES, Key("order", Int(0, 10), 0, "allocation order"),
                                      Key("gfp", GfpFlags(), "GFP_KERNEL", "gfp mask"))),
+    "kfree": _op_table("kfree", ()),
     "free": _op_table("free", (Key("pages", Pages(all_ok=True), help='anonymous pages to release, or "all"'),)),
     "fork": _op_table("fork", _spawn_keys(process=True)),
     "clone_vm": _op_table("clone_vm", _spawn_keys(process=True)),
@@ -822,7 +823,7 @@ EXPECT_TASK = Table((
 _KILLS = Table((Key("min", Int(0), None), Key("max", Int(0), None)), allowed=_KILLS_ALLOWED)
 
 # Every verdict a run can reach (oomemu/report.py and oomemu/check/races.py decide them).
-VERDICTS = ("no-oom-kill", "oom-kill", "panic", "livelock", "extra-kill", "parallel-kills", "pinned-mm", "abort-storm", "allocating-task-storm", "stall")
+VERDICTS = ("no-oom-kill", "oom-kill", "panic", "livelock", "extra-kill", "parallel-kills", "pinned-mm", "abort-storm", "allocating-task-storm", "reserve-exhaustion", "stall")
 
 EXPECT = Table((
     Key("kills", Kills(), None, "how many OOM kills"),

@@ -13,3 +13,8 @@ async def kmalloc_large(cpu, gfp_mask, order):
     if pfn is not None:
         page_alloc._set_kind(cpu.m, pfn, order, PAGE_KERNEL, cpu.current)
     return pfn
+
+
+def kfree_large(cpu, pfn, order):
+    """Give back a block kmalloc_large() handed out. Follows: mm/slub.c kfree() of a large allocation, 3.14."""
+    page_alloc.__free_pages(cpu, pfn, order)

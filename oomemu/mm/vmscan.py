@@ -4,17 +4,20 @@ Follows mm/vmscan.c of Linux 3.14 (KERNEL §6.6, §6.8). Reclaimable pages are p
 anonymous pages (only when swap has free slots), each zone keeping one LRU list per kind, oldest first.
 
 Differs: one list per kind (no active/inactive split), lru_lock folded into zone->lock, no dirty or writeback
-pages (every scanned page is reclaimed), no slab shrinkers, no direct-reclaim throttling.
+pages (every scanned page is reclaimed), no slab shrinkers.
 """
 from oomemu import sync
+from oomemu.kernel import sched as ksched
+from oomemu.kernel import signal as ksignal
 from oomemu.kernel import time as ktime
-from oomemu.include.gfp import GFP_KERNEL, gfp_zone
+from oomemu.include.gfp import __GFP_FS, GFP_KERNEL, gfp_zone
+from oomemu.include.sched import (PF_KTHREAD, TASK_INTERRUPTIBLE, TASK_KILLABLE, TASK_NORMAL, TASK_RUNNING)
 from oomemu.kernel import cpuset
 from oomemu.include.mmzone import (DEF_PRIORITY, KSWAPD_ZONE_BALANCE_GAP_RATIO, MAX_NR_ZONES, NR_FREE_PAGES,
                                    NR_LRU_ANON, NR_LRU_FILE, NR_PAGES_SCANNED, SWAP_CLUSTER_MAX, WMARK_HIGH,
-                                   WMARK_LOW)
+                                   WMARK_LOW, WMARK_MIN, ZONE_NORMAL)
 from oomemu.machine import (C_KSWAPD_CLASSZONE, C_KSWAPD_MAX_ORDER, C_KSWAPD_SLEEPING, G_HZ,
-                            G_NR_SWAP_FREE, G_OOM_KILLER_DISABLED, G_STOP, L_SWAP, LRU_ANON, LRU_FILE,
+                            G_NR_SWAP_FREE, G_OOM_KILLER_DISABLED, G_STOP, L_PFMEMALLOC, L_SWAP, LRU_ANON, LRU_FILE,
                             MM_ANONPAGES, MM_FILEPAGES, MM_NCOLS, MM_SWAPENTS, PG_lru,
                             Z_IDX, Z_LRU_HEAD, Z_LRU_TAIL, Z_MANAGED, Z_NCOLS, Z_NODE, Z_STAT, Z_WMARK)
 from oomemu.mm import vmstat
@@ -217,13 +220,15 @@ def do_try_to_free_pages(cpu, zonelist, gfp_mask, nr_to_reclaim):
 
 
 async def try_to_free_pages(cpu, zonelist, order, gfp_mask, nodemask):
-    """Direct reclaim of SWAP_CLUSTER_MAX pages for an allocating task. Follows: try_to_free_pages(), 3.14;
-    with cpusets or mempolicies, only the zones of `nodemask` that the task's cpuset allows (hardwall) are
-    reclaimed and asked zone_reclaimable(), as shrink_zones() and all_unreclaimable() walk them.
+    """Direct reclaim of SWAP_CLUSTER_MAX pages for an allocating task, after throttling; a fatal signal that
+    arrived while throttled returns 1 so that the allocator does not OOM-kill here. With cpusets or mempolicies,
+    only the zones of `nodemask` that the task's cpuset allows (hardwall) are reclaimed and asked
+    zone_reclaimable(), as shrink_zones() and all_unreclaimable() walk them.
 
-    Differs: no throttle_direct_reclaim() / pfmemalloc_wait, and so no "a fatal signal while throttled
-    counts as progress (1)"; R7 (reserve exhaustion) keeps the wrong timing.
+    Follows: mm/vmscan.c try_to_free_pages(), 3.14 (KERNEL §6.6, §6.8).
     """
+    if await throttle_direct_reclaim(cpu, gfp_mask, zonelist, nodemask):
+        return 1
     tp.trace_mm_vmscan_direct_reclaim_begin(cpu, order, 1, gfp_mask)
     if cpu.m.numa_constraints:
         # shrink_zones() and all_unreclaimable() walk only the nodemask's zones the cpuset allows (hardwall)
@@ -275,6 +280,117 @@ def try_to_free_mem_cgroup_pages(cpu, in_memcg, nr_pages, gfp_mask, may_swap):
     if reclaimed:
         vmstat.count_vm_event(cpu, vmstat.NR_PAGES_RECLAIMED, reclaimed)
     return reclaimed
+
+
+# --- direct-reclaim throttling (pfmemalloc_wait) --------------------------------------------------------------
+
+def pfmemalloc_watermark_ok(cpu, nid):
+    """True while node nid's zones up to Normal keep more free pages than half their min watermarks; when not,
+    a sleeping kswapd is woken (for zones up to Normal). Follows: mm/vmscan.c pfmemalloc_watermark_ok(), 3.14."""
+    m = cpu.m
+    vz = m.v_zone
+    reserve = free = 0
+    for i in range(ZONE_NORMAL + 1):
+        zb = (nid * MAX_NR_ZONES + i) * Z_NCOLS
+        reserve += vz[zb + Z_WMARK + WMARK_MIN]
+        free += vz[zb + _FREE]
+    wmark_ok = free > reserve // 2
+    if not wmark_ok:
+        row = (m.nr_cpus + nid) * m.cpu.shape[1]
+        if m.v_cpu[row + C_KSWAPD_SLEEPING]:       # waitqueue_active(&pgdat->kswapd_wait)
+            if m.v_cpu[row + C_KSWAPD_CLASSZONE] > ZONE_NORMAL:
+                m.v_cpu[row + C_KSWAPD_CLASSZONE] = ZONE_NORMAL
+            m.v_cpu[row + C_KSWAPD_SLEEPING] = 0
+            sync.ring_doorbell(m, m.nr_cpus + nid)
+    return wmark_ok
+
+
+async def _wait_pfmemalloc(cpu, nid, state, timeout):
+    """wait_event_killable / wait_event_interruptible_timeout on node nid's pfmemalloc_wait until
+    pfmemalloc_watermark_ok(); ends early on a signal the sleep's state lets in, or (timeout) after that many
+    jiffies."""
+    m = cpu.m
+    cur = cpu.current
+    wq = m.wq_pfmemalloc(nid)
+    left = timeout
+    while True:
+        with sync.spinlock(cpu, L_PFMEMALLOC):
+            sync.wq_add_tail(cpu, wq, cur)
+            ksched.set_current_state(cpu, state)
+        if pfmemalloc_watermark_ok(cpu, nid) or ksched.signal_pending_state(m, state, cur):
+            break
+        m.v_task_wait_kind[cur] = tp.WAIT_PFMEMALLOC
+        m.v_task_wait_obj[cur] = nid
+        if timeout is None:
+            tp.trace_sleep(cpu, state, tp.WAIT_PFMEMALLOC, nid)
+            await ksched.schedule(cpu)
+        else:
+            left = await ksched.schedule_timeout(cpu, left)
+        m.v_task_wait_kind[cur] = tp.WAIT_NONE
+        with sync.spinlock(cpu, L_PFMEMALLOC):
+            sync.wq_remove(cpu, wq, cur)
+        if timeout is not None and not left:
+            break
+    with sync.spinlock(cpu, L_PFMEMALLOC):
+        sync.wq_remove(cpu, wq, cur)
+    ksched.__set_current_state(cpu, TASK_RUNNING)
+    m.v_task_wait_kind[cur] = tp.WAIT_NONE
+
+
+def wake_up_pfmemalloc(cpu, nid):
+    """Wake every task throttled on node nid's pfmemalloc_wait. Follows: wake_up(&pgdat->pfmemalloc_wait)."""
+    m = cpu.m
+    wq = m.wq_pfmemalloc(nid)
+    with sync.spinlock(cpu, L_PFMEMALLOC):
+        while True:
+            t = sync.wq_pop_head(cpu, wq)
+            if t == -1:
+                break
+            old_state = sync.try_to_wake_up(cpu, t, TASK_NORMAL)
+            if old_state:
+                tp.trace_wakeup(cpu, m.v_task_pid[t], old_state, tp.WAKE_LOCK)
+
+
+def pfmemalloc_waiters(m, nid):
+    """waitqueue_active(&pgdat->pfmemalloc_wait)."""
+    return m.v_wq[m.wq_pfmemalloc(nid) * 2] != -1
+
+
+async def throttle_direct_reclaim(cpu, gfp_mask, zonelist, nodemask):
+    """Make a direct reclaimer wait while its first usable node's reserve is at or below half its min
+    watermarks: killably until kswapd restores it for __GFP_FS callers, at most HZ (interruptibly) for the
+    others. Returns True if a fatal signal is pending at the end (the caller then reports progress).
+
+    Follows: mm/vmscan.c throttle_direct_reclaim(), 3.14 (KERNEL §6.6): kernel threads and tasks with a fatal
+    signal pending are never throttled; no zone usable by the request (up to Normal) means no throttling.
+    """
+    m = cpu.m
+    cur = cpu.current
+    if m.v_task_flags[cur] & PF_KTHREAD or ksignal.fatal_signal_pending(m, cur):
+        return False
+    high_zoneidx = gfp_zone(gfp_mask)
+    nid = None
+    for z in zonelist:
+        zb = z * Z_NCOLS
+        idx = m.v_zone[zb + Z_IDX]
+        if idx > high_zoneidx or nodemask is not None and m.v_zone[zb + Z_NODE] not in nodemask:
+            continue
+        if idx > ZONE_NORMAL:
+            continue
+        nid = m.v_zone[zb + Z_NODE]   # throttle on the first usable node
+        if pfmemalloc_watermark_ok(cpu, nid):
+            return False
+        break
+    if nid is None:
+        return False
+    vmstat.count_vm_event(cpu, vmstat.NR_DIRECT_THROTTLES)
+    sync.sched_point(cpu, "throttle_direct_reclaim.wait")
+    if not gfp_mask & __GFP_FS:
+        # may hold an FS lock kswapd needs: wait at most a second
+        await _wait_pfmemalloc(cpu, nid, TASK_INTERRUPTIBLE, m.v_glob[G_HZ])
+    else:
+        await _wait_pfmemalloc(cpu, nid, TASK_KILLABLE, None)
+    return ksignal.fatal_signal_pending(m, cur)
 
 
 # --- kswapd ---------------------------------------------------------------------------------------------------
@@ -362,6 +478,8 @@ def balance_pgdat(cpu, nid, order, classzone_idx):
             target = max(SWAP_CLUSTER_MAX, m.v_zone[zb + Z_WMARK + WMARK_HIGH])
             progress += shrink_lruvec(cpu, z, priority, target)[1]
         nr_reclaimed += progress
+        if pfmemalloc_waiters(m, nid) and pfmemalloc_watermark_ok(cpu, nid):
+            wake_up_pfmemalloc(cpu, nid)   # throttled reclaimers may go on: the reserve is back
         if order and nr_reclaimed >= 2 << order:
             order = 0   # fragmentation: rebalance at order 0 rather than reclaim without end
         if pgdat_balanced(m, nid, order, classzone_idx):
@@ -384,19 +502,28 @@ def _kswapd_wait(cpu, timeout_ms):
     return False
 
 
+def prepare_kswapd_sleep(cpu, nid, order, classzone_idx):
+    """kswapd may sleep: nobody is throttled on pfmemalloc_wait (if someone is, wake them and stay up) and the
+    node is balanced. Follows: mm/vmscan.c prepare_kswapd_sleep(), 3.14 (the nap's remaining is the caller's)."""
+    if pfmemalloc_waiters(cpu.m, nid):
+        wake_up_pfmemalloc(cpu, nid)
+        return False
+    return pgdat_balanced(cpu.m, nid, order, classzone_idx)
+
+
 def kswapd_try_to_sleep(cpu, nid, order, classzone_idx):
     """Nap HZ/10; if still balanced, sleep until woken. Follows: mm/vmscan.c kswapd_try_to_sleep(), 3.14."""
     m = cpu.m
     row_base = cpu.id * m.cpu.shape[1]
     hz = m.v_glob[G_HZ]
     m.v_cpu[row_base + C_KSWAPD_SLEEPING] = 1
-    if not pgdat_balanced(m, nid, order, classzone_idx):
+    if not prepare_kswapd_sleep(cpu, nid, order, classzone_idx):
         m.v_cpu[row_base + C_KSWAPD_SLEEPING] = 0
         return
     if _kswapd_wait(cpu, 1000 * (hz // 10) / hz):
         return  # woken during the nap: the low watermark was hit quickly
     m.v_cpu[row_base + C_KSWAPD_SLEEPING] = 1
-    if pgdat_balanced(m, nid, order, classzone_idx):
+    if prepare_kswapd_sleep(cpu, nid, order, classzone_idx):
         tp.trace_mm_vmscan_kswapd_sleep(cpu, nid)
         _kswapd_wait(cpu, None)
     m.v_cpu[row_base + C_KSWAPD_SLEEPING] = 0

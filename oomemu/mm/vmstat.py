@@ -28,6 +28,7 @@ COUNTERS = (
     "task_exits",
     "kswapd_runs",          # balance_pgdat passes
     "no_watermark_allocs",  # pages allocated with ALLOC_NO_WATERMARKS
+    "direct_throttles",     # throttle_direct_reclaim made a reclaimer wait (PGSCAN_DIRECT_THROTTLE)
 )
 _INDEX = {name: C_COUNTERS + i for i, name in enumerate(COUNTERS)}
 
@@ -54,6 +55,7 @@ NR_SIGNALS_DELIVERED = C_COUNTERS + 18
 NR_TASK_EXITS = C_COUNTERS + 19
 NR_KSWAPD_RUNS = C_COUNTERS + 20
 NR_NO_WATERMARK_ALLOCS = C_COUNTERS + 21
+NR_DIRECT_THROTTLES = C_COUNTERS + 22
 
 
 def count_vm_event(cpu, item, delta=1):

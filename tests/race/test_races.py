@@ -25,6 +25,7 @@ RACES = {  # scenario → (verdict, least number of runs out of TRIALS)
     "r4-memcg-parallel": ("parallel-kills", 0.8),
     "r5-pinned-mm": ("pinned-mm", 0.8),
     "r6-exiting-thread": ("abort-storm", 0.8),
+    "r7-reserve-exhaustion": ("reserve-exhaustion", 0.8),
     "r9-allocating-task-storm": ("allocating-task-storm", 0.8),
 }
 

@@ -331,11 +331,11 @@ ONE_OP = '[[task]]\nprogram = [{op}]\n'
      '(a multiple of 4KiB), or "all"'),
     # bad op, missing required op field, ops' own values
     (ONE_OP.format(op='{ op = "faul", pages = 1 }'),
-     'task[0].program[0].op = "faul": unknown op; allowed: fault, read, kmalloc, free, fork, clone_vm, thread, lock, '
-     'unlock, oom_score_adj, sleep, spin, exit, repeat, wait, sysrq, cgroup_move, memcg_limit, mmap, set_mems, '
-     'set_mempolicy, kill (did you mean "fault"?)'),
+     'task[0].program[0].op = "faul": unknown op; allowed: fault, read, kmalloc, kfree, free, fork, clone_vm, '
+     'thread, lock, unlock, oom_score_adj, sleep, spin, exit, repeat, wait, sysrq, cgroup_move, memcg_limit, mmap, '
+     'set_mems, set_mempolicy, kill (did you mean "fault"?)'),
     (ONE_OP.format(op='{ pages = 1 }'), 'task[0].program[0].op: missing; must be one of "fault", "read", "kmalloc", '
-                                        '"free", "fork", "clone_vm", "thread", "lock", "unlock", "oom_score_adj", '
+                                        '"kfree", "free", "fork", "clone_vm", "thread", "lock", "unlock", "oom_score_adj", '
                                         '"sleep", "spin", "exit", "repeat", "wait", "sysrq", "cgroup_move", '
                                         '"memcg_limit", "mmap", "set_mems", "set_mempolicy", "kill"'),
     (ONE_OP.format(op='{ op = "fault" }'),
