@@ -12,6 +12,7 @@ from oomemu.include.gfp import GFP_HIGHUSER_MOVABLE
 from oomemu.include.mmzone import MAX_ORDER, MIGRATE_MOVABLE, NR_FREE_PAGES
 from oomemu.include.sched import CAP_NAMES, PF_KSWAPD, PF_KTHREAD, PF_MEMALLOC, PF_SWAPWRITE, TASK_INTERRUPTIBLE
 from oomemu.kernel import fork
+from oomemu.kernel import sysctl as ksysctl
 from oomemu.machine import (G_BOOT_NS, G_NEXT_PID, G_NR_SWAP_FREE, G_NR_TASK_ROWS, LRU_ANON, LRU_FILE,
                             MM_ANONPAGES, MM_FILEPAGES, MM_NR_PTES, MM_SWAPENTS, MM_TOTAL_VM, PAGE_ANON,
                             PAGE_FILE, Z_STAT, Machine)
@@ -67,6 +68,7 @@ def create_machine(scenario, ring_records=None, replay=None):
     m.zonelists, m.min_free_kbytes = mm_init.boot_memory(m, scenario)
     m.totalreserve_pages = page_alloc.calculate_totalreserve_pages(m)
     mmap.init_reserves(m)
+    ksysctl.sysctl_init(m, scenario.sysctl, m.min_free_kbytes)
     m.programs, m.program_ids = workload.build_programs(scenario)
     m.oom_notify_list = ()
     memcontrol.mem_cgroup_init(m, scenario)

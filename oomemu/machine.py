@@ -61,7 +61,11 @@ G_OOM_REAPER_LIST = 28    # oom_reaper_list: first queued victim's task row, -1 
 G_OOM_LOCK = 29           # the oom_lock mutex (profiles >= 4.2): holder's task row + 1, 0 when free
 G_OOM_SCORES_TAKEN = 30   # 1 once the first out_of_memory recorded every task's /proc oom_score (report.json)
 G_TASKLIST_RW = 31    # tasklist_lock as an rwlock_t: readers inside, or -1 while a writer holds it
-G_NR = 32
+G_SYSCTL_PANIC_ON_OOM = 32            # vm.panic_on_oom (kernel/sysctl.py: written at boot and by the sysctl op)
+G_SYSCTL_OOM_KILL_ALLOCATING_TASK = 33
+G_SYSCTL_OOM_DUMP_TASKS = 34
+G_SYSCTL_MIN_FREE_KBYTES = 35
+G_NR = 36
 
 # --- zone columns ---------------------------------------------------------------------------------------------
 Z_NODE = 0

@@ -15,6 +15,7 @@ from oomemu.kernel import exit as kexit
 from oomemu.kernel import fork, rwsem
 from oomemu.kernel import sched as ksched
 from oomemu.kernel import signal as ksignal
+from oomemu.kernel import sysctl as ksysctl
 from oomemu.kernel import time as ktime
 from oomemu.mm import filemap, memcontrol, memory, mempolicy, mmap, oom_kill, page_alloc, slab, vmstat
 from oomemu.trace import events as tp
@@ -399,11 +400,17 @@ async def op_memcg_limit(cpu, op, state):
     await ret_to_user(cpu, state)
 
 
+async def op_sysctl(cpu, op, state):
+    """Write a vm sysctl, as `echo VALUE > /proc/sys/vm/NAME`: every CPU sees the new value from now on."""
+    ksysctl.proc_sys_write(cpu, op["name"], op["value"])
+    await ret_to_user(cpu, state)
+
+
 OPS = {
     "fault": op_fault, "read": op_read, "kmalloc": op_kmalloc, "kfree": op_kfree, "free": op_free, "fork": op_fork,
     "clone_vm": op_clone_vm, "thread": op_thread, "lock": op_lock, "unlock": op_unlock,
     "oom_score_adj": op_oom_score_adj, "sleep": op_sleep, "spin": op_spin, "exit": op_exit, "wait": op_wait,
     "sysrq": op_sysrq, "cgroup_move": op_cgroup_move, "memcg_limit": op_memcg_limit,
-    "mmap": op_mmap, "set_mems": op_set_mems, "set_mempolicy": op_set_mempolicy, "kill": op_kill,
+    "mmap": op_mmap, "set_mems": op_set_mems, "set_mempolicy": op_set_mempolicy, "kill": op_kill, "sysctl": op_sysctl,
 }
 

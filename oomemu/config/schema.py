@@ -670,6 +670,19 @@ def _build_op(resolved: dict[str, Any], path: str) -> Op:
     return Op(name, FrozenMap(args))
 
 
+# The vm sysctls a program may write at run time (op "sysctl", as `echo 1 > /proc/sys/vm/panic_on_oom`), with
+# the values [sysctl] accepts for each; oomemu/kernel/sysctl.py keeps them in the shared segment.
+RUNTIME_SYSCTLS: Mapping[str, Int] = MappingProxyType({
+    "panic_on_oom": Int(0, 2), "oom_kill_allocating_task": Int(0, 1), "oom_dump_tasks": Int(0, 1),
+    "min_free_kbytes": Int(128, 65536)})
+
+
+def _build_sysctl_op(resolved: dict[str, Any], path: str) -> Op:
+    """The sysctl op, its value checked against the range of the sysctl it names."""
+    RUNTIME_SYSCTLS[resolved["name"]](resolved["value"], join_path(path, "value"))
+    return _build_op(resolved, path)
+
+
 def _op_table(name: str, keys: tuple[Key, ...]) -> Table:
     """The table of one op: its "op" key (already checked by OpTable) followed by its own keys."""
     return Table((Key("op", Choice((name,))),) + keys, build=_build_op, label=f'op "{name}"')
@@ -712,6 +725,10 @@ OPS: Mapping[str, Table] = MappingProxyType({
         Key("mode", Choice(MPOL_MODES + ("default",), noun="mempolicy mode"), help="the new policy"),
         Key("nodes", NODE_LIST, (), "its nodes"))),
     "kill": _op_table("kill", (Key("comm", Comm(), help="SIGKILL every other process of this name (kill(2))"),)),
+    "sysctl": Table((Key("op", Choice(("sysctl",))),
+                     Key("name", Choice(tuple(RUNTIME_SYSCTLS)), help="the vm sysctl to write (/proc/sys/vm/NAME)"),
+                     Key("value", Int(), help="the value written; each sysctl's [sysctl] range applies")),
+                    build=_build_sysctl_op, label='op "sysctl"'),
 })
 
 _ZONE = Size(multiple=MAX_ORDER_BLOCK, maximum=MAX_ZONE)

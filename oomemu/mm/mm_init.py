@@ -104,15 +104,16 @@ def init_per_zone_wmark_min(m, user_min_free_kbytes=0):
     return min_free_kbytes
 
 
-def __setup_per_zone_wmarks(m, min_free_kbytes):
+def __setup_per_zone_wmarks(m, min_free_kbytes, zones=None):
     """Give every zone its proportional share of min_free_kbytes as WMARK_MIN; LOW/HIGH add 1/4 and 1/2 of it,
     and start its fair-allocation batch at high - low.
 
     Follows: mm/page_alloc.c __setup_per_zone_wmarks(), 3.14 (KERNEL §6.5). No HIGHMEM zones exist here.
+    `zones`: only these (a run-time write of min_free_kbytes updates one zone per zone->lock hold).
     """
     pages_min = min_free_kbytes >> (PAGE_SHIFT - 10)
     lowmem_pages = int(m.zone[:, Z_MANAGED].sum())
-    for z in range(m.nr_zones):
+    for z in range(m.nr_zones) if zones is None else zones:
         managed = int(m.zone[z, Z_MANAGED])
         tmp = pages_min * managed // lowmem_pages if lowmem_pages else 0
         m.zone[z, Z_WMARK + WMARK_MIN] = tmp

@@ -22,6 +22,7 @@ from oomemu.include.sched import (CAP_SYS_ADMIN, EXIT_DEAD, MMF_OOM_SKIP, PF_EXI
 from oomemu.kernel import cpuset, printk
 from oomemu.kernel import sched as ksched
 from oomemu.kernel import signal as ksignal
+from oomemu.kernel import sysctl as ksysctl
 from oomemu.kernel import time as ktime
 from oomemu.lib import ratelimit
 from oomemu.machine import (G_HZ, G_LAST_KILL_JIFFY, G_OOM_LOCK, G_OOM_REAPER_LIST, G_OOM_SCORES_TAKEN, G_STOP, L_OOM_LOCK, L_OOM_REAPER, G_NR_KILLS, G_NR_MM_ROWS, G_NR_TASK_ROWS, G_OOM_RS, G_OOM_SEQ, G_TOTAL_SWAP,
@@ -542,7 +543,7 @@ def dump_header(cpu, p, gfp_mask, order, memcg, nodemask, constraint=CONSTRAINT_
         memcontrol.mem_cgroup_print_oom_info(cpu, memcg, p)
     else:
         show_mem(cpu)
-    if cpu.scenario.sysctl.oom_dump_tasks:
+    if ksysctl.sysctl_oom_dump_tasks(cpu.m):
         dump_tasks(cpu, memcg, nodemask)
     if f.oom_kill_summary and p >= 0:
         dump_oom_summary(cpu, p, memcg, constraint, nodemask)
@@ -821,7 +822,7 @@ def constrained_alloc(cpu, zonelist, gfp_mask, nodemask):
 
 def check_panic_on_oom(cpu, constraint, gfp_mask, order, nodemask):
     """panic_on_oom: 1 panics for system-wide OOMs, 2 for all. Follows: check_panic_on_oom(), 3.14 (§3.3)."""
-    mode = cpu.scenario.sysctl.panic_on_oom
+    mode = ksysctl.sysctl_panic_on_oom(cpu.m)
     if not mode:
         return
     if mode != 2 and constraint != CONSTRAINT_NONE:
@@ -947,7 +948,7 @@ async def out_of_memory(cpu, zonelist, gfp_mask, order, nodemask, force_kill, fr
     tp.trace_out_of_memory(cpu, constraint, totalpages, gfp_mask, order, int(force_kill))
     cpu.oom_constraint = constraint   # oc->constraint, for the 5.0 summary line of dump_header
     check_panic_on_oom(cpu, constraint, gfp_mask, order, mpol_mask)
-    if (cpu.scenario.sysctl.oom_kill_allocating_task and cur >= 0 and m.v_task_mm[cur] != -1
+    if (ksysctl.sysctl_oom_kill_allocating_task(m) and cur >= 0 and m.v_task_mm[cur] != -1
             and not oom_unkillable_task(m, cur, None, nodemask, cur)
             and m.v_sig_oom_score_adj[m.v_task_leader[cur]] != OOM_SCORE_ADJ_MIN):
         oom_kill_process(cpu, cur, gfp_mask, order, 0, totalpages, None, nodemask,

@@ -6,7 +6,9 @@ the figures README shows). A race measured at 100% must show in at least 5 of 6 
 this fails about once in 30 CI runs); R3, the rarer one (measured 5/20 = 25%, 95% CI 11-47%, since its verdict
 requires real harm: memory back above min when the extra kill happened), runs up to three times as many times,
 stopping at the first sighting, and must show at least once (a true rate of 25% fails 0.75**18, one run in
-180). A control must show its race in none of its runs.
+180). R7 (measured 17/20 = 85%, 95% CI 64-95%: the atomic allocator must try while the reserve is drained)
+must show in 3 of 6 (a true rate of 85% fails about one run in 170). A control must show its race in none of
+its runs.
 """
 import os
 
@@ -25,7 +27,7 @@ RACES = {  # scenario → (verdict, least number of runs out of TRIALS)
     "r4-memcg-parallel": ("parallel-kills", 0.8),
     "r5-pinned-mm": ("pinned-mm", 0.8),
     "r6-exiting-thread": ("abort-storm", 0.8),
-    "r7-reserve-exhaustion": ("reserve-exhaustion", 0.8),
+    "r7-reserve-exhaustion": ("reserve-exhaustion", 0.5),
     "r9-allocating-task-storm": ("allocating-task-storm", 0.8),
 }
 

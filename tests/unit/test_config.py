@@ -333,11 +333,11 @@ ONE_OP = '[[task]]\nprogram = [{op}]\n'
     (ONE_OP.format(op='{ op = "faul", pages = 1 }'),
      'task[0].program[0].op = "faul": unknown op; allowed: fault, read, kmalloc, kfree, free, fork, clone_vm, '
      'thread, lock, unlock, oom_score_adj, sleep, spin, exit, repeat, wait, sysrq, cgroup_move, memcg_limit, mmap, '
-     'set_mems, set_mempolicy, kill (did you mean "fault"?)'),
+     'set_mems, set_mempolicy, kill, sysctl (did you mean "fault"?)'),
     (ONE_OP.format(op='{ pages = 1 }'), 'task[0].program[0].op: missing; must be one of "fault", "read", "kmalloc", '
                                         '"kfree", "free", "fork", "clone_vm", "thread", "lock", "unlock", "oom_score_adj", '
                                         '"sleep", "spin", "exit", "repeat", "wait", "sysrq", "cgroup_move", '
-                                        '"memcg_limit", "mmap", "set_mems", "set_mempolicy", "kill"'),
+                                        '"memcg_limit", "mmap", "set_mems", "set_mempolicy", "kill", "sysctl"'),
     (ONE_OP.format(op='{ op = "fault" }'),
      'task[0].program[0].pages: missing; required by op "fault"; must be a page count (an integer >= 1) or a size '
      'string like "64MiB" (a multiple of 4KiB)'),
@@ -381,8 +381,8 @@ ONE_OP = '[[task]]\nprogram = [{op}]\n'
     ('[expect]\nvictims = "memhog"', 'expect.victims = "memhog": must be a list of task names (comm)'),
     # cross-key checks
     ('[[task]]\nkthread = true\nprogram = [{ op = "sleep", ms = 1 }, { op = "fault", pages = 1 }]',
-     'task[0].program[1].op = "fault": a kernel thread (kthread = true) has no mm; allowed: kmalloc, thread, '
-     'oom_score_adj, sleep, spin, exit, repeat, wait, sysrq'),
+     'task[0].program[1].op = "fault": a kernel thread (kthread = true) has no mm; allowed: kmalloc, kfree, '
+     'thread, oom_score_adj, sleep, spin, exit, repeat, wait, sysrq'),
     ('[[task]]\ncount = 500\nprogram = [{ op = "wait" }]\n[[task]]\ncount = 13\nprogram = [{ op = "wait" }]',
      "task[1].count = 13: the [[task]] groups start 513 tasks, more than machine.max_tasks = 512"),
     # cpusets and mempolicies: nodes must exist (the default machine has one node)
