@@ -43,8 +43,12 @@ def test_swap_absorbs_anonymous_pressure(tmp_path):
 
 
 def test_anonymous_pressure_without_swap_ends_in_oom_kill(tmp_path):
-    """The same hogs without swap: reclaim finds nothing (zone_reclaimable is false), the OOM killer runs."""
-    r = _run(tmp_path, "0", HOGS)
+    """The same hogs without swap: reclaim finds nothing (zone_reclaimable is false), the OOM killer runs.
+    Each hog keeps its 40 MiB for 3 s after faulting it in, so the two always overlap however a loaded host
+    schedules them (with the 50 ms of HOGS, one hog could finish and exit before the other got far: no OOM);
+    the run has 30 s and ends when the survivor exits."""
+    holding = HOGS.replace('{ op = "sleep", ms = 50 }', '{ op = "sleep", ms = 3000 }')
+    r = _run(tmp_path, "0", holding, seconds=30)
     assert r["outcome"] == "oom-kill"
     assert r["counters"]["direct_reclaim_progress0"] > 0
     assert all(k["comm"] == "hog" for k in r["kills"])

@@ -10,7 +10,7 @@ _TABLES = ("glob", "zone", "page_next", "page_prev", "page_owner", "page_kind", 
            "page_zone", "pcp", "mm", "memcg", "page_memcg")
 _TASK_COLUMNS = ("task_pid", "task_tgid", "task_leader", "task_parent", "task_mm", "task_cpu", "task_exit_state",
                  "task_flags", "task_tif", "task_state", "task_pending", "task_wait_kind", "task_wait_obj",
-                 "task_comm", "sig_oom_score_adj", "sig_flags", "task_memcg")
+                 "task_comm", "sig_oom_score_adj", "sig_flags", "task_memcg", "task_uid", "task_caps")
 
 
 def save_state(m, path):

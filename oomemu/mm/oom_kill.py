@@ -399,6 +399,8 @@ def select_bad_process(cpu, totalpages, nodemask, force_kill, current=None):
         points = badness_vector(m, in_use, totalpages, _oom_score_adj_min_honoured(cpu), killable=True,
                                 features=f)[ok]
         tp.trace_many(cpu, "oom_scan_candidate", m.task_pid[ok], points, tp.CAND_SCAN, 0)
+        if cpu.trace is not None:
+            _trace_badness_inputs(cpu, ok)
         chosen, chosen_points = _pick(m, ok, points, "pick_lowest_badness" in cpu.debug_break, not_eligible(f))
     if chosen == -1:
         tp.trace_oom_scan_result(cpu, 0, 0, 0, len(order))
@@ -409,6 +411,15 @@ def select_bad_process(cpu, totalpages, nodemask, force_kill, current=None):
         score = ((chosen_points * 1000) & ULONG_MAX) // totalpages & 0xFFFFFFFF
     tp.trace_oom_scan_result(cpu, m.v_task_pid[chosen], chosen_points, 0, len(order))
     return chosen, score
+
+
+def _trace_badness_inputs(cpu, rows):
+    """One oom_badness_mm record per candidate row: the mm counters and oom_score_adj its score came from."""
+    m = cpu.m
+    mms = m.task_mm[rows]
+    mmc = m.mm[mms]
+    tp.trace_many(cpu, "oom_badness_mm", m.task_pid[rows], mmc[:, MM_FILEPAGES] + mmc[:, MM_ANONPAGES],
+                  mmc[:, MM_NR_PTES], mmc[:, MM_SWAPENTS], m.sig_oom_score_adj[m.task_leader[rows]])
 
 
 def _pick(m, rows, points, lowest=False, never=0):
@@ -736,6 +747,8 @@ def _sacrifice_child(cpu, p, memcg, nodemask, totalpages):
                 child_points = oom_badness(cpu, child, memcg, nodemask, totalpages)
                 tp.trace_oom_scan_candidate(cpu, m.v_task_pid[child], child_points, tp.CAND_CHILD,
                                             m.v_task_pid[p])
+                if cpu.trace is not None and m.v_task_mm[child] != -1:
+                    _trace_badness_inputs(cpu, np.array([child]))
                 if child_points > victim_points:
                     victim, victim_points = child, child_points
     if victim != p:

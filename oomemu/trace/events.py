@@ -49,6 +49,8 @@ CATALOGUE = (
     ("mem_cgroup_oom_unlock", "oomemu", ("memcg",)),
     ("mem_cgroup_out_of_memory", "oomemu", ("memcg", "totalpages", "usage", "limit")),
     ("mem_cgroup_oom_done", "oomemu", ("memcg", "killed_pid")),
+    # what oom_badness read for a scan candidate (after its oom_scan_candidate): the checker recomputes it
+    ("oom_badness_mm", "oomemu", ("pid", "rss", "nr_ptes", "swapents", "oom_score_adj")),
 )
 EVENT_ID = {name: i for i, (name, _, _) in enumerate(CATALOGUE)}
 EVENT_NAME = {i: name for name, i in EVENT_ID.items()}
