@@ -6,7 +6,8 @@ kernel code is caught at run time even though the scan's choice agrees with the 
 swap entries + page tables is about 7000 for swapper, whatever part of it reclaim has swapped out, against
 about 4000 for big), so the right victim is swapper. The broken formula
 below leaves out the swap entries and kills big; its scan is consistent with its own points, so only the
-recomputation can tell.
+recomputation can tell. Both sleep 15 s, so the OOM comes however slowly a loaded host runs the hog, and
+the run ends once both have been killed.
 """
 import textwrap
 
@@ -25,12 +26,12 @@ zones = { DMA = "16MiB", Normal = "48MiB" }
 [[task]]
 comm = "swapper"
 mm = { anon = 1000, swapents = 6000 }
-program = [{ op = "sleep", ms = 4000 }]
+program = [{ op = "sleep", ms = 15000 }]
 
 [[task]]
 comm = "big"
 mm = { anon = 4000 }
-program = [{ op = "sleep", ms = 4000 }]
+program = [{ op = "sleep", ms = 15000 }]
 
 [[task]]
 comm = "hog"
@@ -39,7 +40,7 @@ kthread = true
 program = [{ op = "sleep", ms = 100 }, { op = "kmalloc", pages = "64MiB" }]
 
 [run]
-seconds = 6
+seconds = 20
 """
 
 
