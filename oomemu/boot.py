@@ -13,7 +13,8 @@ from oomemu.include.mmzone import MAX_ORDER, MIGRATE_MOVABLE, NR_FREE_PAGES
 from oomemu.include.sched import CAP_NAMES, PF_KSWAPD, PF_KTHREAD, PF_MEMALLOC, PF_SWAPWRITE, TASK_INTERRUPTIBLE
 from oomemu.kernel import fork
 from oomemu.kernel import sysctl as ksysctl
-from oomemu.machine import (G_BOOT_NS, G_NEXT_PID, G_NR_SWAP_FREE, G_NR_TASK_ROWS, LRU_ANON, LRU_FILE,
+from oomemu.machine import (G_BOOT_NS, G_NEXT_PID, G_NR_SWAP_FREE, G_NR_TASK_ROWS, G_TOTAL_SWAP, LRU_ACTIVE,
+                            LRU_ANON, LRU_FILE, PG_active,
                             MM_ANONPAGES, MM_FILEPAGES, MM_NR_PTES, MM_SWAPENTS, MM_TOTAL_VM, PAGE_ANON,
                             PAGE_FILE, Z_STAT, Machine)
 from oomemu.config.load import cgroup_paths
@@ -181,7 +182,7 @@ def _take_pages(cpu, z, mm, kind, counter, lru, want):
     """Map up to `want` pages of zone z into mm in buddy blocks of up to MAX_ORDER - 1; returns how many are
     still wanted. Each block is traced as one allocation (mm_page_alloc) and then owned page by page."""
     m = cpu.m
-    on_lru = lru == LRU_FILE or m.glob[G_NR_SWAP_FREE] > 0  # anon pages are reclaimable only with swap
+    on_lru = lru == LRU_FILE or m.glob[G_TOTAL_SWAP] > 0  # the anon LRU exists only with swap (mm/swap.py)
     while want:
         order = min(MAX_ORDER - 1, want.bit_length() - 1)
         pfn = -1
@@ -201,9 +202,11 @@ def _take_pages(cpu, z, mm, kind, counter, lru, want):
         # not subject to watermarks: the pages were taken before the report's moment
         tp.trace_mm_page_alloc(cpu, pfn, order, GFP_HIGHUSER_MOVABLE, free, ALLOC_NO_WATERMARKS)
         m.mm[mm, counter] += n
-        if on_lru:
+        if on_lru:   # anonymous pages start active (lru_cache_add_active_or_unevictable), file ones inactive
+            if lru == LRU_ANON:
+                m.page_flags[pfn:pfn + n] |= PG_active
             for page in range(pfn, pfn + n):
-                vmscan.add_page_to_lru_list(m, z, page, lru)
+                vmscan.add_page_to_lru_list(m, z, page, lru + (LRU_ACTIVE if lru == LRU_ANON else 0))
         want -= n
     return want
 

@@ -110,6 +110,8 @@ POINTS = (
     "memcg.charge_reclaim", "memcg.oom_trylock", "memcg.oom_wait", "memcg.oom_select", "memcg.oom_kill",
     "should_reclaim_retry",
     "throttle_direct_reclaim.wait",
+    "shrink_inactive_list", "shrink_active_list", "shrink_page_list", "lru_add_drain", "exit_mmap.range",
+    "touch",
 )
 POINT_INDEX = {name: i for i, name in enumerate(POINTS)}
 

@@ -6,7 +6,9 @@ Segment map (all tables are column arrays, each 64-byte aligned, sized from the 
     zone_*[nr_zones, ...]     int64   per zone (node-major, MAX_NR_ZONES slots a node): span, managed,
                                       watermarks, lowmem_reserve, vm stats, flags, buddy free areas, LRU heads
     page_*[nr_pages]          int8/32 the page frame table: links (buddy / pcp / LRU share them, as page->lru),
-                                      buddy order, PG_* flags, owner kind and owner id
+                                      buddy order, PG_* flags, owner kind and owner id, and page_young: the
+                                      accessed bit of the page's one PTE (page_referenced() reads and clears it)
+    pvec[nr_cpus, 1+14]       int32   each CPU's lru_add pagevec: count, then the pages (only that CPU touches it)
     pcp_*[nr_cpus, nr_zones]  int64   per-CPU page lists: count, high, batch, list head
     task_*[max_tasks]         mixed   task_struct rows; signal_struct fields are valid on the group leader's row
                                       (task_mems / task_mpol_nodes are node bitmasks: bit n = node n)
@@ -79,12 +81,23 @@ Z_STAT = Z_LOWMEM_RESERVE + MAX_NR_ZONES      # NR_ZONE_STATS columns (vm_stat)
 Z_FLAGS = Z_STAT + NR_ZONE_STATS
 Z_NR_FREE = Z_FLAGS + 1                       # MAX_ORDER columns: free_area[o].nr_free
 Z_FREE_HEAD = Z_NR_FREE + MAX_ORDER           # MAX_ORDER columns: free_area[o].free_list head pfn
-Z_LRU_HEAD = Z_FREE_HEAD + MAX_ORDER          # 2 columns (file, anon): oldest page
-Z_LRU_TAIL = Z_LRU_HEAD + 2                   # 2 columns: newest page
-Z_NCOLS = Z_LRU_TAIL + 2
+Z_LRU_HEAD = Z_FREE_HEAD + MAX_ORDER          # NR_LRU_LISTS columns (enum lru_list order): oldest page
+Z_LRU_TAIL = Z_LRU_HEAD + 4                   # NR_LRU_LISTS columns: newest page
+Z_RECENT_SCANNED = Z_LRU_TAIL + 4             # 2 columns (anon, file): reclaim_stat.recent_scanned[file]
+Z_RECENT_ROTATED = Z_RECENT_SCANNED + 2       # 2 columns: reclaim_stat.recent_rotated[file]
+Z_INACTIVE_RATIO = Z_RECENT_ROTATED + 2       # zone->inactive_ratio (anon)
+Z_NCOLS = Z_INACTIVE_RATIO + 1
 
-LRU_FILE = 0
-LRU_ANON = 1
+# enum lru_list (include/linux/mmzone.h, 3.14): LRU_BASE + file * LRU_FILE + active
+LRU_ANON = 0
+LRU_ACTIVE = 1
+LRU_FILE = 2
+LRU_INACTIVE_ANON = LRU_ANON
+LRU_ACTIVE_ANON = LRU_ANON + LRU_ACTIVE
+LRU_INACTIVE_FILE = LRU_FILE
+LRU_ACTIVE_FILE = LRU_FILE + LRU_ACTIVE
+NR_LRU_LISTS = 4
+PAGEVEC_SIZE = 14     # include/linux/pagevec.h, 3.14
 
 # --- page frame table -----------------------------------------------------------------------------------------
 # page_kind: what owns the frame; page_owner: the owner's row (mm, task, or cpu for a pcp list)
@@ -96,6 +109,12 @@ PAGE_KERNEL = 4       # unreclaimable kernel allocation of task page_owner
 
 PG_buddy = 1          # head of a free buddy block; page_order holds its order
 PG_lru = 2            # on a zone LRU list
+PG_active = 4         # on (or bound for) an active list
+PG_referenced = 8     # accessed through read()/mark_page_accessed() since reclaim last looked
+PG_isolated = 16      # emulator-only: off the LRU on a reclaimer's private list (its page reference)
+PG_pvec = 32          # emulator-only: on a CPU's lru_add pagevec, not yet on the LRU (its page reference)
+PG_exec = 64          # emulator-only: a page-cache page mapped by an executable mapping (VM_EXEC)
+PG_LRU_STATE = PG_lru | PG_active | PG_referenced | PG_isolated | PG_pvec | PG_exec   # cleared before a free
 
 # --- mm columns -----------------------------------------------------------------------------------------------
 MM_FILEPAGES = 0
@@ -173,7 +192,7 @@ L_MEMCG_RES = 10      # every memcg's res_counter lock (one for all)
 L_MEMCG_OOM = 11      # memcg_oom_lock: the per-memcg oom_lock bools
 L_MEMCG_WAITQ = 12    # memcg_oom_waitq's lock
 L_PFMEMALLOC = 13     # the lock of every node's pfmemalloc_wait queue (one for all)
-L_FIXED = 14          # first per-zone lock (zone->lock), then rq locks, task stripes, mm stripes
+L_FIXED = 14          # first per-zone lock (zone->lock), then rq locks, task stripes, mm stripes, lru_locks
 
 
 def _align(n, a=64):
@@ -218,6 +237,8 @@ class Machine:
         self._add("page_order", np.int8, P)
         self._add("page_zone", np.int8, P)
         self._add("page_memcg", np.int16, P if nr_memcgs else 1)
+        self._add("page_young", np.int8, P)
+        self._add("pvec", np.int32, (nr_cpus, 1 + PAGEVEC_SIZE))
         self._add("pcp", np.int64, (nr_cpus, Z, 4))        # count, high, batch, head
         for name, dt in (("task_pid", np.int32), ("task_tgid", np.int32), ("task_leader", np.int32),
                          ("task_parent", np.int32), ("task_mm", np.int32), ("task_cpu", np.int32),
@@ -240,7 +261,7 @@ class Machine:
         self._add("mm", np.int64, (T, MM_NCOLS))
         self._add("mm_reserved", np.int64, T)   # pages mmap()ed (VM_ACCOUNT) but not faulted in yet
         self._add("wq", np.int32, (self.nr_waitqueues, 2))   # head, tail task rows
-        self.nr_locks = L_FIXED + self.nr_zones + nr_cpus + NR_TASK_LOCK_STRIPES + NR_MM_LOCK_STRIPES
+        self.nr_locks = L_FIXED + 2 * self.nr_zones + nr_cpus + NR_TASK_LOCK_STRIPES + NR_MM_LOCK_STRIPES
         self._add("lock_owner", np.int32, (self.nr_locks, 3))  # cpu, OS pid, task row
         self._add("cpu", np.int64, (self.nr_rows_cpu, C_NCOLS))
         self._add("memcg", np.int64, (max(1, self.nr_memcgs), MEMCG_NCOLS))
@@ -271,7 +292,7 @@ class Machine:
         self.page_next[:] = -1
         self.page_prev[:] = -1
         self.zone[:, Z_FREE_HEAD:Z_FREE_HEAD + MAX_ORDER] = -1
-        self.zone[:, Z_LRU_HEAD:Z_LRU_TAIL + 2] = -1
+        self.zone[:, Z_LRU_HEAD:Z_LRU_TAIL + NR_LRU_LISTS] = -1
         self.pcp[:, :, 3] = -1
         self.task_leader[:] = -1
         self.task_parent[:] = -1
@@ -322,6 +343,10 @@ class Machine:
     def zone_lock(self, zone):
         return L_FIXED + zone
 
+    def lru_lock(self, zone):
+        """zone->lru_lock: the LRU lists, their counters and pages_scanned (not the buddy lists)."""
+        return L_FIXED + self.nr_zones + self.nr_cpus + NR_TASK_LOCK_STRIPES + NR_MM_LOCK_STRIPES + zone
+
     def rq_lock(self, cpu):
         return L_FIXED + self.nr_zones + cpu
 
@@ -352,7 +377,11 @@ class Machine:
         if 0 <= i < NR_TASK_LOCK_STRIPES:
             return f"task_lock (stripe {i})"
         i -= NR_TASK_LOCK_STRIPES
-        return f"mm->page_table_lock/mmap_sem wait_lock (stripe {i})"
+        if i < NR_MM_LOCK_STRIPES:
+            return f"mm->page_table_lock/mmap_sem wait_lock (stripe {i})"
+        i -= NR_MM_LOCK_STRIPES
+        from oomemu.include.mmzone import ZONE_NAMES
+        return f"zone->lru_lock (node {i // MAX_NR_ZONES} {ZONE_NAMES[i % MAX_NR_ZONES]})"
 
     def row_name(self, row):
         """The worker name of per-CPU row `row`: cpuN, kswapdN or oom_reaper."""

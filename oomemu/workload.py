@@ -6,6 +6,9 @@ numbered once at boot (`build_programs`), so any CPU can start a task from its r
 """
 import time
 
+import numpy as np
+
+from oomemu import sync
 from oomemu.config.schema import Op
 from oomemu.include.gfp import GFP_HIGHUSER_MOVABLE
 from oomemu.include.sched import (CAP_SYS_RESOURCE, PF_KTHREAD, TASK_INTERRUPTIBLE, TASK_KILLABLE,
@@ -17,7 +20,8 @@ from oomemu.kernel import sched as ksched
 from oomemu.kernel import signal as ksignal
 from oomemu.kernel import sysctl as ksysctl
 from oomemu.kernel import time as ktime
-from oomemu.mm import filemap, memcontrol, memory, mempolicy, mmap, oom_kill, page_alloc, slab, vmstat
+from oomemu.machine import MM_SWAPENTS, PAGE_ANON, PAGE_FILE
+from oomemu.mm import filemap, memcontrol, memory, mempolicy, mmap, oom_kill, page_alloc, slab, swap, vmstat
 from oomemu.trace import events as tp
 
 INIT_PROGRAM = (Op("wait", {}), Op("repeat", {"times": 0}))
@@ -106,11 +110,17 @@ async def op_fault(cpu, op, state):
     await _fault_loop(cpu, op, state, memory.handle_mm_fault)
 
 
+async def _read_one(c, mm, gfp):
+    return 0 if await filemap.page_cache_read(c, mm, gfp) else memory.VM_FAULT_OOM
+
+
+async def _read_one_exec(c, mm, gfp):
+    return 0 if await filemap.page_cache_read(c, mm, gfp, exec_=True) else memory.VM_FAULT_OOM
+
+
 async def op_read(cpu, op, state):
-    """Read `pages` new file pages into the page cache, mapped by the task."""
-    async def read_one(c, mm, gfp):
-        return 0 if await filemap.page_cache_read(c, mm, gfp) else memory.VM_FAULT_OOM
-    await _fault_loop(cpu, op, state, read_one)
+    """Read `pages` new file pages into the page cache, mapped by the task (executable with `exec`)."""
+    await _fault_loop(cpu, op, state, _read_one_exec if op.get("exec") else _read_one)
 
 
 async def _fault_loop(cpu, op, state, fault_one):
@@ -156,6 +166,51 @@ async def _fault_loop(cpu, op, state, fault_one):
         if held:
             rwsem.up_read(cpu, mm)
         await ret_to_user(cpu, state)
+
+
+async def op_touch(cpu, op, state):
+    """Access the task's own pages again, `chunk` per user step, under mmap_sem for read.
+
+    Through its mappings (via = "mapping"): each resident page's PTE accessed bit is set (page_referenced()
+    sees it); of `pages` asked for, the ones no longer resident fault back in: anonymous pages the mm has
+    swap entries for (do_swap_page), then page-cache pages reclaim took (read back: a refault). Through
+    read(2) (via = "read"): each cached file page is marked accessed (mark_page_accessed()).
+    Emulator-only: the user-space loads and stores of a working set (no kernel function).
+    """
+    m = cpu.m
+    mm = _mm(cpu)
+    what, via = op["what"], op["via"]
+    kinds = {"all": (PAGE_ANON, PAGE_FILE), "anon": (PAGE_ANON,), "file": (PAGE_FILE,)}[what]
+    if via == "read":
+        kinds = (PAGE_FILE,)
+    pfns = (m.page_owner == mm).nonzero()[0]
+    pfns = pfns[np.isin(m.page_kind[pfns], kinds)]
+    swapped = int(m.mm[mm, MM_SWAPENTS]) if via == "mapping" and PAGE_ANON in kinds else 0
+    want = len(pfns) + swapped if op["pages"] == "all" else op["pages"]
+    pfns = pfns[:want]
+    swapins = min(swapped, want - len(pfns))
+    refaults = want - len(pfns) - swapins if via == "mapping" and PAGE_FILE in kinds else 0
+    chunk = op["chunk"]
+    for start in range(0, len(pfns), chunk):
+        part = pfns[start:start + chunk]
+        await rwsem.down_read(cpu, mm)
+        sync.sched_point(cpu, "touch", mm)
+        if via == "read":
+            for pfn in part.tolist():
+                if m.v_page_owner[pfn] == mm and m.v_page_kind[pfn] == PAGE_FILE:
+                    swap.mark_page_accessed(cpu, pfn)
+        else:
+            with sync.spinlock(cpu, m.mm_lock_index(mm)):   # the accesses of this step
+                mine = part[(m.page_owner[part] == mm) & np.isin(m.page_kind[part], kinds)]
+                m.page_young[mine] = 1
+        rwsem.up_read(cpu, mm)
+        await ret_to_user(cpu, state)
+    if swapins:
+        await _fault_loop(cpu, {"pages": swapins, "chunk": chunk, "gfp": GFP_HIGHUSER_MOVABLE}, state,
+                          memory.do_swap_page)
+    if refaults:
+        await _fault_loop(cpu, {"pages": refaults, "chunk": chunk, "gfp": GFP_HIGHUSER_MOVABLE}, state,
+                          _read_one)
 
 
 async def op_kmalloc(cpu, op, state):
@@ -407,7 +462,7 @@ async def op_sysctl(cpu, op, state):
 
 
 OPS = {
-    "fault": op_fault, "read": op_read, "kmalloc": op_kmalloc, "kfree": op_kfree, "free": op_free, "fork": op_fork,
+    "fault": op_fault, "read": op_read, "touch": op_touch, "kmalloc": op_kmalloc, "kfree": op_kfree, "free": op_free, "fork": op_fork,
     "clone_vm": op_clone_vm, "thread": op_thread, "lock": op_lock, "unlock": op_unlock,
     "oom_score_adj": op_oom_score_adj, "sleep": op_sleep, "spin": op_spin, "exit": op_exit, "wait": op_wait,
     "sysrq": op_sysrq, "cgroup_move": op_cgroup_move, "memcg_limit": op_memcg_limit,

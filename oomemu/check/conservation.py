@@ -1,15 +1,18 @@
 """Page conservation over the final (quiescent) machine.
 
 Every managed page is in exactly one place: on a buddy free list, on one CPU's per-CPU list, or owned (an
-mm's anon page, a page-cache page, a kernel page). The counters the allocator keeps must agree with the page
+mm's anon page, a page-cache page, a kernel page); an owned reclaimable page is on one LRU list, on a
+reclaimer's isolated list, or on a CPU's lru_add pagevec. The counters the allocator keeps must agree with the page
 frame table, and walking the lists must meet every free page exactly once.
 """
 import numpy as np
 
-from oomemu.include.mmzone import MAX_ORDER, NR_FREE_PAGES, NR_LRU_ANON, NR_LRU_FILE
-from oomemu.machine import (LRU_ANON, LRU_FILE, MM_ANONPAGES, MM_FILEPAGES, PAGE_ANON, PAGE_BUDDY, PAGE_FILE,
-                            PAGE_KERNEL, PAGE_PCP, PG_buddy, PG_lru, Z_FREE_HEAD, Z_LRU_HEAD, Z_MANAGED,
-                            Z_NR_FREE, Z_START_PFN, Z_STAT)
+from oomemu.include.mmzone import (MAX_ORDER, NR_FREE_PAGES, NR_ISOLATED_ANON, NR_ISOLATED_FILE,
+                                   NR_LRU_BASE)
+from oomemu.machine import (G_TOTAL_SWAP, LRU_ACTIVE, LRU_FILE, MM_ANONPAGES, MM_FILEPAGES, NR_LRU_LISTS,
+                            PAGE_ANON, PAGE_BUDDY, PAGE_FILE, PAGE_KERNEL, PAGE_PCP, PG_active, PG_buddy,
+                            PG_isolated, PG_lru, PG_pvec, Z_FREE_HEAD, Z_LRU_HEAD, Z_MANAGED, Z_NR_FREE,
+                            Z_START_PFN, Z_STAT)
 
 
 def _walk(m, head, limit):
@@ -101,18 +104,54 @@ def _check_pcp_lists(m, z):
 
 
 def _check_lru(m, z, start, managed):
+    """Every page of the zone's four LRU lists is linked once and of its list's kind and activity, the counters
+    agree with the lists, and every page-cache page (and every anonymous page when the machine has swap) is
+    somewhere reclaim can find it: on an LRU list, isolated by a reclaimer, or on a CPU's pagevec."""
     problems = []
-    for lru, stat, kind in ((LRU_FILE, NR_LRU_FILE, PAGE_FILE), (LRU_ANON, NR_LRU_ANON, PAGE_ANON)):
+    flags = m.page_flags[start:start + managed]
+    kinds = m.page_kind[start:start + managed]
+    for lru in range(NR_LRU_LISTS):
         pfns, cyclic = _walk(m, m.zone[z, Z_LRU_HEAD + lru], m.nr_pages)
-        count = int(m.zone[z, Z_STAT + stat])
+        count = int(m.zone[z, Z_STAT + NR_LRU_BASE + lru])
+        kind = PAGE_FILE if lru & LRU_FILE else PAGE_ANON
         if cyclic or len(pfns) != count:
             problems.append(f"zone {z}: LRU {lru} holds {len(pfns)} pages, its counter says {count}")
         elif pfns and (m.page_kind[pfns] != kind).any():
             problems.append(f"zone {z}: LRU {lru} holds a page of the wrong kind")
-    flagged = int((m.page_flags[start:start + managed] & PG_lru != 0).sum())
-    total = int(m.zone[z, Z_STAT + NR_LRU_FILE] + m.zone[z, Z_STAT + NR_LRU_ANON])
+        elif pfns and (((m.page_flags[pfns] & PG_active) != 0) != bool(lru & LRU_ACTIVE)).any():
+            problems.append(f"zone {z}: LRU {lru} holds a page whose PG_active says otherwise")
+        elif pfns and (m.page_zone[pfns] != z).any():
+            problems.append(f"zone {z}: LRU {lru} holds a page of another zone")
+    flagged = int((flags & PG_lru != 0).sum())
+    total = sum(int(m.zone[z, Z_STAT + NR_LRU_BASE + lru]) for lru in range(NR_LRU_LISTS))
     if flagged != total:
         problems.append(f"zone {z}: {flagged} pages flagged PG_lru, LRU counters say {total}")
+    isolated = int((flags & PG_isolated != 0).sum())
+    counted = int(m.zone[z, Z_STAT + NR_ISOLATED_ANON] + m.zone[z, Z_STAT + NR_ISOLATED_FILE])
+    if isolated != counted:
+        problems.append(f"zone {z}: {isolated} pages flagged isolated, NR_ISOLATED says {counted}")
+    both = int(((flags & PG_lru != 0) & (flags & (PG_isolated | PG_pvec) != 0)).sum())
+    if both:
+        problems.append(f"zone {z}: {both} pages both on an LRU list and isolated or on a pagevec")
+    pvec = getattr(m, "pvec", None)
+    in_pvecs = [] if pvec is None else [int(p) for c in range(m.nr_cpus) for p in pvec[c, 1:1 + int(pvec[c, 0])]]
+    mine = [p for p in in_pvecs if m.page_zone[p] == z]
+    if int((flags & PG_pvec != 0).sum()) != len(mine) or len(set(mine)) != len(mine):
+        problems.append(f"zone {z}: {int((flags & PG_pvec != 0).sum())} pages flagged as on a pagevec, the "
+                        f"pagevecs hold {len(mine)}")
+    elif mine and (m.page_flags[mine] & PG_pvec == 0).any():
+        problems.append(f"zone {z}: a pagevec holds a page not flagged as on one")
+    findable = flags & (PG_lru | PG_isolated | PG_pvec) != 0
+    lost_file = int(((kinds == PAGE_FILE) & ~findable).sum())
+    if lost_file:
+        problems.append(f"zone {z}: {lost_file} page-cache pages on no LRU list, pagevec or isolated list")
+    if m.glob[G_TOTAL_SWAP]:
+        lost_anon = int(((kinds == PAGE_ANON) & ~findable).sum())
+        if lost_anon:
+            problems.append(f"zone {z}: {lost_anon} anonymous pages on no LRU list, pagevec or isolated list")
+    stray = int(((kinds != PAGE_ANON) & (kinds != PAGE_FILE) & (flags & (PG_lru | PG_isolated) != 0)).sum())
+    if stray:
+        problems.append(f"zone {z}: {stray} pages that are not anonymous or page cache carry LRU flags")
     return problems
 
 

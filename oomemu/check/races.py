@@ -12,8 +12,10 @@ from oomemu.mm.internal import ALLOC_NO_WATERMARKS
 from oomemu.machine import MM_USERS
 
 PRIORITY = ("livelock", "abort-storm", "pinned-mm", "allocating-task-storm", "parallel-kills", "extra-kill",
-            "reserve-exhaustion")
+            "reserve-exhaustion", "thrashing")
 ABORT_STORM_MIN = 10           # scan aborts naming the same exiting task
+THRASH_MIN_RECLAIMS = 5        # R8: direct reclaims that reclaimed nothing yet reported progress ...
+THRASH_MIN_NS = 2_000_000_000  # ... spread over at least this long with no OOM kill among them
 KIND_ALLOCATING, KIND_SYSRQ = 2, 3
 
 
@@ -269,9 +271,56 @@ def detect_reserve_exhaustion(run, ended_by):
             f"{(ts - first) / 1e6:.1f} ms after the first of those pages"]
 
 
+def _hollow_progress(run):
+    """(ts, pid) of every direct reclaim that reported progress 1 while its own shrinking reclaimed nothing:
+    the zone_reclaimable() "progress" of do_try_to_free_pages() (KERNEL §6.8)."""
+    t = run.trace
+    if "mm_vmscan_lru_shrink_inactive" not in t.event_id:
+        return []
+    begins, ends = t.of("mm_vmscan_direct_reclaim_begin"), t.of("mm_vmscan_direct_reclaim_end")
+    shrinks = t.of("mm_vmscan_lru_shrink_inactive")
+    out = []
+    for pid in np.unique(ends["pid"]).tolist():
+        e = ends[(ends["pid"] == pid) & (ends["a"][:, 1] == 1)]
+        if not len(e):
+            continue
+        b = np.sort(begins["ts"][begins["pid"] == pid])
+        s = shrinks[shrinks["pid"] == pid]
+        s_ts = s["ts"]
+        csum = np.concatenate(([0], np.cumsum(s["a"][:, 2])))
+        start = b[np.maximum(np.searchsorted(b, e["ts"], side="right") - 1, 0)] if len(b) else e["ts"]
+        reclaimed = csum[np.searchsorted(s_ts, e["ts"], side="right")] - csum[np.searchsorted(s_ts, start)]
+        out += [(int(ts), pid) for ts in e["ts"][reclaimed == 0].tolist()]
+    return sorted(out)
+
+
+def detect_thrashing(run, ended_by):
+    """R8: allocators kept being told "progress" by direct reclaim that freed nothing (frees elsewhere reset
+    pages_scanned, so zone_reclaimable() stayed true) for a long stretch with no OOM kill: thrashing instead of
+    OOM."""
+    hollow = _hollow_progress(run)
+    if len(hollow) < THRASH_MIN_RECLAIMS:
+        return []
+    kill_ts = sorted(k["ts"] for k in run.kills)
+    segments = {}
+    for ts, pid in hollow:
+        segments.setdefault(int(np.searchsorted(kill_ts, ts)), []).append((ts, pid))
+    out = []
+    for seg in segments.values():
+        span = seg[-1][0] - seg[0][0]
+        if len(seg) >= THRASH_MIN_RECLAIMS and span >= THRASH_MIN_NS:
+            pids = sorted({p for _, p in seg})
+            out.append(f"{len(seg)} direct reclaims by {', '.join(run.name(p) for p in pids)} reclaimed nothing "
+                       f"but reported progress over {span / 1e9:.2f}s ({seg[0][0] / 1e9:.3f}s to "
+                       f"{seg[-1][0] / 1e9:.3f}s) with no OOM kill: pages_scanned kept being reset by frees "
+                       f"elsewhere, so zone_reclaimable() stayed true")
+    return out
+
+
 DETECTORS = {"livelock": detect_livelock, "abort-storm": detect_abort_storm, "pinned-mm": detect_pinned_mm,
              "allocating-task-storm": detect_allocating_task_storm, "parallel-kills": detect_parallel_kills,
-             "extra-kill": detect_extra_kill, "reserve-exhaustion": detect_reserve_exhaustion}
+             "extra-kill": detect_extra_kill, "reserve-exhaustion": detect_reserve_exhaustion,
+             "thrashing": detect_thrashing}
 
 
 def detect_races(trace, state, ended_by):

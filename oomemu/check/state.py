@@ -7,7 +7,7 @@ import numpy as np
 from oomemu.machine import G_NR_MM_ROWS, G_NR_TASK_ROWS
 
 _TABLES = ("glob", "zone", "page_next", "page_prev", "page_owner", "page_kind", "page_flags", "page_order",
-           "page_zone", "pcp", "mm", "memcg", "page_memcg")
+           "page_zone", "pcp", "pvec", "mm", "memcg", "page_memcg")
 _TASK_COLUMNS = ("task_pid", "task_tgid", "task_leader", "task_parent", "task_mm", "task_cpu", "task_exit_state",
                  "task_flags", "task_tif", "task_state", "task_pending", "task_wait_kind", "task_wait_obj",
                  "task_comm", "sig_oom_score_adj", "sig_flags", "task_memcg", "task_uid", "task_caps")

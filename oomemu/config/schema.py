@@ -691,7 +691,9 @@ def _op_table(name: str, keys: tuple[Key, ...]) -> Table:
 OPS: Mapping[str, Table] = MappingProxyType({
     "fault": _op_table("fault", (_PAGES, _CHUNK, Key("gfp", GfpFlags(), "GFP_HIGHUSER_MOVABLE",
                                                      "gfp mask of the page faults"))),
-    "read": _op_table("read", (_PAGES, _CHUNK)),
+    "read": _op_table("read", (_PAGES, _CHUNK, Key("exec", Bool(), False,
+                                                   "map the pages executable (program text: reclaim keeps them "
+                                                   "active while they are referenced)"))),
     "kmalloc": _op_table("kmalloc", (_PAGES, Key("order", Int(0, 10), 0, "allocation order"),
                                      Key("gfp", GfpFlags(), "GFP_KERNEL", "gfp mask"))),
     "kfree": _op_table("kfree", ()),
@@ -729,6 +731,14 @@ OPS: Mapping[str, Table] = MappingProxyType({
                      Key("name", Choice(tuple(RUNTIME_SYSCTLS)), help="the vm sysctl to write (/proc/sys/vm/NAME)"),
                      Key("value", Int(), help="the value written; each sysctl's [sysctl] range applies")),
                     build=_build_sysctl_op, label='op "sysctl"'),
+    "touch": _op_table("touch", (Key("pages", Pages(all_ok=True), "all",
+                                     'pages of the task\'s own memory to access again, or "all"'),
+                                 Key("chunk", Int(1, 4096), 64, "pages accessed per user-space step"),
+                                 Key("what", Choice(("all", "anon", "file")), "all", "which of its pages"),
+                                 Key("via", Choice(("mapping", "read")), "mapping",
+                                     '"mapping": loads and stores through its mappings (the PTE accessed bit; '
+                                     'swapped-out pages fault back in); "read": read(2) of its cached file '
+                                     'pages (mark_page_accessed)'))),
 })
 
 _ZONE = Size(multiple=MAX_ORDER_BLOCK, maximum=MAX_ZONE)
@@ -840,7 +850,7 @@ EXPECT_TASK = Table((
 _KILLS = Table((Key("min", Int(0), None), Key("max", Int(0), None)), allowed=_KILLS_ALLOWED)
 
 # Every verdict a run can reach (oomemu/report.py and oomemu/check/races.py decide them).
-VERDICTS = ("no-oom-kill", "oom-kill", "panic", "livelock", "extra-kill", "parallel-kills", "pinned-mm", "abort-storm", "allocating-task-storm", "reserve-exhaustion", "stall")
+VERDICTS = ("no-oom-kill", "oom-kill", "panic", "livelock", "extra-kill", "parallel-kills", "pinned-mm", "abort-storm", "allocating-task-storm", "reserve-exhaustion", "stall", "thrashing")
 
 EXPECT = Table((
     Key("kills", Kills(), None, "how many OOM kills"),

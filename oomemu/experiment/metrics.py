@@ -19,7 +19,8 @@ from oomemu.errors import ScenarioError
 COUNTERS = ("fast_path_allocs", "allocs", "alloc_failures", "slowpath_entries", "kswapd_wakeups", "direct_reclaims",
             "direct_reclaim_progress0", "pages_reclaimed", "pages_swapped_out", "oom_invocations", "oom_lock_busy",
             "scan_aborts", "kills", "sharer_kills", "self_memdie", "panics", "pages_freed", "user_steps",
-            "signals_delivered", "task_exits", "kswapd_runs", "no_watermark_allocs", "direct_throttles")
+            "signals_delivered", "task_exits", "kswapd_runs", "no_watermark_allocs", "direct_throttles", "pgactivate",
+            "pgdeactivate", "pgscan")
 LATENCY = {"kill_latency_p50_ms": 50, "kill_latency_p90_ms": 90, "kill_latency_p99_ms": 99,
            "kill_latency_max_ms": 100}
 NAMED = ("kills", "extra_kills", "elapsed_s") + tuple(LATENCY)

@@ -33,11 +33,16 @@ MIGRATE_MOVABLE = 1
 
 # zone_stat_item indexes kept per zone in the segment (a subset of the kernel's)
 NR_FREE_PAGES = 0
-NR_LRU_FILE = 1       # file pages on the LRU (active + inactive folded into one list)
-NR_LRU_ANON = 2       # anon pages on the LRU
-NR_PAGES_SCANNED = 3  # zone->pages_scanned
-NR_ALLOC_BATCH = 4    # pages left in this zone's fair-allocation round (3.14: high - low wmark at each reset)
-NR_ZONE_STATS = 5
+NR_LRU_BASE = 1       # NR_INACTIVE_ANON .. NR_ACTIVE_FILE: NR_LRU_BASE + enum lru_list
+NR_INACTIVE_ANON = NR_LRU_BASE + 0
+NR_ACTIVE_ANON = NR_LRU_BASE + 1
+NR_INACTIVE_FILE = NR_LRU_BASE + 2
+NR_ACTIVE_FILE = NR_LRU_BASE + 3
+NR_ISOLATED_ANON = 5  # pages a reclaimer took off the LRU and holds on its private list
+NR_ISOLATED_FILE = 6
+NR_PAGES_SCANNED = 7  # zone->pages_scanned (a plain field under lru_lock upstream; reset under zone->lock)
+NR_ALLOC_BATCH = 8    # pages left in this zone's fair-allocation round (3.14: high - low wmark at each reset)
+NR_ZONE_STATS = 9
 
 # Default sysctl_lowmem_reserve_ratio by lower-zone index (KERNEL §6.5).
 DEFAULT_LOWMEM_RESERVE_RATIO = (256, 256, 32)

@@ -1,4 +1,5 @@
-"""Boot-time memory set-up: zones, free lists, zonelists, watermarks, lowmem reserves, per-CPU lists.
+"""Boot-time memory set-up: zones, free lists, zonelists, watermarks, lowmem reserves, per-CPU lists, the
+anon inactive ratios.
 
 Follows the boot half of mm/page_alloc.c of Linux 3.14 (free_area_init_core, build_all_zonelists,
 init_per_zone_wmark_min, __setup_per_zone_wmarks, setup_per_zone_lowmem_reserve, zone_batchsize;
@@ -10,7 +11,7 @@ import numpy as np
 
 from oomemu.include.mmzone import (MAX_NR_ZONES, MAX_ORDER, MAX_ORDER_NR_PAGES, PAGE_SHIFT, PAGE_SIZE,
                                    WMARK_HIGH, WMARK_LOW, WMARK_MIN, ZONE_DMA, ZONE_DMA32, ZONE_NORMAL)
-from oomemu.machine import (G_NR_SWAP_FREE, G_TOTAL_SWAP, G_TOTALRAM, PG_buddy, Z_FREE_HEAD, Z_IDX,
+from oomemu.machine import (G_NR_SWAP_FREE, G_TOTAL_SWAP, G_TOTALRAM, PG_buddy, Z_FREE_HEAD, Z_IDX, Z_INACTIVE_RATIO,
                             Z_LOWMEM_RESERVE, Z_MANAGED, Z_NODE, Z_NR_FREE, Z_SPANNED, Z_START_PFN, Z_STAT,
                             Z_WMARK)
 from oomemu.include.mmzone import NR_ALLOC_BATCH, NR_FREE_PAGES
@@ -163,6 +164,21 @@ def setup_pageset(m):
         m.pcp[:, z, 2] = max(1, batch)
 
 
+def calculate_zone_inactive_ratio(managed_pages):
+    """The anon inactive_ratio of a zone: int_sqrt(10 × size in GiB), 1 below a GiB.
+
+    Follows: mm/page_alloc.c calculate_zone_inactive_ratio(), 3.14.
+    """
+    gb = managed_pages >> (30 - PAGE_SHIFT)
+    return int_sqrt(10 * gb) if gb else 1
+
+
+def setup_per_zone_inactive_ratio(m):
+    """Follows: mm/page_alloc.c setup_per_zone_inactive_ratio(), 3.14."""
+    for z in range(m.nr_zones):
+        m.zone[z, Z_INACTIVE_RATIO] = calculate_zone_inactive_ratio(int(m.zone[z, Z_MANAGED]))
+
+
 def boot_memory(m, scenario):
     """Everything above, in boot order. Returns the zonelists and min_free_kbytes.
 
@@ -173,4 +189,5 @@ def boot_memory(m, scenario):
     min_free_kbytes = init_per_zone_wmark_min(m, scenario.sysctl.min_free_kbytes)
     setup_per_zone_lowmem_reserve(m, scenario.sysctl.lowmem_reserve_ratio)
     setup_pageset(m)
+    setup_per_zone_inactive_ratio(m)
     return zonelists, min_free_kbytes

@@ -2,72 +2,79 @@
 
 Follows mm/mmap.c of Linux 3.14: exit_mmap() (every page of the last user's mm goes back to the allocator,
 page-cache pages are only unmapped), the page-freeing half of do_munmap(), and the overcommit accounting of
-mmap() (__vm_enough_memory, vm.overcommit_memory). The page frame table is
-searched with numpy; each zone's pages are freed under one hold of its zone->lock.
+mmap() (__vm_enough_memory, vm.overcommit_memory). The page frame table is searched with numpy; the pages
+are then unmapped and released in batches of one page table (PTRS_PER_PTE pages) each, under the mm's
+page-table lock and the zones' lru_locks, and freed through this CPU's per-CPU lists, with a scheduling point
+between batches, so other CPUs can take memory while a big mm is torn down.
 """
+import numpy as np
 
 from oomemu import sync
-from oomemu.include.mmzone import NR_FREE_PAGES, NR_LRU_FILE, PAGE_SHIFT
-from oomemu.machine import (G_NR_MM_ROWS, G_NR_SWAP_FREE, G_TOTAL_SWAP, G_TOTALRAM, L_SWAP, LRU_ANON, MM_ANONPAGES,
+from oomemu.include.mmzone import NR_ACTIVE_FILE, NR_FREE_PAGES, NR_INACTIVE_FILE, PAGE_SHIFT
+from oomemu.machine import (G_NR_MM_ROWS, G_NR_SWAP_FREE, G_TOTAL_SWAP, G_TOTALRAM, L_SWAP, MM_ANONPAGES,
                             MM_FILEPAGES, MM_NCOLS, MM_NR_PTES, MM_SWAPENTS, MM_TOTAL_VM, MM_USED, PAGE_ANON,
-                            PAGE_FILE, PG_lru, Z_STAT)
-from oomemu.mm import memcontrol, page_alloc, vmscan
+                            PAGE_FILE, Z_STAT)
+from oomemu.mm import page_alloc, swap
 from oomemu.trace import events as tp
 
 PTRS_PER_PTE = 512
 
 
-def _free_mm_pages(cpu, mm, pfns):
-    """Free anon pages and unmap file pages of mm among `pfns`, each checked under its zone->lock (reclaim
-    may have taken some meanwhile). Returns (anon freed, file unmapped)."""
+def _free_mm_pages(cpu, mm, pfns, batch=None):
+    """Unmap mm's pages among `pfns` (reclaim may have taken some meanwhile) and free the anonymous ones whose
+    last reference this was, then take them off mm's counters. With `batch`, one batch of an exit_mmap.
+    Returns (anon unmapped, file unmapped).
+
+    Follows: mm/memory.c zap_pte_range() (page_remove_rmap, the mmu_gather batch) → tlb_flush_mmu() →
+    free_pages_and_swap_cache() → release_pages(), 3.14.
+    """
     m = cpu.m
     anon = file = 0
+    to_free = []
     zones = m.page_zone[pfns]
-    uncharged = []
-    for z in range(m.nr_zones):
-        sel = pfns[zones == z]
-        if not len(sel):
-            continue
-        with sync.spinlock(cpu, m.zone_lock(z)):
-            sel = sel[m.page_owner[sel] == mm]
-            kinds = m.page_kind[sel]
-            files = sel[kinds == PAGE_FILE]
-            m.page_owner[files] = -1  # they stay in the page cache, still on the LRU
-            file += len(files)
-            anons = sel[kinds == PAGE_ANON]
-            if m.memcg_enabled:
-                uncharged += memcontrol.mem_cgroup_uncharge_pages(cpu, anons)
-            for pfn in anons[(m.page_flags[anons] & PG_lru) != 0].tolist():
-                vmscan.del_page_from_lru_list(m, z, pfn, LRU_ANON)
-            freed = page_alloc.free_hot_cold_page_list(cpu, z, anons)
-            if "double_free_victim" in cpu.debug_break and freed:
-                tp.trace_mm_page_free(cpu, int(anons[0]), 0)  # the injected bug: one page freed twice
-                page_alloc.__free_one_page(cpu, int(anons[0]), z, 0)
-            if freed:
-                page_alloc._note_freed(cpu, z, freed)
-        anon += freed
-    if uncharged:
-        memcontrol.memcg_oom_recover(cpu, sorted(set(uncharged)))
+    with sync.spinlock(cpu, m.mm_lock_index(mm)):
+        for z in np.unique(zones).tolist():
+            a, f, fr = swap.release_mm_pages(cpu, z, pfns[zones == z].tolist(), mm)
+            anon += a
+            file += f
+            to_free += fr
+        base = mm * MM_NCOLS
+        m.v_mm[base + MM_ANONPAGES] -= anon
+        m.v_mm[base + MM_FILEPAGES] -= file
+    swap.free_unlocked(cpu, to_free)
+    if "double_free_victim" in cpu.debug_break and to_free:
+        pfn = to_free[0]
+        z = m.v_page_zone[pfn]
+        with sync.spinlock(cpu, m.zone_lock(z)):   # the injected bug: one page freed twice
+            tp.trace_mm_page_free(cpu, pfn, 0)
+            page_alloc.__free_one_page(cpu, pfn, z, 0)
+            page_alloc._note_freed(cpu, z, 1)
+    if batch is not None:
+        tp.trace_exit_mmap_batch(cpu, mm, batch, len(pfns), len(to_free))
     return anon, file
 
 
 def exit_mmap(cpu, mm):
     """Unmap everything of a dead mm: free its anon pages and swap entries, unmap its file pages.
 
-    Follows: mm/mmap.c exit_mmap(), 3.14. Returns the pages given back to the allocator.
-    Differs: the pages are freed per zone in one zone->lock hold, not in TLB-gather batches through the
-    per-CPU lists with cond_resched() between ranges, so no other CPU takes part of the memory mid-exit.
+    Follows: mm/mmap.c exit_mmap(), 3.14: lru_add_drain() first, then unmap_vmas() one page table at a time
+    (zap_pmd_range()'s cond_resched() between them), the pages going back through the mmu_gather batches and
+    release_pages() to this CPU's per-CPU lists. Returns the pages given back to the allocator.
+    Differs: the batches follow PFN order (no virtual addresses here), one batch per PTRS_PER_PTE pages.
     """
     m = cpu.m
     sync.sched_point(cpu, "exit_mmap", mm)
+    swap.lru_add_drain(cpu)
     pfns = (m.page_owner == mm).nonzero()[0]
     kinds = m.page_kind[pfns]     # the owner column also holds CPU ids (per-CPU pages): keep mm pages only
     pfns = pfns[(kinds == PAGE_ANON) | (kinds == PAGE_FILE)]
-    anon, file = _free_mm_pages(cpu, mm, pfns)
+    anon = 0
+    for batch, start in enumerate(range(0, len(pfns), PTRS_PER_PTE)):
+        if batch:
+            sync.sched_point(cpu, "exit_mmap.range", mm)
+        anon += _free_mm_pages(cpu, mm, pfns[start:start + PTRS_PER_PTE], batch)[0]
     with sync.spinlock(cpu, m.mm_lock_index(mm)):
         swapents = int(m.mm[mm, MM_SWAPENTS])
-        m.mm[mm, MM_ANONPAGES] -= anon
-        m.mm[mm, MM_FILEPAGES] -= file
         m.mm[mm, MM_SWAPENTS] = 0
         m.mm[mm, MM_NR_PTES] = 0
         m.mm[mm, MM_TOTAL_VM] = 0
@@ -89,7 +96,6 @@ def do_munmap_anon(cpu, mm, nr_pages):
         pfns = pfns[::-1][:nr_pages]
     anon, _ = _free_mm_pages(cpu, mm, pfns)
     with sync.spinlock(cpu, m.mm_lock_index(mm)):
-        m.mm[mm, MM_ANONPAGES] -= anon
         m.mm[mm, MM_TOTAL_VM] -= anon
         _sub_ptes(m, mm, anon)
     return anon
@@ -103,10 +109,7 @@ def unmap_anon_pages(cpu, mm):
     """
     m = cpu.m
     pfns = ((m.page_owner == mm) & (m.page_kind == PAGE_ANON)).nonzero()[0]
-    anon, _ = _free_mm_pages(cpu, mm, pfns)
-    with sync.spinlock(cpu, m.mm_lock_index(mm)):
-        m.mm[mm, MM_ANONPAGES] -= anon
-    return anon
+    return _free_mm_pages(cpu, mm, pfns)[0]
 
 
 def _sub_ptes(m, mm, nr):
@@ -189,7 +192,7 @@ def __vm_enough_memory(cpu, mm, pages, cap_sys_admin):
     if mode == OVERCOMMIT_ALWAYS:
         return 0
     if mode == OVERCOMMIT_GUESS:
-        free = int(m.zone[:, Z_STAT + NR_FREE_PAGES].sum()) + int(m.zone[:, Z_STAT + NR_LRU_FILE].sum())
+        free = int(m.zone[:, Z_STAT + NR_FREE_PAGES].sum()) + int(m.zone[:, Z_STAT + NR_INACTIVE_FILE].sum() + m.zone[:, Z_STAT + NR_ACTIVE_FILE].sum())
         free += int(m.glob[G_NR_SWAP_FREE])
         if free > m.totalreserve_pages:
             free -= m.totalreserve_pages

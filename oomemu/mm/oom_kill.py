@@ -31,7 +31,8 @@ from oomemu.machine import (G_HZ, G_LAST_KILL_JIFFY, G_OOM_LOCK, G_OOM_REAPER_LI
                             MM_FLAGS, MM_USERS,
                             MM_FILEPAGES, MM_NCOLS, MM_NR_PTES, MM_SWAPENTS, MM_TOTAL_VM, Z_FLAGS, Z_IDX,
                             Z_LOWMEM_RESERVE, Z_MANAGED, Z_NCOLS, Z_NODE, Z_NR_FREE, Z_STAT, Z_WMARK)
-from oomemu.include.mmzone import NR_FREE_PAGES, NR_LRU_ANON, NR_LRU_FILE
+from oomemu.include.mmzone import (NR_ACTIVE_ANON, NR_ACTIVE_FILE, NR_FREE_PAGES, NR_INACTIVE_ANON,
+                                   NR_INACTIVE_FILE, NR_ISOLATED_ANON, NR_ISOLATED_FILE)
 from oomemu.mm import memcontrol, mempolicy, page_alloc, vmstat
 from oomemu.trace import events as tp
 
@@ -501,8 +502,10 @@ def show_mem(cpu):
         name = f"Node {zr[Z_NODE]} {ZONE_NAMES[zr[Z_IDX]]}"
         lines.append(f"{name} free:{K(zr[Z_STAT + NR_FREE_PAGES])}kB min:{K(zr[Z_WMARK + WMARK_MIN])}kB "
                      f"low:{K(zr[Z_WMARK + WMARK_LOW])}kB high:{K(zr[Z_WMARK + WMARK_HIGH])}kB "
-                     f"active_anon:0kB inactive_anon:{K(zr[Z_STAT + NR_LRU_ANON])}kB active_file:0kB "
-                     f"inactive_file:{K(zr[Z_STAT + NR_LRU_FILE])}kB present:{K(zr[Z_MANAGED])}kB "
+                     f"active_anon:{K(zr[Z_STAT + NR_ACTIVE_ANON])}kB inactive_anon:{K(zr[Z_STAT + NR_INACTIVE_ANON])}kB "
+                     f"active_file:{K(zr[Z_STAT + NR_ACTIVE_FILE])}kB inactive_file:{K(zr[Z_STAT + NR_INACTIVE_FILE])}kB "
+                     f"isolated(anon):{K(zr[Z_STAT + NR_ISOLATED_ANON])}kB isolated(file):{K(zr[Z_STAT + NR_ISOLATED_FILE])}kB "
+                     f"present:{K(zr[Z_MANAGED])}kB "
                      f"managed:{K(zr[Z_MANAGED])}kB")
         lines.append("lowmem_reserve[]: " + " ".join(str(v) for v in zr[Z_LOWMEM_RESERVE:Z_LOWMEM_RESERVE + 4]))
     for z in range(m.nr_zones):
@@ -512,7 +515,7 @@ def show_mem(cpu):
         parts = [f"{zr[Z_NR_FREE + o]}*{K(1 << o)}kB" for o in range(MAX_ORDER)]
         total = sum(int(zr[Z_NR_FREE + o]) << o for o in range(MAX_ORDER))
         lines.append(f"Node {zr[Z_NODE]} {ZONE_NAMES[zr[Z_IDX]]}: {' '.join(parts)} = {K(total)}kB")
-    pagecache = int(m.zone[:, Z_STAT + NR_LRU_FILE].sum())
+    pagecache = int(m.zone[:, Z_STAT + NR_INACTIVE_FILE].sum() + m.zone[:, Z_STAT + NR_ACTIVE_FILE].sum())
     lines.append(f"{pagecache} total pagecache pages")
     lines.append(f"{int(m.glob[G_TOTALRAM])} pages RAM")
     printk.printk(cpu, printk.KERN_INFO, "\n".join(lines))

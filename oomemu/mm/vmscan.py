@@ -1,10 +1,15 @@
-"""Page reclaim: direct reclaim's "progress", zone_reclaimable, and the kswapd daemon.
+"""Page reclaim: the LRU lists, shrinking them, direct reclaim's "progress", zone_reclaimable, and kswapd.
 
-Follows mm/vmscan.c of Linux 3.14 (KERNEL §6.6, §6.8). Reclaimable pages are page-cache pages (always) and
-anonymous pages (only when swap has free slots), each zone keeping one LRU list per kind, oldest first.
+Follows mm/vmscan.c of Linux 3.14 (KERNEL §6.6, §6.8). Each zone keeps four LRU lists (inactive and active,
+anonymous and file; oldest first) under its own lru_lock, which is not zone->lock. Reclaim isolates up to
+SWAP_CLUSTER_MAX pages under the lru_lock, decides about them with the lock dropped (page_referenced(): a page
+whose PTE was accessed, or a page-cache page referenced twice, is kept or activated) and puts the survivors
+back. Only what it really frees resets pages_scanned (through the allocator), so zone_reclaimable() decides
+whether the OOM killer comes (R8).
 
-Differs: one list per kind (no active/inactive split), lru_lock folded into zone->lock, no dirty or writeback
-pages (every scanned page is reclaimed), no slab shrinkers.
+Differs: no dirty or writeback pages (an unreferenced page is always reclaimable), no slab shrinkers, no
+too_many_isolated() throttle, no unevictable list, swappiness fixed at 60; kswapd stops a zone at its target
+without the proportional rescan of the other lists.
 """
 from oomemu import sync
 from oomemu.kernel import sched as ksched
@@ -14,29 +19,37 @@ from oomemu.include.gfp import __GFP_FS, GFP_KERNEL, gfp_zone
 from oomemu.include.sched import (PF_KTHREAD, TASK_INTERRUPTIBLE, TASK_KILLABLE, TASK_NORMAL, TASK_RUNNING)
 from oomemu.kernel import cpuset
 from oomemu.include.mmzone import (DEF_PRIORITY, KSWAPD_ZONE_BALANCE_GAP_RATIO, MAX_NR_ZONES, NR_FREE_PAGES,
-                                   NR_LRU_ANON, NR_LRU_FILE, NR_PAGES_SCANNED, SWAP_CLUSTER_MAX, WMARK_HIGH,
-                                   WMARK_LOW, WMARK_MIN, ZONE_NORMAL)
+                                   NR_ISOLATED_ANON, NR_LRU_BASE, NR_PAGES_SCANNED, SWAP_CLUSTER_MAX,
+                                   WMARK_HIGH, WMARK_LOW, WMARK_MIN, ZONE_NORMAL)
 from oomemu.machine import (C_KSWAPD_CLASSZONE, C_KSWAPD_MAX_ORDER, C_KSWAPD_SLEEPING, G_HZ,
-                            G_NR_SWAP_FREE, G_OOM_KILLER_DISABLED, G_STOP, L_PFMEMALLOC, L_SWAP, LRU_ANON, LRU_FILE,
-                            MM_ANONPAGES, MM_FILEPAGES, MM_NCOLS, MM_SWAPENTS, PG_lru,
-                            Z_IDX, Z_LRU_HEAD, Z_LRU_TAIL, Z_MANAGED, Z_NCOLS, Z_NODE, Z_STAT, Z_WMARK)
-from oomemu.mm import vmstat
+                            G_NR_SWAP_FREE, G_OOM_KILLER_DISABLED, G_STOP, G_TOTAL_SWAP, L_PFMEMALLOC, LRU_ACTIVE,
+                            LRU_ACTIVE_ANON, LRU_ACTIVE_FILE, LRU_FILE, LRU_INACTIVE_ANON, LRU_INACTIVE_FILE,
+                            NR_LRU_LISTS, PAGE_ANON, PAGE_FILE, PG_active, PG_isolated, PG_lru, PG_referenced,
+                            Z_IDX, Z_INACTIVE_RATIO, Z_LRU_HEAD, Z_LRU_TAIL, Z_MANAGED, Z_NCOLS, Z_NODE,
+                            Z_RECENT_ROTATED, Z_RECENT_SCANNED, Z_STAT, Z_WMARK)
+from oomemu.mm import rmap, swap, vmstat
 from oomemu.trace import events as tp
 
-_LRU_STAT = (Z_STAT + NR_LRU_FILE, Z_STAT + NR_LRU_ANON)
+_LRU_STAT = tuple(Z_STAT + NR_LRU_BASE + lru for lru in range(NR_LRU_LISTS))
+_ISOLATED = Z_STAT + NR_ISOLATED_ANON          # + file (0 anon, 1 file)
 _FREE = Z_STAT + NR_FREE_PAGES
 _SCANNED = Z_STAT + NR_PAGES_SCANNED
+VM_SWAPPINESS = 60        # vm_swappiness's default
+# page_check_references() verdicts (mm/vmscan.c enum page_references)
+PAGEREF_RECLAIM, PAGEREF_RECLAIM_CLEAN, PAGEREF_KEEP, PAGEREF_ACTIVATE = 0, 1, 2, 3
+# get_scan_count() balances (enum scan_balance)
+SCAN_EQUAL, SCAN_FRACT, SCAN_ANON, SCAN_FILE = 0, 1, 2, 3
 # A sleeping kswapd looks up this often (ms) to park for the supervisor's quiescent snapshots: the CPUs stay
 # parked until every worker has, so this bounds how long a snapshot stops the machine.
 KSWAPD_PAUSE_POLL_MS = 5
 
 
-# --- LRU lists (zone->lock held) -----------------------------------------------------------------------------
+# --- LRU lists (zone->lru_lock held) -------------------------------------------------------------------------
 
 def add_page_to_lru_list(m, z, pfn, lru):
-    """Append `pfn` (newest) to zone z's LRU `lru`. Caller holds zone->lock.
+    """Append `pfn` (newest) to zone z's LRU `lru`. Caller holds the zone's lru_lock.
 
-    Follows: include/linux/mm_inline.h add_page_to_lru_list(), 3.14.
+    Follows: include/linux/mm_inline.h add_page_to_lru_list(), 3.14 (with SetPageLRU).
     """
     vz, nxt, prv = m.v_zone, m.v_page_next, m.v_page_prev
     tail_slot = z * Z_NCOLS + Z_LRU_TAIL + lru
@@ -53,9 +66,9 @@ def add_page_to_lru_list(m, z, pfn, lru):
 
 
 def del_page_from_lru_list(m, z, pfn, lru):
-    """Unlink `pfn` from zone z's LRU `lru`. Caller holds zone->lock.
+    """Unlink `pfn` from zone z's LRU `lru`. Caller holds the zone's lru_lock.
 
-    Follows: include/linux/mm_inline.h del_page_from_lru_list(), 3.14.
+    Follows: include/linux/mm_inline.h del_page_from_lru_list(), 3.14 (with ClearPageLRU).
     """
     vz, nxt, prv = m.v_zone, m.v_page_next, m.v_page_prev
     n, p = nxt[pfn], prv[pfn]
@@ -72,22 +85,21 @@ def del_page_from_lru_list(m, z, pfn, lru):
     vz[z * Z_NCOLS + _LRU_STAT[lru]] -= 1
 
 
-def lru_cache_add(cpu, pfn, lru):
-    """Put a newly mapped page on its zone's LRU. Follows: mm/swap.c lru_cache_add(), without the pagevec."""
-    m = cpu.m
-    z = m.v_page_zone[pfn]
-    with sync.spinlock(cpu, m.zone_lock(z)):
-        add_page_to_lru_list(m, z, pfn, lru)
+def lru_size(m, z, lru):
+    """Pages on zone z's list `lru`. Follows: mm/vmscan.c get_lru_size(), 3.14."""
+    return m.v_zone[z * Z_NCOLS + _LRU_STAT[lru]]
 
 
 # --- reclaimability ------------------------------------------------------------------------------------------
 
 def zone_reclaimable_pages(m, z):
-    """File LRU pages, plus anon LRU pages while swap has room. Follows: zone_reclaimable_pages(), 3.14."""
-    vz = m.v_zone
-    nr = vz[z * Z_NCOLS + _LRU_STAT[LRU_FILE]]
+    """File LRU pages, plus anon LRU pages while swap has room (isolated pages not counted).
+
+    Follows: mm/vmscan.c zone_reclaimable_pages(), 3.14.
+    """
+    nr = lru_size(m, z, LRU_INACTIVE_FILE) + lru_size(m, z, LRU_ACTIVE_FILE)
     if m.v_glob[G_NR_SWAP_FREE] > 0:
-        nr += vz[z * Z_NCOLS + _LRU_STAT[LRU_ANON]]
+        nr += lru_size(m, z, LRU_INACTIVE_ANON) + lru_size(m, z, LRU_ACTIVE_ANON)
     return nr
 
 
@@ -99,82 +111,349 @@ def zone_reclaimable(m, z):
     return m.v_zone[z * Z_NCOLS + _SCANNED] < zone_reclaimable_pages(m, z) * 6
 
 
-# --- shrinking -----------------------------------------------------------------------------------------------
+def inactive_anon_is_low(m, z):
+    """The inactive anon list is too small for the active one: inactive × inactive_ratio < active.
 
-def _reclaim_page(cpu, m, z, pfn, lru):
-    """Unmap one isolated LRU page from its mm (to swap for anon) and free it. zone->lock held.
-
-    Returns False (and leaves the page alone) if an anon page finds swap full.
+    Follows: mm/vmscan.c inactive_anon_is_low() → inactive_anon_is_low_global(), 3.14 (never without swap).
     """
-    owner = m.v_page_owner[pfn]
-    if lru == LRU_ANON:
-        with sync.spinlock(cpu, L_SWAP):
-            if m.v_glob[G_NR_SWAP_FREE] <= 0:
-                return False
-            m.v_glob[G_NR_SWAP_FREE] -= 1
-    del_page_from_lru_list(m, z, pfn, lru)
-    if m.memcg_enabled:
-        from oomemu.mm import memcontrol
-        memcontrol.mem_cgroup_uncharge_page(cpu, pfn)
-    if owner >= 0:
-        with sync.spinlock(cpu, m.mm_lock_index(owner)):
-            base = owner * MM_NCOLS
-            if lru == LRU_ANON:
-                m.v_mm[base + MM_ANONPAGES] -= 1
-                m.v_mm[base + MM_SWAPENTS] += 1
-            else:
-                m.v_mm[base + MM_FILEPAGES] -= 1
-    if lru == LRU_ANON:
-        vmstat.count_vm_event(cpu, vmstat.NR_PAGES_SWAPPED_OUT)
-    from oomemu.mm import page_alloc
-    tp.trace_mm_page_free(cpu, pfn, 0)
-    page_alloc.__free_one_page(cpu, pfn, z, 0)
-    return True
+    if not m.v_glob[G_TOTAL_SWAP]:
+        return False
+    ratio = m.v_zone[z * Z_NCOLS + Z_INACTIVE_RATIO]
+    return lru_size(m, z, LRU_INACTIVE_ANON) * ratio < lru_size(m, z, LRU_ACTIVE_ANON)
 
 
-def shrink_lruvec(cpu, z, priority, nr_to_reclaim):
-    """Scan the zone's LRUs oldest first, reclaiming what can be; returns (scanned, reclaimed).
+def inactive_file_is_low(m, z):
+    """More active than inactive file pages. Follows: mm/vmscan.c inactive_file_is_low(), 3.14."""
+    return lru_size(m, z, LRU_ACTIVE_FILE) > lru_size(m, z, LRU_INACTIVE_FILE)
 
-    Follows: mm/vmscan.c shrink_lruvec()/shrink_inactive_list(), 3.14, with get_scan_count()'s
-    "lru size >> priority" (at least a cluster) as the scan target.
-    Differs: every isolated page is reclaimed (no active/inactive lists, no referenced bit, no
-    page_referenced() of mapped file pages), so zone_reclaimable() matters only once an LRU is empty and R8
-    (thrashing instead of OOM) cannot appear; the pages are isolated and freed in one zone->lock hold (no
-    separate lru_lock, no per-CPU pagevecs) and go straight to the buddy lists, not the reclaiming CPU's
-    per-CPU list.
+
+def inactive_list_is_low(m, z, lru):
+    """Follows: mm/vmscan.c inactive_list_is_low(), 3.14."""
+    return inactive_file_is_low(m, z) if lru & LRU_FILE else inactive_anon_is_low(m, z)
+
+
+# --- isolating and putting back ------------------------------------------------------------------------------
+
+def isolate_lru_pages(cpu, m, z, nr_to_scan, lru, in_memcg=None):
+    """Take up to nr_to_scan of the oldest pages off list `lru` onto a private list. lru_lock held.
+
+    Follows: mm/vmscan.c isolate_lru_pages(), 3.14 (every LRU page can be isolated here). With `in_memcg`
+    (memcg reclaim) only pages charged within that subtree are taken, the others stepped over. Returns
+    (pages, scanned).
+    """
+    vz = m.v_zone
+    flags = m.v_page_flags
+    taken = []
+    if in_memcg is None:
+        head = z * Z_NCOLS + Z_LRU_HEAD + lru
+        while len(taken) < nr_to_scan:
+            pfn = vz[head]
+            if pfn == -1:
+                break
+            del_page_from_lru_list(m, z, pfn, lru)
+            flags[pfn] |= PG_isolated
+            taken.append(pfn)
+        scanned = len(taken)
+    else:
+        pfn = vz[z * Z_NCOLS + Z_LRU_HEAD + lru]
+        scanned = 0
+        while pfn != -1 and scanned < nr_to_scan:
+            nxt = m.v_page_next[pfn]
+            scanned += 1
+            memcg = m.v_page_memcg[pfn]
+            if memcg >= 0 and in_memcg[memcg]:
+                del_page_from_lru_list(m, z, pfn, lru)
+                flags[pfn] |= PG_isolated
+                taken.append(pfn)
+            pfn = nxt
+    vz[z * Z_NCOLS + _ISOLATED + (1 if lru & LRU_FILE else 0)] += len(taken)
+    return taken, scanned
+
+
+def putback_inactive_pages(cpu, m, z, pages, file):
+    """Put the pages reclaim kept back on their lists (active ones counted as rotated); return the pages whose
+    last reference reclaim held (their mm exited meanwhile), to be freed with the lock dropped. lru_lock held.
+
+    Follows: mm/vmscan.c putback_inactive_pages(), 3.14.
+    """
+    flags = m.v_page_flags
+    free = []
+    rotated = 0
+    for pfn in pages:
+        flags[pfn] &= ~PG_isolated
+        if swap._dead(m, pfn):
+            free.append(pfn)
+            continue
+        lru = swap.page_lru(m, pfn)
+        add_page_to_lru_list(m, z, pfn, lru)
+        if lru & LRU_ACTIVE:
+            rotated += 1
+    m.v_zone[z * Z_NCOLS + Z_RECENT_ROTATED + file] += rotated
+    return free
+
+
+# --- the inactive list ---------------------------------------------------------------------------------------
+
+def page_check_references(cpu, m, z, pfn):
+    """Decide about one isolated inactive page from its PTE's accessed bit and PG_referenced.
+
+    Follows: mm/vmscan.c page_check_references(), 3.14: a mapped anonymous page that was accessed is
+    activated; a mapped page-cache page accessed with PG_referenced, or accessed through an executable mapping,
+    is activated, accessed once it is kept and marked referenced; an unmapped referenced page-cache page is
+    reclaimed (clean).
+    """
+    referenced_ptes, vm_flags = rmap.page_referenced(cpu, pfn)
+    flags = m.v_page_flags
+    with sync.spinlock(cpu, m.lru_lock(z)):   # TestClearPageReferenced / SetPageReferenced
+        referenced_page = flags[pfn] & PG_referenced
+        flags[pfn] &= ~PG_referenced
+        if referenced_ptes:
+            if m.v_page_kind[pfn] == PAGE_ANON:
+                return PAGEREF_ACTIVATE
+            flags[pfn] |= PG_referenced
+            if referenced_page or vm_flags & rmap.VM_EXEC:
+                return PAGEREF_ACTIVATE
+            return PAGEREF_KEEP
+    if referenced_page and m.v_page_kind[pfn] == PAGE_FILE:
+        return PAGEREF_RECLAIM_CLEAN
+    return PAGEREF_RECLAIM
+
+
+def _set_active(cpu, m, z, pfn):
+    with sync.spinlock(cpu, m.lru_lock(z)):
+        m.v_page_flags[pfn] |= PG_active
+
+
+def shrink_page_list(cpu, m, z, pages):
+    """Reclaim what can be of an isolated list, lru_lock not held; returns (kept pages, freed pages).
+
+    Follows: mm/vmscan.c shrink_page_list(), 3.14: activate_locked for referenced pages and for anonymous pages
+    that find swap full (add_to_swap() fails), keep_locked for pages kept on the inactive list, otherwise
+    try_to_unmap() and free. A page whose mm exited while it was isolated is simply freed (reclaim held its last
+    reference).
+    """
+    kept, freed = [], []
+    activated = swapped = 0
+    for pfn in pages:
+        sync.sched_point(cpu, "shrink_page_list", pfn)
+        if swap._dead(m, pfn):
+            freed.append(pfn)
+            continue
+        references = page_check_references(cpu, m, z, pfn)
+        if references == PAGEREF_ACTIVATE:
+            _set_active(cpu, m, z, pfn)
+            activated += 1
+            kept.append(pfn)
+            continue
+        if references == PAGEREF_KEEP:
+            kept.append(pfn)
+            continue
+        anon = m.v_page_kind[pfn] == PAGE_ANON
+        ret = rmap.try_to_unmap(cpu, pfn)
+        if ret == rmap.SWAP_FAIL:
+            _set_active(cpu, m, z, pfn)
+            activated += 1
+            kept.append(pfn)
+            continue
+        if ret == rmap.SWAP_SUCCESS and anon:
+            swapped += 1
+        freed.append(pfn)
+    if activated:
+        vmstat.count_vm_event(cpu, vmstat.NR_PGACTIVATE, activated)
+    if swapped:
+        vmstat.count_vm_event(cpu, vmstat.NR_PAGES_SWAPPED_OUT, swapped)
+    return kept, freed
+
+
+def shrink_inactive_list(cpu, z, nr_to_scan, lru, priority, kswapd, in_memcg=None):
+    """Isolate up to nr_to_scan pages of an inactive list, reclaim them unlocked, put back the rest.
+
+    Follows: mm/vmscan.c shrink_inactive_list(), 3.14: lru_add_drain() first; pages_scanned grows by the pages
+    scanned (under the lru_lock) in global reclaim (not for a memcg: `in_memcg`); the freed pages go to this
+    CPU's per-CPU list once the lock is dropped. Returns pages reclaimed.
     """
     m = cpu.m
     vz = m.v_zone
-    scanned = reclaimed = 0
-    lrus = (LRU_FILE, LRU_ANON) if m.v_glob[G_NR_SWAP_FREE] > 0 else (LRU_FILE,)
-    with sync.spinlock(cpu, m.zone_lock(z)):
-        for lru in lrus:
-            size = vz[z * Z_NCOLS + _LRU_STAT[lru]]
-            target = max(size >> priority, min(size, SWAP_CLUSTER_MAX))
-            while target > 0 and reclaimed < nr_to_reclaim:
-                pfn = vz[z * Z_NCOLS + Z_LRU_HEAD + lru]
-                if pfn == -1:
-                    break
-                target -= 1
-                scanned += 1
-                sync.sched_point(cpu, "shrink_lruvec", pfn)
-                if _reclaim_page(cpu, m, z, pfn, lru):
-                    reclaimed += 1
-                else:
-                    break
-        vz[z * Z_NCOLS + _SCANNED] += scanned
-        if reclaimed:
-            from oomemu.mm import page_alloc
-            page_alloc._note_freed(cpu, z, reclaimed)  # also re-arms zone_reclaimable(), as upstream
-    if reclaimed:
-        vmstat.count_vm_event(cpu, vmstat.NR_PAGES_RECLAIMED, reclaimed)
-    return scanned, reclaimed
+    file = 1 if lru & LRU_FILE else 0
+    swap.lru_add_drain(cpu)
+    with sync.spinlock(cpu, m.lru_lock(z)):
+        pages, nr_scanned = isolate_lru_pages(cpu, m, z, nr_to_scan, lru, in_memcg)
+        if in_memcg is None:
+            vz[z * Z_NCOLS + _SCANNED] += nr_scanned
+    if not pages:
+        return 0
+    vmstat.count_vm_event(cpu, vmstat.NR_PGSCAN, nr_scanned)
+    sync.sched_point(cpu, "shrink_inactive_list", z)
+    kept, freed = shrink_page_list(cpu, m, z, pages)
+    with sync.spinlock(cpu, m.lru_lock(z)):
+        vz[z * Z_NCOLS + Z_RECENT_SCANNED + file] += len(pages)
+        freed += putback_inactive_pages(cpu, m, z, kept, file)
+        vz[z * Z_NCOLS + _ISOLATED + file] -= len(pages)
+    swap.free_unlocked(cpu, freed)
+    nr_reclaimed = len(freed)
+    if nr_reclaimed:
+        vmstat.count_vm_event(cpu, vmstat.NR_PAGES_RECLAIMED, nr_reclaimed)
+    tp.trace_mm_vmscan_lru_shrink_inactive(cpu, z, nr_scanned, nr_reclaimed, priority, file)
+    return nr_reclaimed
+
+
+# --- the active list -----------------------------------------------------------------------------------------
+
+def move_active_pages_to_lru(cpu, m, z, pages, lru):
+    """Put deactivated (or kept-active) pages on list `lru`; return those whose mm exited meanwhile.
+    lru_lock held. Follows: mm/vmscan.c move_active_pages_to_lru(), 3.14."""
+    flags = m.v_page_flags
+    free = []
+    for pfn in pages:
+        flags[pfn] &= ~PG_isolated
+        if swap._dead(m, pfn):
+            free.append(pfn)
+            continue
+        add_page_to_lru_list(m, z, pfn, lru)
+    return free
+
+
+def shrink_active_list(cpu, z, nr_to_scan, lru, priority, in_memcg=None):
+    """Age an active list: isolate up to nr_to_scan pages, clear their accessed bits and move them to the
+    inactive list.
+
+    Follows: mm/vmscan.c shrink_active_list(), 3.14: a referenced page still goes to the inactive list (only
+    referenced executable page-cache pages stay active) but counts as rotated; pages_scanned grows by the
+    pages scanned.
+    """
+    m = cpu.m
+    vz = m.v_zone
+    file = 1 if lru & LRU_FILE else 0
+    swap.lru_add_drain(cpu)
+    with sync.spinlock(cpu, m.lru_lock(z)):
+        pages, nr_scanned = isolate_lru_pages(cpu, m, z, nr_to_scan, lru, in_memcg)
+        if in_memcg is None:
+            vz[z * Z_NCOLS + _SCANNED] += nr_scanned
+        vz[z * Z_NCOLS + Z_RECENT_SCANNED + file] += len(pages)
+    if not pages:
+        return
+    vmstat.count_vm_event(cpu, vmstat.NR_PGSCAN, nr_scanned)
+    nr_rotated = 0
+    l_active, l_inactive = [], []
+    for pfn in pages:
+        sync.sched_point(cpu, "shrink_active_list", pfn)
+        referenced, vm_flags = rmap.page_referenced(cpu, pfn)
+        if referenced:
+            nr_rotated += 1
+            if vm_flags & rmap.VM_EXEC and file:
+                l_active.append(pfn)   # executable page cache: another trip around the active list
+                continue
+        l_inactive.append(pfn)
+    flags = m.v_page_flags
+    with sync.spinlock(cpu, m.lru_lock(z)):
+        for pfn in l_inactive:
+            flags[pfn] &= ~PG_active
+        vz[z * Z_NCOLS + Z_RECENT_ROTATED + file] += nr_rotated
+        freed = move_active_pages_to_lru(cpu, m, z, l_active, lru)
+        deactivated = move_active_pages_to_lru(cpu, m, z, l_inactive, lru - LRU_ACTIVE)
+        vz[z * Z_NCOLS + _ISOLATED + file] -= len(pages)
+    vmstat.count_vm_event(cpu, vmstat.NR_PGDEACTIVATE, len(l_inactive) - len(deactivated))
+    swap.free_unlocked(cpu, freed + deactivated)
+
+
+# --- shrinking a zone ----------------------------------------------------------------------------------------
+
+def get_scan_count(cpu, z, priority, kswapd):
+    """How many pages of each list to scan at this priority: list size >> priority, balanced between anon and
+    file by swap space, free memory, the inactive file list and the recent rotation ratios.
+
+    Follows: mm/vmscan.c get_scan_count(), 3.14, for global reclaim with swappiness 60: SCAN_FILE without
+    free swap; SCAN_EQUAL at priority 0; SCAN_ANON when file + free pages are at or below the high watermark;
+    SCAN_FILE while the inactive file list is not low; else SCAN_FRACT. Only kswapd scans a minimum of
+    SWAP_CLUSTER_MAX, and only on a zone that is not zone_reclaimable().
+    """
+    m = cpu.m
+    vz = m.v_zone
+    zb = z * Z_NCOLS
+    force_scan = kswapd and not zone_reclaimable(m, z)
+    fraction = (1, 1)
+    denominator = 1
+    anon = lru_size(m, z, LRU_INACTIVE_ANON) + lru_size(m, z, LRU_ACTIVE_ANON)
+    file = lru_size(m, z, LRU_INACTIVE_FILE) + lru_size(m, z, LRU_ACTIVE_FILE)
+    if m.v_glob[G_NR_SWAP_FREE] <= 0:
+        balance = SCAN_FILE
+    elif not priority:
+        balance = SCAN_EQUAL
+    elif file + vz[zb + _FREE] <= vz[zb + Z_WMARK + WMARK_HIGH]:
+        balance = SCAN_ANON
+    elif not inactive_file_is_low(m, z):
+        balance = SCAN_FILE
+    else:
+        balance = SCAN_FRACT
+        anon_prio, file_prio = VM_SWAPPINESS, 200 - VM_SWAPPINESS
+        with sync.spinlock(cpu, m.lru_lock(z)):
+            rs, rr = zb + Z_RECENT_SCANNED, zb + Z_RECENT_ROTATED
+            for kind, size in ((0, anon), (1, file)):
+                if vz[rs + kind] > size // 4:
+                    vz[rs + kind] //= 2
+                    vz[rr + kind] //= 2
+            ap = anon_prio * (vz[rs] + 1) // (vz[rr] + 1)
+            fp = file_prio * (vz[rs + 1] + 1) // (vz[rr + 1] + 1)
+        fraction = (ap, fp)
+        denominator = ap + fp + 1
+    nr = [0] * NR_LRU_LISTS
+    for lru in range(NR_LRU_LISTS):
+        is_file = 1 if lru & LRU_FILE else 0
+        size = lru_size(m, z, lru)
+        scan = size >> priority
+        if not scan and force_scan:
+            scan = min(size, SWAP_CLUSTER_MAX)
+        if balance == SCAN_FRACT:
+            scan = scan * fraction[is_file] // denominator
+        elif balance in (SCAN_FILE, SCAN_ANON) and (balance == SCAN_FILE) != bool(is_file):
+            scan = 0
+        nr[lru] = scan
+    return nr
+
+
+def shrink_list(cpu, z, lru, nr_to_scan, priority, kswapd):
+    """An active list is only aged (when its inactive list is low); an inactive list is reclaimed from.
+
+    Follows: mm/vmscan.c shrink_list(), 3.14.
+    """
+    if lru & LRU_ACTIVE:
+        if inactive_list_is_low(cpu.m, z, lru):
+            shrink_active_list(cpu, z, nr_to_scan, lru, priority)
+        return 0
+    return shrink_inactive_list(cpu, z, nr_to_scan, lru, priority, kswapd)
+
+
+def shrink_lruvec(cpu, z, priority, nr_to_reclaim, kswapd=False):
+    """Scan the zone's lists in SWAP_CLUSTER_MAX steps until get_scan_count()'s targets are met; returns pages
+    reclaimed.
+
+    Follows: mm/vmscan.c shrink_lruvec(), 3.14: direct reclaim stops once nr_to_reclaim pages are reclaimed
+    (except at DEF_PRIORITY, where it scans its whole target), then the active anon list is aged if the
+    inactive one is low. Differs: kswapd stops there too, without rescanning the other lists proportionally.
+    """
+    m = cpu.m
+    nr = get_scan_count(cpu, z, priority, kswapd)
+    nr_reclaimed = 0
+    scan_adjusted = not kswapd and priority == DEF_PRIORITY
+    while nr[LRU_INACTIVE_ANON] or nr[LRU_ACTIVE_FILE] or nr[LRU_INACTIVE_FILE]:
+        for lru in range(NR_LRU_LISTS):
+            if nr[lru]:
+                nr_to_scan = min(nr[lru], SWAP_CLUSTER_MAX)
+                nr[lru] -= nr_to_scan
+                nr_reclaimed += shrink_list(cpu, z, lru, nr_to_scan, priority, kswapd)
+        sync.sched_point(cpu, "shrink_lruvec", z)
+        if nr_reclaimed < nr_to_reclaim or scan_adjusted:
+            continue
+        break
+    if inactive_anon_is_low(m, z):
+        shrink_active_list(cpu, z, SWAP_CLUSTER_MAX, LRU_ACTIVE_ANON, priority)
+    return nr_reclaimed
 
 
 def shrink_zones(cpu, zonelist, high_zoneidx, priority, nr_to_reclaim):
     """Shrink every usable zone, skipping unreclaimable ones after the first pass. Returns pages reclaimed.
 
-    Follows: mm/vmscan.c shrink_zones(), 3.14.
+    Follows: mm/vmscan.c shrink_zones() → shrink_zone(), 3.14 (each zone is asked for the whole target).
     """
     m = cpu.m
     total = 0
@@ -183,9 +462,7 @@ def shrink_zones(cpu, zonelist, high_zoneidx, priority, nr_to_reclaim):
             continue
         if priority != DEF_PRIORITY and not zone_reclaimable(m, z):
             continue
-        total += shrink_lruvec(cpu, z, priority, nr_to_reclaim - total)[1]
-        if total >= nr_to_reclaim:
-            break
+        total += shrink_lruvec(cpu, z, priority, nr_to_reclaim)
     return total
 
 
@@ -242,43 +519,35 @@ async def try_to_free_pages(cpu, zonelist, order, gfp_mask, nodemask):
 def try_to_free_mem_cgroup_pages(cpu, in_memcg, nr_pages, gfp_mask, may_swap):
     """Reclaim at least a cluster of pages charged within a memcg subtree (`in_memcg`: a bool per memcg row);
     returns pages reclaimed. Follows: mm/vmscan.c try_to_free_mem_cgroup_pages(), 3.14 (priority 12 down to 0
-    until max(nr_pages, SWAP_CLUSTER_MAX) are freed; anonymous pages only if may_swap and swap has room).
+    until max(nr_pages, SWAP_CLUSTER_MAX) are freed; anonymous pages only if may_swap and swap has room; the
+    same isolate / shrink_page_list / putback steps as global reclaim, without touching pages_scanned).
 
-    Differs: no per-memcg lruvecs: each zone's LRU lists are walked oldest first, `size >> priority` pages a
-    pass, and only pages charged within the subtree are taken (the others are stepped over, not rotated).
+    Differs: no per-memcg lruvecs: each zone's lists are walked oldest first, max(size >> priority,
+    SWAP_CLUSTER_MAX) pages a pass, and only pages charged within the subtree are isolated (the others are
+    stepped over, not rotated); an active list is aged whenever the zone's inactive list is low.
     """
     m = cpu.m
-    vz = m.v_zone
     target = max(nr_pages, SWAP_CLUSTER_MAX)
     reclaimed = 0
     for priority in range(DEF_PRIORITY, -1, -1):
         for z in range(m.nr_zones):
-            lrus = (LRU_FILE, LRU_ANON) if may_swap and m.v_glob[G_NR_SWAP_FREE] > 0 else (LRU_FILE,)
-            freed = 0
-            with sync.spinlock(cpu, m.zone_lock(z)):
-                for lru in lrus:
-                    scan = max(vz[z * Z_NCOLS + _LRU_STAT[lru]] >> priority, SWAP_CLUSTER_MAX)
-                    pfn = vz[z * Z_NCOLS + Z_LRU_HEAD + lru]
-                    while pfn != -1 and scan > 0 and reclaimed + freed < target:
-                        nxt = m.v_page_next[pfn]
-                        scan -= 1
-                        memcg = m.v_page_memcg[pfn]
-                        if memcg >= 0 and in_memcg[memcg]:
-                            sync.sched_point(cpu, "shrink_lruvec", pfn)
-                            if not _reclaim_page(cpu, m, z, pfn, lru):
-                                break
-                            freed += 1
-                        pfn = nxt
-                if freed:
-                    from oomemu.mm import page_alloc
-                    page_alloc._note_freed(cpu, z, freed)
-            reclaimed += freed
+            lrus = (LRU_INACTIVE_FILE, LRU_ACTIVE_FILE)
+            if may_swap and m.v_glob[G_NR_SWAP_FREE] > 0:
+                lrus = (LRU_INACTIVE_ANON, LRU_ACTIVE_ANON) + lrus
+            for lru in lrus:
+                scan = max(lru_size(m, z, lru) >> priority, SWAP_CLUSTER_MAX)
+                while scan > 0 and reclaimed < target:
+                    nr_to_scan = min(scan, SWAP_CLUSTER_MAX)
+                    scan -= nr_to_scan
+                    if lru & LRU_ACTIVE:
+                        if inactive_list_is_low(m, z, lru):
+                            shrink_active_list(cpu, z, nr_to_scan, lru, priority, in_memcg)
+                        break
+                    reclaimed += shrink_inactive_list(cpu, z, nr_to_scan, lru, priority, False, in_memcg)
             if reclaimed >= target:
                 break
         if reclaimed >= target:
             break
-    if reclaimed:
-        vmstat.count_vm_event(cpu, vmstat.NR_PAGES_RECLAIMED, reclaimed)
     return reclaimed
 
 
@@ -448,7 +717,8 @@ def pgdat_balanced(m, nid, order, classzone_idx):
 def balance_pgdat(cpu, nid, order, classzone_idx):
     """Reclaim until every zone of the node up to classzone is above its high watermark.
 
-    Follows: mm/vmscan.c balance_pgdat()/kswapd_shrink_zone(), 3.14 (KERNEL §6.6): end_zone is the highest
+    Follows: mm/vmscan.c balance_pgdat()/kswapd_shrink_zone(), 3.14 (KERNEL §6.6): the anon lists are aged
+    first (age_active_anon), end_zone is the highest
     unbalanced zone, not counting zones found unreclaimable after the first pass; once 2 << order pages are
     reclaimed for an order > 0 wake-up, the watermarks are checked at order 0.
     """
@@ -463,6 +733,8 @@ def balance_pgdat(cpu, nid, order, classzone_idx):
         if not unbalanced or m.v_glob[G_STOP]:
             return
         end_zone = max(m.v_zone[z * Z_NCOLS + Z_IDX] for z in unbalanced)
+        for z in zones:
+            age_active_anon(cpu, z, priority)
         progress = 0
         for z in zones:
             zb = z * Z_NCOLS
@@ -476,7 +748,7 @@ def balance_pgdat(cpu, nid, order, classzone_idx):
             if zone_balanced(m, z, order, gap, end_zone):
                 continue
             target = max(SWAP_CLUSTER_MAX, m.v_zone[zb + Z_WMARK + WMARK_HIGH])
-            progress += shrink_lruvec(cpu, z, priority, target)[1]
+            progress += shrink_lruvec(cpu, z, priority, target, kswapd=True)
         nr_reclaimed += progress
         if pfmemalloc_waiters(m, nid) and pfmemalloc_watermark_ok(cpu, nid):
             wake_up_pfmemalloc(cpu, nid)   # throttled reclaimers may go on: the reserve is back
@@ -484,6 +756,15 @@ def balance_pgdat(cpu, nid, order, classzone_idx):
             order = 0   # fragmentation: rebalance at order 0 rather than reclaim without end
         if pgdat_balanced(m, nid, order, classzone_idx):
             return
+
+
+def age_active_anon(cpu, z, priority):
+    """Background aging of the anon lists, so pages get a chance to be referenced before they are reclaimed.
+
+    Follows: mm/vmscan.c age_active_anon(), 3.14 (called by balance_pgdat() for every zone, no swap: nothing).
+    """
+    if inactive_anon_is_low(cpu.m, z):
+        shrink_active_list(cpu, z, SWAP_CLUSTER_MAX, LRU_ACTIVE_ANON, priority)
 
 
 def _kswapd_wait(cpu, timeout_ms):

@@ -29,6 +29,9 @@ COUNTERS = (
     "kswapd_runs",          # balance_pgdat passes
     "no_watermark_allocs",  # pages allocated with ALLOC_NO_WATERMARKS
     "direct_throttles",     # throttle_direct_reclaim made a reclaimer wait (PGSCAN_DIRECT_THROTTLE)
+    "pgactivate",           # pages moved to an active list (referenced on the inactive list, or read twice)
+    "pgdeactivate",         # pages moved from an active to an inactive list
+    "pgscan",               # LRU pages scanned by reclaim (direct and kswapd, both lists)
 )
 _INDEX = {name: C_COUNTERS + i for i, name in enumerate(COUNTERS)}
 
@@ -56,6 +59,9 @@ NR_TASK_EXITS = C_COUNTERS + 19
 NR_KSWAPD_RUNS = C_COUNTERS + 20
 NR_NO_WATERMARK_ALLOCS = C_COUNTERS + 21
 NR_DIRECT_THROTTLES = C_COUNTERS + 22
+NR_PGACTIVATE = C_COUNTERS + 23
+NR_PGDEACTIVATE = C_COUNTERS + 24
+NR_PGSCAN = C_COUNTERS + 25
 
 
 def count_vm_event(cpu, item, delta=1):

@@ -51,6 +51,8 @@ CATALOGUE = (
     ("mem_cgroup_oom_done", "oomemu", ("memcg", "killed_pid")),
     # what oom_badness read for a scan candidate (after its oom_scan_candidate): the checker recomputes it
     ("oom_badness_mm", "oomemu", ("pid", "rss", "nr_ptes", "swapents", "oom_score_adj")),
+    ("mm_vmscan_lru_shrink_inactive", "vmscan", ("zone", "nr_scanned", "nr_reclaimed", "priority", "file")),
+    ("exit_mmap_batch", "oomemu", ("mm", "batch", "pages", "freed")),   # one TLB-gather batch of exit_mmap
 )
 EVENT_ID = {name: i for i, (name, _, _) in enumerate(CATALOGUE)}
 EVENT_NAME = {i: name for name, i in EVENT_ID.items()}

@@ -178,7 +178,7 @@ def test_full_file_resolves_every_field(gfp_names):
                                      "unlock", "oom_score_adj", "sleep", "wait", "sysrq", "exit", "repeat"]
     assert dict(ops[0].args) == {"pages": 16384, "chunk": 32, "gfp_name": "GFP_KERNEL|__GFP_NOFAIL",
                                  "gfp": gfp_names["GFP_KERNEL"] | gfp_names["__GFP_NOFAIL"]}
-    assert dict(ops[1].args) == {"pages": 100, "chunk": 16}
+    assert dict(ops[1].args) == {"pages": 100, "chunk": 16, "exec": False}
     assert dict(ops[2].args) == {"pages": 8, "order": 3, "gfp": gfp_names["GFP_KERNEL"], "gfp_name": "GFP_KERNEL"}
     assert ops[3]["pages"] == "all"
     fork = ops[4]
@@ -333,11 +333,11 @@ ONE_OP = '[[task]]\nprogram = [{op}]\n'
     (ONE_OP.format(op='{ op = "faul", pages = 1 }'),
      'task[0].program[0].op = "faul": unknown op; allowed: fault, read, kmalloc, kfree, free, fork, clone_vm, '
      'thread, lock, unlock, oom_score_adj, sleep, spin, exit, repeat, wait, sysrq, cgroup_move, memcg_limit, mmap, '
-     'set_mems, set_mempolicy, kill, sysctl (did you mean "fault"?)'),
+     'set_mems, set_mempolicy, kill, sysctl, touch (did you mean "fault"?)'),
     (ONE_OP.format(op='{ pages = 1 }'), 'task[0].program[0].op: missing; must be one of "fault", "read", "kmalloc", '
                                         '"kfree", "free", "fork", "clone_vm", "thread", "lock", "unlock", "oom_score_adj", '
                                         '"sleep", "spin", "exit", "repeat", "wait", "sysrq", "cgroup_move", '
-                                        '"memcg_limit", "mmap", "set_mems", "set_mempolicy", "kill", "sysctl"'),
+                                        '"memcg_limit", "mmap", "set_mems", "set_mempolicy", "kill", "sysctl", "touch"'),
     (ONE_OP.format(op='{ op = "fault" }'),
      'task[0].program[0].pages: missing; required by op "fault"; must be a page count (an integer >= 1) or a size '
      'string like "64MiB" (a multiple of 4KiB)'),

@@ -380,8 +380,9 @@ def test_may_oom_busy_lock_sleeps_one_uninterruptible_jiffy(mc, monkeypatch):
 
 def test_kswapd_balances_to_the_high_watermark(mc):
     """Normal one page under low (239 free, low 240, high 288) with 2000 reclaimable page-cache pages:
-    balance_pgdat reclaims until the zone is above high (288), not merely low; reclaim works in
-    SWAP_CLUSTER_MAX steps of 32 here, so stopping at low would leave at most 239 + 32 = 271 (KERNEL §6.6)."""
+    balance_pgdat reclaims until the zone is above high (288), not merely low; kswapd scans `inactive >>
+    priority` pages (15 at priority 7, 31 at 6, 61 at 5), so stopping at low would leave 239 + 15 = 254
+    (KERNEL §6.6)."""
     m, cpu = mc
     kswapd = CpuContext(m, m.nr_cpus, cpu.scenario)
     take_pages(cpu, DMA, 0)
@@ -416,12 +417,14 @@ def test_ratelimit_states_are_independent(mc):
 
 
 def test_kswapd_end_zone_skips_an_unreclaimable_zone_after_the_first_pass(mc):
-    """DMA one page under high (95 free, high 96) with 500 page-cache pages; Normal empty with nothing to
-    reclaim. Pass 1 (priority 12) counts Normal (end_zone = Normal), so DMA is shrunk against
-    high + gap + lowmem_reserve[Normal] = 96 + min(80, 41) + 48 = 185, one cluster of 32: 127 free; the node is
-    not balanced for classzone Normal (DMA needs > 96 + 48 = 144). Pass 2 skips Normal (unreclaimable): DMA alone
-    is above high at classzone DMA (127 > 96), so kswapd stops at 127. Counting Normal again would have taken
-    one more cluster (159) (KERNEL §6.6)."""
+    """DMA one page under high (95 free, high 96) with 500 unreferenced page-cache pages; Normal empty with
+    nothing to reclaim. kswapd scans `inactive >> priority` pages (get_scan_count(); no forced minimum on a
+    reclaimable zone): nothing at priorities 12-9, 1 page at 8 (500 >> 8), 3 at 7 (499 >> 7). Pass 1 counts
+    Normal; from pass 2 on Normal is unreclaimable (0 pages scanned is not < 6 × 0), so end_zone = DMA and DMA
+    is balanced for classzone DMA as soon as free > high: 95 + 1 = 96 is not (free must exceed the mark),
+    95 + 4 = 99 is, and kswapd stops at 99. Counting Normal again would have kept DMA shrinking against
+    high + gap + lowmem_reserve[Normal] = 96 + min(80, 41) + 48 = 185: 7 (priority 6), 15, 29, 55 more pages, to
+    205 (KERNEL §6.6; mm/vmscan.c get_scan_count(), 3.14)."""
     m, cpu = mc
     kswapd = CpuContext(m, m.nr_cpus, cpu.scenario)
     take_pages(cpu, NORMAL, 0)
@@ -429,14 +432,16 @@ def test_kswapd_end_zone_skips_an_unreclaimable_zone_after_the_first_pass(mc):
     make_page_cache(cpu, DMA, 500)
     assert int(m.zone[DMA, FREE]) == 95 and int(m.zone[DMA, Z_WMARK + WMARK_HIGH]) == 96
     vmscan.balance_pgdat(kswapd, 0, 0, 2)
-    assert int(m.zone[DMA, FREE]) == 127
+    assert int(m.zone[DMA, FREE]) == 99
 
 
 def test_kswapd_falls_back_to_order_0_after_reclaiming_twice_the_request(mc):
-    """An order-3 wake-up on a DMA zone that cannot form an order-3 block (every even page is a kernel page):
-    the first pass reclaims one cluster of 32 page-cache pages (>= 2 << 3 = 16), so kswapd rechecks at order 0,
-    where 90 + 32 = 122 free pages are above high (96), and stops there instead of reclaiming on for an order-3
-    block that can never form (KERNEL §6.6)."""
+    """An order-3 wake-up on a DMA zone that cannot form an order-3 block (every even page is a kernel page),
+    400 unreferenced page-cache pages: kswapd scans `inactive >> priority` pages, so it reclaims nothing at
+    priorities 12-9, then 1 (400 >> 8), 3 (399 >> 7), 6 (396 >> 6) and 12 (390 >> 5): 22 >= 2 << 3 = 16 after
+    priority 5, so it rechecks at order 0, where 90 + 22 = 112 free pages are above high (96), and stops there
+    instead of reclaiming on (to 352 free at priority 1) for an order-3 block that can never form (KERNEL §6.6;
+    get_scan_count(), 3.14)."""
     m, cpu = mc
     kswapd = CpuContext(m, m.nr_cpus, cpu.scenario)
     take_pages(cpu, NORMAL, 0)
@@ -451,7 +456,7 @@ def test_kswapd_falls_back_to_order_0_after_reclaiming_twice_the_request(mc):
             vmscan.add_page_to_lru_list(m, DMA, pfn, LRU_FILE)
     assert int(m.zone[DMA, FREE]) == 90
     vmscan.balance_pgdat(kswapd, 0, 3, 0)
-    assert int(m.zone[DMA, FREE]) == 122
+    assert int(m.zone[DMA, FREE]) == 112
 
 
 # --- 4.7: bounded reclaim retries (KERNEL §6.8, 0a0337e0d1d1) -----------------------------------------------
