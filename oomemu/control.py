@@ -111,7 +111,7 @@ POINTS = (
     "should_reclaim_retry",
     "throttle_direct_reclaim.wait",
     "shrink_inactive_list", "shrink_active_list", "shrink_page_list", "lru_add_drain", "exit_mmap.range",
-    "touch",
+    "touch", "balance_pgdat",
 )
 POINT_INDEX = {name: i for i, name in enumerate(POINTS)}
 

@@ -720,18 +720,21 @@ def balance_pgdat(cpu, nid, order, classzone_idx):
     Follows: mm/vmscan.c balance_pgdat()/kswapd_shrink_zone(), 3.14 (KERNEL §6.6): the anon lists are aged
     first (age_active_anon), end_zone is the highest
     unbalanced zone, not counting zones found unreclaimable after the first pass; once 2 << order pages are
-    reclaimed for an order > 0 wake-up, the watermarks are checked at order 0.
+    reclaimed for an order > 0 wake-up, the watermarks are checked at order 0. Returns (order, end_zone), what
+    kswapd() goes to sleep against (balanced_order, balanced_classzone_idx).
     """
     m = cpu.m
     vmstat.count_vm_event(cpu, vmstat.NR_KSWAPD_RUNS)
     nr_reclaimed = 0
+    end_zone = 0
     for priority in range(DEF_PRIORITY, 0, -1):
         sync.pause_point(cpu)
+        sync.sched_point(cpu, "balance_pgdat", priority)   # kswapd is preemptible between passes
         zones = _node_zones(m, nid, MAX_NR_ZONES - 1)
         unbalanced = [z for z in zones if (priority == DEF_PRIORITY or zone_reclaimable(m, z))
                       and not zone_balanced(m, z, order, 0, 0)]
         if not unbalanced or m.v_glob[G_STOP]:
-            return
+            return order, end_zone
         end_zone = max(m.v_zone[z * Z_NCOLS + Z_IDX] for z in unbalanced)
         for z in zones:
             age_active_anon(cpu, z, priority)
@@ -755,7 +758,8 @@ def balance_pgdat(cpu, nid, order, classzone_idx):
         if order and nr_reclaimed >= 2 << order:
             order = 0   # fragmentation: rebalance at order 0 rather than reclaim without end
         if pgdat_balanced(m, nid, order, classzone_idx):
-            return
+            return order, end_zone
+    return order, end_zone
 
 
 def age_active_anon(cpu, z, priority):
@@ -830,5 +834,5 @@ def kswapd(cpu):
         vcpu[row_base + C_KSWAPD_MAX_ORDER] = 0
         vcpu[row_base + C_KSWAPD_CLASSZONE] = MAX_NR_ZONES - 1
         tp.trace_mm_vmscan_kswapd_wake(cpu, nid, order)
-        balance_pgdat(cpu, nid, order, classzone_idx)
+        order, classzone_idx = balance_pgdat(cpu, nid, order, classzone_idx)
 

@@ -22,7 +22,7 @@ SHIPPED = [ROOT / "configs" / "default.toml", ROOT / "configs" / "parallel-oom.t
 
 
 LONG = {"r1-livelock", "r4-parallel-kills", "r6-exiting-thread", "r4-memcg-parallel",   # a million steps each in
-        "r7-reserve-exhaustion"}                                                         # full: shortened in CI
+        "r7-reserve-exhaustion", "r8-thrashing"}                                         # full: shortened in CI
 SHORT_S = float(os.environ.get("OOMEMU_LONG_SECONDS", "0.3"))
 
 
