@@ -305,3 +305,42 @@ def test_oom_group_kills_the_whole_cgroup_on_later_profiles(tmp_path):
     assert parsed.oom_group and len(parsed.group_kills) == 3, (parsed.oom_group, parsed.group_kills)
     ended = {t["comm"]: t["ended"] for t in report["tasks"]}
     assert ended["worker"] == "killed" and ended["hog"] == "killed", report["tasks"]
+
+
+SWAP = """
+[machine]
+cpus = 2
+swap = "16MiB"
+[[machine.node]]
+zones = {{ DMA = "16MiB", Normal = "64MiB" }}
+
+[[cgroup]]
+name = "/s"
+limit = "4MiB"
+swappiness = {seconds}
+
+[[task]]
+comm = "hog"
+cgroup = "/s"
+cpu = 0
+program = [{{ op = "fault", pages = "8MiB" }}, {{ op = "sleep", ms = 300 }}]
+
+[run]
+seconds = 8
+"""
+
+
+@pytest.mark.parametrize("swappiness", [60, 0])
+def test_swappiness_decides_whether_the_memcg_swaps_or_ooms(tmp_path, swappiness):
+    """With swap and swappiness 60 the memcg reclaims its own anonymous pages to swap and the 8 MiB fit in a
+    4 MiB limit; with swappiness 0 it may not (get_scan_count: SCAN_FILE) and the memcg OOMs, with totalpages =
+    the limit only (mem_cgroup_get_limit adds swap only when swappiness is not 0)."""
+    report = _ok(run(_scenario(SWAP, seconds=swappiness), out=tmp_path / "r"))
+    s = _memcg(report, "/s")
+    if swappiness:
+        assert report["kills"] == [] and report["counters"]["pages_swapped_out"] >= 2048 - 1024
+        assert s["max_usage_pages"] <= 1024
+    else:
+        assert [k["comm"] for k in report["kills"]] == ["hog"]
+        # rss at the kill: the limit (1024 pages) + 2 page-table pages, over totalpages = 1024
+        assert report["kills"][0]["points"] == (1024 + 2) * 1000 // 1024
