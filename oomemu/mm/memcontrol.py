@@ -707,6 +707,12 @@ def mem_cgroup_attach(cpu, task, memcg):
 
 # --- memory.oom_control and the counters, for report.json ----------------------------------------------------------
 
+def _live_tasks_in(m, memcg):
+    """Tasks of memcg not yet dead (its `tasks` file)."""
+    n = int(m.glob[G_NR_TASK_ROWS])
+    return int(((m.task_memcg[:n] == memcg) & (m.task_exit_state[:n] == 0) & (m.task_pid[:n] > 0)).sum())
+
+
 def memcg_report(m):
     """Each memcg's state as its cgroup files show it: usage, limit, failcnt, max usage, and memory.oom_control
     (oom_kill_disable, under_oom, oom_kill). Emulator-only."""
@@ -722,5 +728,5 @@ def memcg_report(m):
                     "oom_control": {"oom_kill_disable": int(r[MEMCG_OOM_KILL_DISABLE]),
                                     "under_oom": int(r[MEMCG_UNDER_OOM] > 0), "oom_kill": int(r[MEMCG_OOM_KILLS])},
                     "oom_events": int(r[MEMCG_NR_OOM]), "oom_group": bool(r[MEMCG_OOM_GROUP]),
-                    "tasks": int((m.task_memcg[:int(m.glob[G_NR_TASK_ROWS])] == row).sum())})
+                    "tasks": _live_tasks_in(m, row)})
     return out

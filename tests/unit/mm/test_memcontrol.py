@@ -9,6 +9,7 @@ import re
 import pytest
 
 from oomemu.api import run
+from oomemu.config.profiles import KERNELS
 from oomemu.config import load_scenario_text
 from oomemu.errors import ScenarioError
 from oomemu.oracle.report import parse_reports
@@ -139,9 +140,11 @@ def test_memcg_oom_kills_only_inside_the_subtree(tmp_path):
     assert "big" not in dmesg.split("Memory cgroup out of memory")[0].split("[ pid ]")[1]  # dump_tasks(memcg)
 
 
-def test_the_oracle_reads_the_memcg_report(tmp_path):
-    """The dmesg is a real memcg report to the parser that reads kernel logs (oomemu/oracle)."""
-    for kernel in ("3.14", "6.1"):
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_the_oracle_reads_the_memcg_report(tmp_path, kernel):
+    """The dmesg is a real memcg report, in each profile's format, to the parser that reads kernel logs
+    (oomemu/oracle): the constraint, the limit, the OOM domain and the victim come back out of it."""
+    for kernel in (kernel,):
         run(_scenario(INSIDE, kernel=kernel), out=tmp_path / kernel)
         reports = parse_reports((tmp_path / kernel / "dmesg.log").read_text())
         assert reports, kernel
