@@ -112,3 +112,88 @@ def test_child_sacrifice_after_the_forking_thread_exited(mc):
     oom_kill.oom_kill_process(cpu, p, GFP_KERNEL, 0, 0, 16384, None, None, "Out of memory")
     assert m.task_pending[c] & (1 << SIGKILL) and m.task_tif[c] & TIF_MEMDIE
     assert not m.task_pending[p] and not m.task_tif[p] & TIF_MEMDIE
+
+
+# --- exit_notify's bookkeeping and wake-ups (KERNEL §5.2 step 4; kernel/exit.c exit_notify, 3.14) -----------
+
+from oomemu import sync                                                  # noqa: E402
+from oomemu.include.sched import PF_KTHREAD, TASK_INTERRUPTIBLE, TASK_RUNNING  # noqa: E402
+from oomemu.machine import G_NR_USER_LIVE                                 # noqa: E402
+
+
+def waiting_in_wait4(m, cpu, row):
+    """row sleeps in wait4 on its group's wait_chldexit, as do_wait leaves it."""
+    m.task_state[row] = TASK_INTERRUPTIBLE
+    sync.wq_add_tail(cpu, m.wq_chldexit(int(m.task_leader[row])), row)
+
+
+def test_the_parent_waiting_in_wait4_is_woken_when_its_child_exits_even_init(mc):
+    """init (row 0) waits; its child exits: init is woken (a parent at row 0 is a parent too)."""
+    m, cpu = mc
+    c = add_process(m, cpu, "c", parent=INIT)
+    waiting_in_wait4(m, cpu, INIT)
+    exit_task(cpu, c)
+    assert int(m.task_state[INIT]) == TASK_RUNNING
+
+
+def test_a_thread_exiting_beside_its_live_leader_wakes_nobody(mc):
+    """T exits while its leader P runs: nothing to report, so neither P's parent nor anyone else is woken."""
+    m, cpu = mc
+    parent = add_process(m, cpu, "parent")
+    p = add_process(m, cpu, "p", parent=parent)
+    t = thread(m, cpu, p)
+    other = add_process(m, cpu, "other")
+    for r in (parent, other, 1):                   # row 1: kthreadd, a bystander
+        waiting_in_wait4(m, cpu, r)
+    exit_task(cpu, t)
+    assert [int(m.task_state[r]) for r in (parent, other, 1)] == [TASK_INTERRUPTIBLE] * 3
+
+
+def test_the_last_thread_out_reports_the_zombie_leader(mc):
+    m, cpu = mc
+    parent = add_process(m, cpu, "parent")
+    p = add_process(m, cpu, "p", parent=parent)
+    t = thread(m, cpu, p)
+    exit_task(cpu, p)                              # leader first: a zombie, not yet reported
+    waiting_in_wait4(m, cpu, parent)
+    exit_task(cpu, t)
+    assert int(m.task_state[parent]) == TASK_RUNNING
+
+
+def test_a_user_exit_counts_down_the_live_user_tasks_and_a_kthread_exit_does_not(mc):
+    m, cpu = mc
+    u = add_process(m, cpu, "u")
+    k = add_process(m, cpu, "k", flags=PF_KTHREAD)
+    live = int(m.glob[G_NR_USER_LIVE])
+    exit_task(cpu, u)
+    assert int(m.glob[G_NR_USER_LIVE]) == live - 1
+    exit_task(cpu, k)
+    assert int(m.glob[G_NR_USER_LIVE]) == live - 1
+
+
+def test_forget_original_parent_says_when_a_zombie_moves_outside_the_group(mc):
+    """No children: (-1, False). A zombie child handed to init (another group) must be reported (True); a zombie
+    handed to a sibling thread stays in the family (False); a live child handed to init needs no report."""
+    m, cpu = mc
+    lone = add_process(m, cpu, "lone")
+    assert kexit.forget_original_parent(cpu, lone) == (-1, False)
+    p = add_process(m, cpu, "p")
+    t = thread(m, cpu, p)
+    z = add_process(m, cpu, "z", parent=t)
+    m.task_exit_state[z] = EXIT_ZOMBIE
+    assert kexit.forget_original_parent(cpu, t) == (p, False)
+    q = add_process(m, cpu, "q")
+    zq = add_process(m, cpu, "zq", parent=q)
+    m.task_exit_state[zq] = EXIT_ZOMBIE
+    assert kexit.forget_original_parent(cpu, q) == (INIT, True)
+    r = add_process(m, cpu, "r")
+    add_process(m, cpu, "live", parent=r)
+    assert kexit.forget_original_parent(cpu, r) == (INIT, False)
+
+
+@pytest.mark.parametrize("live,empty", [(0, True), (1, False), (2, False)])
+def test_thread_group_empty_counts_live_threads(mc, live, empty):
+    m, cpu = mc
+    p = add_process(m, cpu, "p")
+    m.sig_nr_live[p] = live
+    assert bool(kexit.thread_group_empty(m, p)) is empty

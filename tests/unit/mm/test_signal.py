@@ -89,3 +89,66 @@ def test_get_signal_to_deliver_without_sigkill_clears_sigpending_and_returns(mc)
     m.task_tif[t] = TIF_SIGPENDING
     run_to_completion(ksignal.get_signal_to_deliver(cpu))
     assert not int(m.task_tif[t]) & TIF_SIGPENDING
+
+
+def traced(m, cpu):
+    """Give cpu a trace ring; returns a function that drains it into (event name, pid, args) tuples."""
+    from oomemu.trace.events import CATALOGUE
+    from oomemu.trace.ring import RingWriter, drain_ring
+    cpu.trace = RingWriter(m, cpu.id)
+    names = [c[0] for c in CATALOGUE]
+
+    def records():
+        recs = drain_ring(m, cpu.id)
+        return [(names[int(r["event"])], int(r["pid"]), [int(x) for x in r["a"]]) for r in recs]
+    return records
+
+
+def test_group_sigkill_is_traced_as_sent_and_each_wake_up_names_the_woken(mc):
+    """signal_generate(sig, target pid, group, result 0) once; a wakeup(woken pid, its old state, WAKE_SIGNAL)
+    per woken thread."""
+    from oomemu.trace.events import WAKE_SIGNAL
+    m, cpu = mc
+    rows = group(m, cpu, 1)
+    m.task_state[rows[1]] = TASK_KILLABLE
+    records = traced(m, cpu)
+    ksignal.do_send_sig_info(cpu, SIGKILL, rows[0], True)
+    recs = records()
+    gen = [a for name, _, a in recs if name == "signal_generate"]
+    assert gen == [[SIGKILL, int(m.task_pid[rows[0]]), 1, 0, 0]]
+    wakes = [a for name, _, a in recs if name == "wakeup"]
+    assert wakes == [[int(m.task_pid[rows[1]]), TASK_KILLABLE, WAKE_SIGNAL, 0, 0]]
+
+
+def test_injected_break_wakes_uninterruptible_and_still_interruptible(mc):
+    """[debug] break sigkill_wakes_uninterruptible adds TASK_UNINTERRUPTIBLE to the wake mask (and keeps the
+    rest): both sleepers wake."""
+    m, cpu = mc
+    rows = group(m, cpu, 1)
+    m.task_state[rows[0]] = TASK_UNINTERRUPTIBLE
+    m.task_state[rows[1]] = TASK_INTERRUPTIBLE
+    cpu.debug_break = frozenset({"sigkill_wakes_uninterruptible"})
+    for r in rows:
+        ksignal.signal_wake_up(cpu, r, True)
+    assert [int(m.task_state[r]) for r in rows] == [TASK_RUNNING, TASK_RUNNING]
+
+
+def test_get_signal_to_deliver_with_sigkill_exits_the_group(mc):
+    """A pending SIGKILL on the way to user space: signal_deliver(SIGKILL) is traced, counted, and the task
+    never comes back (do_group_exit with exit code SIGKILL)."""
+    from oomemu.kernel import exit as kexit
+    from oomemu.mm import vmstat
+    m, cpu = mc
+    (t,) = group(m, cpu, 0)
+    cpu.current = t
+    m.task_pending[t] = KILL
+    m.task_tif[t] = TIF_SIGPENDING
+    records = traced(m, cpu)
+    coro = ksignal.get_signal_to_deliver(cpu)
+    with pytest.raises((kexit.TaskExited, StopIteration)):
+        while True:
+            coro.send(None)
+            m.task_state[t] = TASK_RUNNING
+    assert [a[0] for name, _, a in records() if name == "signal_deliver"] == [SIGKILL]
+    assert vmstat.counters_total(m)["signals_delivered"] == 1
+    assert int(m.task_exit_code[t]) & 0x7f == SIGKILL
