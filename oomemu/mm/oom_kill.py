@@ -205,25 +205,26 @@ def oom_badness(cpu, p, memcg, nodemask, totalpages):
     return points if points > 0 else 1
 
 
-def badness_vector(m, rows, totalpages, honour_adj_min=True, killable=False, features=None):
+def badness_vector(m, rows, totalpages, honour_adj_min=True, killable=False, features=None, snap=None):
     """oom_badness() for many rows at once (each with an mm); not_eligible() where not eligible. `rows` is an
     index array or a slice (a slice reads the columns in place, with no gather); `killable` says the caller
-    already excluded init and kernel threads (the scan's OK rows); `features` is the profile (None: 3.14).
+    already excluded init and kernel threads (the scan's OK rows); `features` is the profile (None: 3.14);
+    `snap` (badness_snapshot) scores a copy of the counters taken once, so the trace can say what was read.
 
     Emulator-only: the vectorised twin of oom_badness(), tested against it.
     """
-    mmc = m.mm[:int(m.glob[G_NR_MM_ROWS])]
+    mmc = m.mm[:int(m.glob[G_NR_MM_ROWS])] if snap is None else snap["mm"]
     # Sum the four columns over the mm rows in use first, then gather once per candidate.
     per_mm = mmc[:, MM_FILEPAGES] + mmc[:, MM_ANONPAGES] + mmc[:, MM_NR_PTES] + mmc[:, MM_SWAPENTS]
     if features is not None and (features.nr_pmds or features.pgtables_bytes):
         per_mm += -(-mmc[:, MM_NR_PTES] // PTRS_PER_PMD)
-    mms = m.task_mm[rows]
+    mms = m.task_mm[rows] if snap is None else snap["task_mm"][rows]
     points = per_mm[mms]
     if features is None or not features.no_root_bonus:
         root = (m.task_uid[rows] == 0) | ((m.task_caps[rows] & CAP_SYS_ADMIN) != 0)
         if root.any():
             points[root] -= points[root] * 3 // 100
-    adj = m.sig_oom_score_adj[m.task_leader[rows]]
+    adj = m.sig_oom_score_adj[m.task_leader[rows]] if snap is None else snap["adj"][m.task_leader[rows]]
     unit = totalpages // 1000
     if unit:
         points += adj.astype(np.int64) * unit
@@ -397,11 +398,13 @@ def select_bad_process(cpu, totalpages, nodemask, force_kill, current=None):
         chosen, chosen_points = int(selects[-1]), ULONG_MAX
     else:
         ok = order[verdict == OOM_SCAN_OK]
+        # Traced, the scan scores one copy of the counters (other CPUs keep faulting) and says what it read.
+        snap = badness_snapshot(m, len(order)) if cpu.trace is not None else None
         points = badness_vector(m, in_use, totalpages, _oom_score_adj_min_honoured(cpu), killable=True,
-                                features=f)[ok]
+                                features=f, snap=snap)[ok]
         tp.trace_many(cpu, "oom_scan_candidate", m.task_pid[ok], points, tp.CAND_SCAN, 0)
-        if cpu.trace is not None:
-            _trace_badness_inputs(cpu, ok)
+        if snap is not None:
+            _trace_badness_inputs(cpu, ok, snap)
         chosen, chosen_points = _pick(m, ok, points, "pick_lowest_badness" in cpu.debug_break, not_eligible(f))
     if chosen == -1:
         tp.trace_oom_scan_result(cpu, 0, 0, 0, len(order))
@@ -414,13 +417,18 @@ def select_bad_process(cpu, totalpages, nodemask, force_kill, current=None):
     return chosen, score
 
 
-def _trace_badness_inputs(cpu, rows):
+def badness_snapshot(m, n):
+    """A copy of what badness_vector reads for the first n task rows: the mm table, task_mm, oom_score_adj."""
+    return {"mm": m.mm[:int(m.glob[G_NR_MM_ROWS])].copy(), "task_mm": m.task_mm[:n].copy(),
+            "adj": m.sig_oom_score_adj[:n].copy()}
+
+
+def _trace_badness_inputs(cpu, rows, snap):
     """One oom_badness_mm record per candidate row: the mm counters and oom_score_adj its score came from."""
     m = cpu.m
-    mms = m.task_mm[rows]
-    mmc = m.mm[mms]
+    mmc = snap["mm"][snap["task_mm"][rows]]
     tp.trace_many(cpu, "oom_badness_mm", m.task_pid[rows], mmc[:, MM_FILEPAGES] + mmc[:, MM_ANONPAGES],
-                  mmc[:, MM_NR_PTES], mmc[:, MM_SWAPENTS], m.sig_oom_score_adj[m.task_leader[rows]])
+                  mmc[:, MM_NR_PTES], mmc[:, MM_SWAPENTS], snap["adj"][m.task_leader[rows]])
 
 
 def _pick(m, rows, points, lowest=False, never=0):
@@ -750,8 +758,6 @@ def _sacrifice_child(cpu, p, memcg, nodemask, totalpages):
                 child_points = oom_badness(cpu, child, memcg, nodemask, totalpages)
                 tp.trace_oom_scan_candidate(cpu, m.v_task_pid[child], child_points, tp.CAND_CHILD,
                                             m.v_task_pid[p])
-                if cpu.trace is not None and m.v_task_mm[child] != -1:
-                    _trace_badness_inputs(cpu, np.array([child]))
                 if child_points > victim_points:
                     victim, victim_points = child, child_points
     if victim != p:

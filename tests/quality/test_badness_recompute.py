@@ -63,7 +63,9 @@ def test_badness_without_swap_entries_is_caught(tmp_path, monkeypatch):
 
     def without_swap(m, rows, totalpages, *args, **kwargs):
         points = right(m, rows, totalpages, *args, **kwargs)
-        swap = m.mm[m.task_mm[rows], MM_SWAPENTS]
+        snap = kwargs.get("snap")
+        mm_table, task_mm = (m.mm, m.task_mm) if snap is None else (snap["mm"], snap["task_mm"])
+        swap = mm_table[task_mm[rows], MM_SWAPENTS]
         return points - swap * (points > 0)
 
     monkeypatch.setattr(oom_kill, "badness_vector", without_swap)   # the CPU processes are forked from here
