@@ -199,9 +199,14 @@ seconds = 6
 """
 
 
-def test_oom_kill_disable_waits_until_the_limit_rises(tmp_path):
+@pytest.mark.parametrize("schedule", ["free", "random"])
+def test_oom_kill_disable_waits_until_the_limit_rises(tmp_path, schedule):
+    """Also under a controlled schedule: the waiter is a blocked row the controller passes over until the
+    limit write wakes it (a raw wait would deadlock the token)."""
     raise_limit = ', {{ op = "memcg_limit", cgroup = "/w", limit = "16MiB" }}'
     text = WAIT.replace("{raise_limit}", raise_limit)
+    if schedule != "free":
+        text += f'schedule = "{schedule}"\nseed = 5\n'
     report = _ok(run(_scenario(text), out=tmp_path / "raised"))
     assert report["kills"] == []
     assert report["ended_by"] == "all-exited"            # the hog finished its 6 MiB and exited
