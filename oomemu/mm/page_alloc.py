@@ -430,16 +430,16 @@ def get_page_from_freelist(cpu, gfp_mask, nodemask, order, zonelist, high_zoneid
         wmark_col = Z_WMARK + (alloc_flags & ALLOC_WMARK_MASK)
     fair = alloc_flags & ALLOC_WMARK_LOW and gfp_mask & GFP_THISNODE != GFP_THISNODE   # !gfp_thisnode_allocation
     local_node = vz[preferred_zone * Z_NCOLS + Z_NODE]
-    # ALLOC_CPUSET: cpuset_zone_allowed_softwall() for every zone, asked once (None: every node allowed)
-    cpuset_nodes = cpuset.cpuset_allowed_nodes(cpu, gfp_mask) if m.numa_constraints and alloc_flags & ALLOC_CPUSET \
-        else None
+    if m.numa_constraints and alloc_flags & ALLOC_CPUSET:
+        # ALLOC_CPUSET: cpuset_zone_allowed_softwall() for every zone, asked once and folded into the nodemask
+        allowed = cpuset.cpuset_allowed_nodes(cpu, gfp_mask)
+        if allowed is not None:
+            nodemask = allowed if nodemask is None else allowed.intersection(nodemask)
     for z in zonelist:
         zb = z * Z_NCOLS
         if vz[zb + Z_IDX] > high_zoneidx:
             continue
         if nodemask is not None and vz[zb + Z_NODE] not in nodemask:
-            continue
-        if cpuset_nodes is not None and vz[zb + Z_NODE] not in cpuset_nodes:
             continue
         if fair:
             # Fair zone allocation: pages spread over the local zones in proportion to their size.
@@ -892,7 +892,7 @@ async def __alloc_pages_nodemask(cpu, gfp_mask, order, zonelist, nodemask=None):
     m = cpu.m
     gfp_mask &= gfp_allowed_mask
     key = (gfp_mask, id(zonelist))
-    cached = cpu.alloc_cache.get(key) if nodemask is None and not m.numa_constraints else None
+    cached = cpu.alloc_cache.get(key) if nodemask is None else None   # never filled with cpusets (below)
     if cached is None:
         # Zones never change after boot, so this per-CPU cache only skips recomputing the same answer.
         high_zoneidx = gfp_zone(gfp_mask)
