@@ -25,6 +25,9 @@ from oomemu.mm import filemap, memcontrol, memory, mempolicy, mmap, oom_kill, pa
 from oomemu.trace import events as tp
 
 INIT_PROGRAM = (Op("wait", {}), Op("repeat", {"times": 0}))
+# SysRq-F's work item (moom_work), run by a kworker kthread the write creates on the writer's CPU
+KWORKER_MOOM_PROGRAM = (Op("moom_work", {}),)
+KTHREADD_ROW = 1   # boot creates kthreadd second: the parent of every kthread
 
 
 def build_programs(scenario):
@@ -44,6 +47,7 @@ def build_programs(scenario):
     add(INIT_PROGRAM)
     for task in scenario.tasks:
         add(task.program)
+    add(KWORKER_MOOM_PROGRAM)
     return programs, ids
 
 
@@ -416,11 +420,26 @@ async def op_wait(cpu, op, state):
 
 
 async def op_sysrq(cpu, op, state):
-    """Write 'f' to /proc/sysrq-trigger: a manual OOM kill with force_kill and no zonelist lock.
+    """Write 'f' to /proc/sysrq-trigger: sysrq_handle_moom() queues moom_work, which a kworker of this CPU
+    runs (op_moom_work); the write itself returns at once.
 
-    Follows: drivers/tty/sysrq.c moom_callback(), 3.14 (KERNEL §1.8). Differs: runs in the writing task
-    rather than a kworker, with the "current is dying" shortcut skipped as it would be for a kworker. With
-    `oom_lock_mutex` (4.2, seen in 4.2.8) it holds oom_lock (mutex_lock) around out_of_memory.
+    Follows: drivers/tty/sysrq.c sysrq_handle_moom() → schedule_work(&moom_work), 3.14 (KERNEL §1.8).
+    Differs: each write starts a fresh kworker kthread (kworker/N:1, a child of kthreadd) that exits after the
+    work item, instead of a pool's long-lived worker; a write while one is still pending queues another.
+    """
+    m = cpu.m
+    fork.copy_process(cpu, KTHREADD_ROW, 0, m.program_ids[id(KWORKER_MOOM_PROGRAM)], f"kworker/{cpu.id}:1",
+                      cpu.id, uid=0, caps=0, flags=PF_KTHREAD)
+    await ret_to_user(cpu, state)
+
+
+async def op_moom_work(cpu, op, state):
+    """The kworker's work item: a manual OOM kill with force_kill and no zonelist lock, current being the
+    kworker (so the dump header names it and it takes the killable one-jiffy sleep after the kill).
+
+    Follows: drivers/tty/sysrq.c moom_callback(), 3.14 (KERNEL §1.8); the "current is dying" shortcut is
+    skipped, as a kworker never has a fatal signal. With `oom_lock_mutex` (4.2, seen in 4.2.8) it holds
+    oom_lock (mutex_lock) around out_of_memory.
     """
     from oomemu.include.gfp import GFP_KERNEL
     zonelist = page_alloc.node_zonelist(cpu.m, 0, GFP_KERNEL)  # first_online_node
@@ -432,7 +451,6 @@ async def op_sysrq(cpu, op, state):
             oom_kill.mutex_unlock_oom_lock(cpu)
     else:
         await oom_kill.out_of_memory(cpu, zonelist, GFP_KERNEL, 0, None, True, from_kworker=True)
-    await ret_to_user(cpu, state)
 
 
 async def op_cgroup_move(cpu, op, state):
@@ -467,5 +485,6 @@ OPS = {
     "oom_score_adj": op_oom_score_adj, "sleep": op_sleep, "spin": op_spin, "exit": op_exit, "wait": op_wait,
     "sysrq": op_sysrq, "cgroup_move": op_cgroup_move, "memcg_limit": op_memcg_limit,
     "mmap": op_mmap, "set_mems": op_set_mems, "set_mempolicy": op_set_mempolicy, "kill": op_kill, "sysctl": op_sysctl,
+    "moom_work": op_moom_work,   # internal: the SysRq-F kworker's program, not a scenario op
 }
 
