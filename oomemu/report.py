@@ -256,7 +256,11 @@ def build_report(scenario, m, outcome, run_dir, guard=None, on_check=None):
         code = exit_code_of(outcome, checks, expect)
     error = outcome.error
     if unresolved and not error:
-        error = "emulator-stall: " + unresolved[0]["summary"]
+        # A process the host stopped is the cause; rows waiting on what it holds stall after it: name it first.
+        first = sorted(unresolved, key=lambda st: st.get("process_status") != "stopped")
+        error = "emulator-stall: " + first[0]["summary"]
+        if len(first) > 1:
+            error += f" (also stalled: {', '.join(st['row'] for st in first[1:])})"
     per_cpu = {}
     for row in range(m.nr_rows_cpu):
         per_cpu[m.row_name(row)] = vmstat.counters_of(m, row)

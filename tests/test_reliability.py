@@ -292,8 +292,29 @@ def test_oomemu_version():
     assert res.returncode == 0 and res.stdout.startswith("oomemu ")
 
 
+PINNED = """
+[machine]
+cpus = 2
+[[machine.node]]
+zones = { DMA = "16MiB", DMA32 = "0", Normal = "48MiB" }
+[[task]]
+comm = "churn0"
+cpu = 0
+program = [{ op = "fault", pages = "4MiB", chunk = 16 }, { op = "free", pages = "all" }, { op = "repeat" }]
+[[task]]
+comm = "churn1"
+cpu = 1
+program = [{ op = "fault", pages = "4MiB", chunk = 16 }, { op = "free", pages = "all" }, { op = "repeat" }]
+[run]
+seconds = 4
+watchdog_ms = 500
+"""
+
+
 def test_a_stopped_cpu_is_named_by_the_watchdog_within_twice_watchdog_ms(tmp_path):
-    path = write_scenario(tmp_path, LONG.replace("{seconds}", "4") + "watchdog_ms = 500\n")
+    # One churning task pinned to each CPU: cpu1 is never idle (an idle CPU waits on its doorbell by design and
+    # has no heartbeat to miss), so stopping its process is a stall whatever the host's load.
+    path = write_scenario(tmp_path, PINNED)
     out = tmp_path / "run"
     proc = start("run", path, "--out", out, "--quiet")
     assert wait_for(lambda: len(worker_pids_of(proc)) >= 3)
