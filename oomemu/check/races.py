@@ -297,23 +297,34 @@ def _hollow_progress(run):
 def detect_thrashing(run, ended_by):
     """R8: allocators kept being told "progress" by direct reclaim that freed nothing (frees elsewhere reset
     pages_scanned, so zone_reclaimable() stayed true) for a long stretch with no OOM kill: thrashing instead of
-    OOM."""
+    OOM. The frees that kept the zone "reclaimable" must be the others' (pages freed to the allocator in that
+    stretch, less what reclaim itself freed, outnumber what reclaim freed): a stretch kept alive by reclaim that
+    still finds pages is slow reclaim, not the heuristic."""
     hollow = _hollow_progress(run)
     if len(hollow) < THRASH_MIN_RECLAIMS:
         return []
+    t = run.trace
     kill_ts = sorted(k["ts"] for k in run.kills)
+    frees, shrinks = t.of("mm_page_free"), t.of("mm_vmscan_lru_shrink_inactive")
     segments = {}
     for ts, pid in hollow:
         segments.setdefault(int(np.searchsorted(kill_ts, ts)), []).append((ts, pid))
     out = []
     for seg in segments.values():
-        span = seg[-1][0] - seg[0][0]
-        if len(seg) >= THRASH_MIN_RECLAIMS and span >= THRASH_MIN_NS:
-            pids = sorted({p for _, p in seg})
-            out.append(f"{len(seg)} direct reclaims by {', '.join(run.name(p) for p in pids)} reclaimed nothing "
-                       f"but reported progress over {span / 1e9:.2f}s ({seg[0][0] / 1e9:.3f}s to "
-                       f"{seg[-1][0] / 1e9:.3f}s) with no OOM kill: pages_scanned kept being reset by frees "
-                       f"elsewhere, so zone_reclaimable() stayed true")
+        first, last = seg[0][0], seg[-1][0]
+        if len(seg) < THRASH_MIN_RECLAIMS or last - first < THRASH_MIN_NS:
+            continue
+        f = frees[(frees["ts"] >= first) & (frees["ts"] <= last)]
+        freed = int(np.left_shift(1, np.clip(f["a"][:, 1], 0, 20)).sum())
+        w = shrinks[(shrinks["ts"] >= first) & (shrinks["ts"] <= last)]
+        reclaimed = int(w["a"][:, 2].sum())
+        if freed - reclaimed <= reclaimed:
+            continue
+        pids = sorted({p for _, p in seg})
+        out.append(f"{len(seg)} direct reclaims by {', '.join(run.name(p) for p in pids)} reclaimed nothing "
+                   f"but reported progress over {(last - first) / 1e9:.2f}s ({first / 1e9:.3f}s to "
+                   f"{last / 1e9:.3f}s) with no OOM kill: {freed - reclaimed} pages freed elsewhere (reclaim "
+                   f"freed {reclaimed}) kept resetting pages_scanned, so zone_reclaimable() stayed true")
     return out
 
 
