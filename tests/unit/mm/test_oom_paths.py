@@ -12,7 +12,8 @@ import pytest
 
 from machine_helpers import add_process, make_machine
 from oomemu.include.gfp import (GFP_ATOMIC, GFP_HIGHUSER_MOVABLE, GFP_KERNEL, GFP_NOFS, GFP_NOIO, GFP_USER,
-                                __GFP_NOFAIL, __GFP_NORETRY, __GFP_REPEAT)
+                                __GFP_NOFAIL, __GFP_NORETRY, __GFP_REPEAT, __GFP_THISNODE)
+from oomemu.mm.internal import ALLOC_CPUSET, ALLOC_WMARK_LOW
 from oomemu.include.mmzone import NR_FREE_PAGES, WMARK_HIGH, WMARK_LOW, WMARK_MIN, ZONE_OOM_LOCKED
 from oomemu.include.sched import (PF_EXITING, SIGKILL, TASK_KILLABLE, TASK_UNINTERRUPTIBLE, TIF_MEMDIE,
                                   TIF_SIGPENDING)
@@ -542,3 +543,43 @@ def test_reclaim_that_never_frees_loops_on_3_14_and_ooms_on_4_7(monkeypatch, ker
             assert oom_invocations(cpu) >= 1 and sigkill_pending(m, hog)
     finally:
         m.close()
+
+
+def test_may_oom_does_not_force_kill_past_a_tif_memdie_victim(mc):
+    """__alloc_pages_may_oom calls out_of_memory without force_kill (KERNEL §1.4 step 3): a TIF_MEMDIE victim
+    still on its way out makes the scan ABORT (§2.2), so the hog is not killed while the victim is pending."""
+    m, cpu = mc
+    victim = add_process(m, cpu, "victim", rss=9000)
+    hog = add_process(m, cpu, "hog", rss=5000)
+    cur = add_process(m, cpu, "alloc", rss=10)
+    m.task_tif[victim] |= TIF_MEMDIE
+    exhaust(cpu)
+    page, _ = may_oom(cpu, cur)
+    assert page is None
+    assert oom_invocations(cpu) == 1
+    assert not sigkill_pending(m, hog) and not sigkill_pending(m, victim)
+
+
+def test_may_oom_gfp_thisnode_does_not_oom(mc):
+    """A __GFP_THISNODE request (order 0, Normal) is exempt from the OOM killer in __alloc_pages_may_oom
+    (KERNEL §1.4: __GFP_THISNODE is one of the exits before the kill): no out_of_memory, nobody killed."""
+    m, cpu = mc
+    hog = add_process(m, cpu, "hog", rss=9000)
+    cur = add_process(m, cpu, "alloc", rss=10)
+    exhaust(cpu)
+    page, _ = may_oom(cpu, cur, gfp=GFP_KERNEL | __GFP_THISNODE)
+    assert page is None
+    assert oom_invocations(cpu) == 0 and not sigkill_pending(m, hog)
+
+
+def test_free_pages_of_an_order_1_block_goes_back_whole(mc):
+    """__free_pages(order 1) returns both pages to the buddy lists (free_one_page), not one to a per-CPU list:
+    the zone's free count and its order-10 blocks come back exactly."""
+    m, cpu = mc
+    before = int(m.zone[NORMAL, FREE])
+    pfn = page_alloc.get_page_from_freelist(cpu, GFP_KERNEL, None, 1, m.zonelists[0], NORMAL,
+                                            ALLOC_WMARK_LOW | ALLOC_CPUSET, NORMAL, 0)
+    assert int(m.zone[NORMAL, FREE]) == before - 2
+    page_alloc.__free_pages(cpu, pfn, 1)
+    assert int(m.zone[NORMAL, FREE]) == before
+    assert int(m.pcp[0, NORMAL, 0]) == 0
