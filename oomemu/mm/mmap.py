@@ -91,6 +91,7 @@ def do_munmap_anon(cpu, mm, nr_pages):
     the pages freed are simply the mm's newest.
     """
     m = cpu.m
+    swap.lru_add_drain(cpu)   # unmap_region() drains this CPU's pagevecs first
     pfns = ((m.page_owner == mm) & (m.page_kind == PAGE_ANON)).nonzero()[0]
     if nr_pages is not None:
         pfns = pfns[::-1][:nr_pages]

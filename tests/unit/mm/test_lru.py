@@ -362,3 +362,31 @@ def test_exit_mmap_frees_in_page_table_batches_through_the_per_cpu_list(mc, monk
     assert points.count("exit_mmap.range") == 2
     assert int(m.pcp[0, NORMAL, 0]) < 18
     assert check_page_conservation(m) == []
+
+
+def test_reclaim_decides_about_isolated_pages_with_the_locks_dropped(mc, monkeypatch):
+    """shrink_inactive_list(): at most nr_to_scan (SWAP_CLUSTER_MAX) pages are isolated under the lru_lock,
+    which is dropped (and zone->lock not taken) while page_referenced() and the unmapping decide about them, so
+    another CPU can take either lock then: 40 inactive pages, one call with nr_to_scan 32 isolates 32 (8 stay
+    on the list) and another context gets both locks during every decision."""
+    m, cpu = mc
+    other = CpuContext(m, 1, cpu.scenario)
+    for _ in range(40):
+        lru_page(cpu, NORMAL, LRU_INACTIVE_FILE)
+    seen = []
+    real = vmscan.rmap.page_referenced
+
+    def probe(c, pfn):
+        got = [page_alloc.sync.spin_trylock(other, lock) for lock in (m.lru_lock(NORMAL), m.zone_lock(NORMAL))]
+        for lock, ok in zip((m.lru_lock(NORMAL), m.zone_lock(NORMAL)), got):
+            if ok:
+                page_alloc.sync.spin_unlock(other, lock)
+        seen.append((all(got), int(m.zone[NORMAL, Z_STAT + NR_ISOLATED_FILE]),
+                     int(m.zone[NORMAL, Z_STAT + NR_INACTIVE_FILE])))
+        return real(c, pfn)
+
+    monkeypatch.setattr(vmscan.rmap, "page_referenced", probe)
+    assert vmscan.shrink_inactive_list(cpu, NORMAL, 32, LRU_INACTIVE_FILE, 12, False) == 32
+    assert len(seen) == 32 and all(seen_ok for seen_ok, _, _ in seen)
+    assert {(iso, left) for _, iso, left in seen} == {(32, 8)}
+    assert int(m.zone[NORMAL, Z_STAT + NR_INACTIVE_FILE]) == 8
