@@ -132,12 +132,22 @@ def build_scenario(report, source="report"):
     nodes = _zones(report, notes)
     rows = list(report.tasks)
     preset_kb = sum(sum(t.anon_file) for t in rows) * PAGE_KB
+    cgroup = None
     if nodes is None:
         limit = report.memcg.get("limit_kb")
-        normal = limit if limit else preset_kb + 64 * MiB_KB
-        nodes = {0: {"DMA": 16 * MiB_KB, "DMA32": 0, "Normal": normal}}
-        notes.append("no zone lines" + (f": the memcg's limit ({limit} kB) is emulated as the machine's Normal zone, "
-                                        "as memcgs are not emulated" if limit else ": machine sized by the table"))
+        oom_memcg = report.memcg.get("oom_memcg") or report.memcg.get("task_memcg")
+        if limit and report.constraint == "CONSTRAINT_MEMCG" and _cgroup_path(oom_memcg):
+            # A memcg OOM: the machine has room (the limit twice over), the tasks run in the cgroup, and its limit
+            # gives the kill the kernel's totalpages.
+            cgroup = (_cgroup_path(oom_memcg), _round_up(limit))
+            nodes = {0: {"DMA": 16 * MiB_KB, "DMA32": 0, "Normal": max(2 * limit, preset_kb + 64 * MiB_KB)}}
+            notes.append(f"no zone lines: the tasks run in memory cgroup {cgroup[0]} with the report's limit "
+                         f"({limit} kB) on a machine twice that size")
+        else:
+            normal = limit if limit else preset_kb + 64 * MiB_KB
+            nodes = {0: {"DMA": 16 * MiB_KB, "DMA32": 0, "Normal": normal}}
+            notes.append("no zone lines" + (f": the memcg's limit ({limit} kB) is emulated as the machine's Normal "
+                                            "zone" if limit else ": machine sized by the table"))
     elif report.constraint == "CONSTRAINT_MEMCG":
         notes.append("memcgs are not emulated: the machine is the host's, the memcg limit "
                      f"({report.memcg.get('limit_kb')} kB) is only in this header")
@@ -166,7 +176,7 @@ def build_scenario(report, source="report"):
 
     gfp = gfp_text(report, notes)
     order = report.order or 0
-    total_pages = sum(sum(z.values()) for z in nodes.values()) // PAGE_KB
+    total_pages = (cgroup[1] if cgroup else sum(sum(z.values()) for z in nodes.values())) // PAGE_KB
     if order == 0 and _is_user_fault(gfp):
         request = {"op": "fault", "pages": total_pages, "gfp": gfp}
     else:
@@ -207,6 +217,12 @@ def build_scenario(report, source="report"):
     out.append("[sysctl]")
     out.append(f"min_free_kbytes = {min_free}")
     out.append("")
+    if cgroup:
+        out.append("[[cgroup]]")
+        out.append(f"name = {json.dumps(cgroup[0])}")
+        out.append(f'limit = "{cgroup[1]}KiB"')
+        out.append("")
+    in_cgroup = [f"cgroup = {json.dumps(cgroup[0])}"] if cgroup else []
     if filler:
         out.append("[[task]]")
         out.append('comm = "kmem"')
@@ -225,6 +241,7 @@ def build_scenario(report, source="report"):
         out.append(f"oom_score_adj = {min(1000, max(-1000, t.oom_score_adj))}")
         out.append(f"mm = {{ anon = {anon}, file = {file}, swapents = {t.swapents}, nr_ptes = {ptes}, "
                    f"total_vm = {total_vm} }}")
+        out.extend(in_cgroup)
         out.append(f"program = {_program(request if t is alloc else None)}")
         out.append("")
     if alloc is None:
@@ -232,6 +249,7 @@ def build_scenario(report, source="report"):
         out.append("[[task]]")
         out.append(f"comm = {json.dumps(_comm(report.comm or 'allocator'))}")
         out.append(f"oom_score_adj = {min(1000, max(-1000, report.oom_score_adj or 0))}")
+        out.extend(in_cgroup)
         out.append(f"program = {_program(request)}")
         out.append("")
     out.append("[run]")
@@ -240,6 +258,14 @@ def build_scenario(report, source="report"):
         out.append("trace = false  # a row larger than the trace rings: its exit would overflow them")
         notes.append("a row holds more pages than a trace ring (2^20 records): the scenario runs untraced")
     return "\n".join(out) + "\n", notes
+
+
+def _cgroup_path(name):
+    """A memcg path the scenario accepts (`/a/b`), or None for the root or an unusable name."""
+    if not name or name == "/" or not name.startswith("/"):
+        return None
+    parts = name.strip("/").split("/")
+    return name.rstrip("/") if all(p and all(c.isalnum() or c in "-_." for c in p) for p in parts) else None
 
 
 def _nr_ptes_for(task, features):
