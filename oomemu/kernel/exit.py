@@ -8,7 +8,7 @@ import numpy as np
 
 from oomemu import sync
 from oomemu.include.sched import (EXIT_DEAD, EXIT_ZOMBIE, PF_EXITING, PF_KTHREAD, SIGKILL, SIGNAL_GROUP_EXIT,
-                                  TASK_DEAD, TASK_INTERRUPTIBLE, TASK_NORMAL, TASK_RUNNING, TIF_MEMDIE,
+                                  TASK_DEAD, TASK_INTERRUPTIBLE, TASK_RUNNING, TIF_MEMDIE,
                                   TIF_SIGPENDING)
 from oomemu.kernel import fork, rwsem
 from oomemu.kernel import sched as ksched
@@ -163,13 +163,7 @@ def __wake_up_parent(cpu, parent):
     leader = m.v_task_leader[parent]
     wq = m.wq_chldexit(leader)
     with sync.spinlock(cpu, m.task_lock_index(leader)):
-        while True:
-            t = sync.wq_pop_head(cpu, wq)
-            if t == -1:
-                break
-            old_state = sync.try_to_wake_up(cpu, t, TASK_NORMAL)
-            if old_state:
-                tp.trace_wakeup(cpu, m.v_task_pid[t], old_state, tp.WAKE_LOCK)
+        ksched.__wake_up_common(cpu, wq)
 
 
 def release_task(cpu, p):

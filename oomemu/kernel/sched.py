@@ -221,3 +221,16 @@ class Scheduler:
         if self.timers:
             deadline = min(deadline, self.timers[0][0])
         self._doorbell.wait_until(self.cpu, deadline)
+
+
+def __wake_up_common(cpu, wq):
+    """Wake every task on wait queue `wq` that sleeps in a TASK_NORMAL state (the caller holds the queue's
+    lock). Follows: kernel/sched/wait.c __wake_up_common() for wake_up_all(), 3.14."""
+    m = cpu.m
+    while True:
+        t = sync.wq_pop_head(cpu, wq)
+        if t == -1:
+            return
+        old_state = sync.try_to_wake_up(cpu, t, TASK_NORMAL)
+        if old_state:
+            tp.trace_wakeup(cpu, m.v_task_pid[t], old_state, tp.WAKE_LOCK)

@@ -16,7 +16,7 @@ from oomemu.kernel import sched as ksched
 from oomemu.kernel import signal as ksignal
 from oomemu.kernel import time as ktime
 from oomemu.include.gfp import __GFP_FS, GFP_KERNEL, gfp_zone
-from oomemu.include.sched import (PF_KTHREAD, TASK_INTERRUPTIBLE, TASK_KILLABLE, TASK_NORMAL, TASK_RUNNING)
+from oomemu.include.sched import (PF_KTHREAD, TASK_INTERRUPTIBLE, TASK_KILLABLE, TASK_RUNNING)
 from oomemu.kernel import cpuset
 from oomemu.include.mmzone import (DEF_PRIORITY, KSWAPD_ZONE_BALANCE_GAP_RATIO, MAX_NR_ZONES, NR_FREE_PAGES,
                                    NR_ISOLATED_ANON, NR_LRU_BASE, NR_PAGES_SCANNED, SWAP_CLUSTER_MAX,
@@ -611,13 +611,7 @@ def wake_up_pfmemalloc(cpu, nid):
     m = cpu.m
     wq = m.wq_pfmemalloc(nid)
     with sync.spinlock(cpu, L_PFMEMALLOC):
-        while True:
-            t = sync.wq_pop_head(cpu, wq)
-            if t == -1:
-                break
-            old_state = sync.try_to_wake_up(cpu, t, TASK_NORMAL)
-            if old_state:
-                tp.trace_wakeup(cpu, m.v_task_pid[t], old_state, tp.WAKE_LOCK)
+        ksched.__wake_up_common(cpu, wq)
 
 
 def pfmemalloc_waiters(m, nid):
