@@ -113,3 +113,26 @@ def test_negative_adj_runs_or_says_it_needs_cap_sys_resource(tmp_path):
     else:
         assert run.returncode == 0 and "1/1 agree" in run.stdout, run.stdout + run.stderr
     assert ours() == []
+
+
+class FakeKmsg:
+    def __init__(self, lines):
+        self.lines = lines
+
+    def read_new(self):
+        new, self.lines = self.lines, []
+        return new
+
+
+def test_a_kill_without_its_report_counts_as_rate_limited(tmp_path):
+    """oom_kill_process() rate-limits its report (5 s, burst 10) but always prints the kill line: a kill of one of
+    ours with no summary before it is a suppressed report, to be built again; a kill of someone else's is not."""
+    cg = type("Cg", (), {"path": str(tmp_path / "oomemu-oracle-1-2")})()
+    kill = "Memory cgroup out of memory: Killed process 4242 (python3) total-vm:1kB, anon-rss:1kB"
+    summary = "oom-kill:constraint=CONSTRAINT_MEMCG,oom_memcg=/x/oomemu-oracle-1-2,task=python3,pid=4242,uid=0"
+    soon = time.monotonic() + 0.5
+    assert host._wait_for_kill(FakeKmsg(["oom_kill_process: 3 callbacks suppressed", kill]), cg, soon, {4242})[1]
+    lines, suppressed = host._wait_for_kill(FakeKmsg([summary, kill]), cg, soon, {4242})
+    assert not suppressed and lines[-1] == kill
+    lines, suppressed = host._wait_for_kill(FakeKmsg([kill]), cg, time.monotonic() + 0.2, {7})
+    assert not suppressed and lines == [kill]

@@ -13,12 +13,14 @@ cgroup (rmdir), including after Ctrl-C.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import platform
 import random
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -26,6 +28,11 @@ MiB = 1 << 20
 MAX_LIMIT = 256 * MiB
 PAGE = 4096
 KILL_TIMEOUT_S = 60.0
+# oom_kill_process() prints its report under a kernel-wide rate limit (DEFAULT_RATELIMIT_INTERVAL 5 s, burst 10):
+# past it, a victim is killed with no report to compare. Such a table is built again after the interval.
+RATELIMIT_INTERVAL_S = 5.0
+SUPPRESSED_RETRIES = 4
+LOCK_PATH = "/run/lock/oomemu-host-oracle.lock"
 
 # A table process: set oom_score_adj (before joining: some hosts refuse a lowered value inside a limited memcg),
 # join the cgroup, drop to the uid, fault `pages` anonymous pages, report
@@ -284,13 +291,44 @@ def _ready(proc, deadline):
 
 
 def run_table(table, version, parent, profile=None):
-    """Build `table` in a fresh cgroup, let the allocator allocate until the host kernel kills, and compare."""
-    from oomemu.oracle.explain import kernel_victim_row, select_on_table
-    from oomemu.oracle.report import NoReport, oom_totalpages, parse_reports
+    """Build `table` in a fresh cgroup, let the allocator allocate until the host kernel kills, and compare.
+
+    One table at a time on the host (a lock shared by every oracle process), and a table whose kill the kernel's
+    report rate limit left without a report is built again after the limit's interval."""
     out = Outcome(table=table)
     out.profile, note = (profile, None) if profile else host_profile()
     if note:
         out.notes.append(note)
+    for attempt in range(SUPPRESSED_RETRIES + 1):
+        with _host_lock():
+            lines, path, suppressed = _build_and_wait(table, version, parent, out.notes)
+        if not suppressed:
+            break
+        if attempt < SUPPRESSED_RETRIES:
+            time.sleep(RATELIMIT_INTERVAL_S + 0.5)
+    out.kmsg = lines
+    if suppressed:
+        out.notes.append(f"the host kernel's OOM report rate limit suppressed the report {SUPPRESSED_RETRIES + 1} "
+                         "times")
+    return _compare(out, path)
+
+
+class _host_lock:
+    """An exclusive lock on the host's OOM killer for this process (flock on LOCK_PATH, or the temp dir's)."""
+
+    def __enter__(self):
+        path = LOCK_PATH if os.path.isdir(os.path.dirname(LOCK_PATH)) else os.path.join(
+            tempfile.gettempdir(), os.path.basename(LOCK_PATH))
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)  # closing the last descriptor releases the flock
+
+
+def _build_and_wait(table, version, parent, notes):
+    """One try: (kernel messages, the cgroup's path, whether our kill came without its report)."""
     procs = []
     kmsg = Kmsg()
     cg = ChildCgroup(version, parent, table.limit)
@@ -300,7 +338,7 @@ def run_table(table, version, parent, profile=None):
             p = _spawn(cg, t.pages, t.oom_score_adj, t.uid)
             procs.append(p)
             if not _ready(p, deadline):
-                out.notes.append(f"{t.comm} died while faulting its {t.pages} pages (killed by an earlier OOM?)")
+                notes.append(f"{t.comm} died while faulting its {t.pages} pages (killed by an earlier OOM?)")
                 break
         else:
             alloc = _spawn(cg, -1, table.allocator_adj, 65534, table.limit * 2)
@@ -308,8 +346,7 @@ def run_table(table, version, parent, profile=None):
             if _ready(alloc, deadline):
                 alloc.stdin.write(b"go\n")
                 alloc.stdin.flush()
-        lines = _wait_for_kill(kmsg, cg, deadline)
-        out.kmsg = lines
+        lines, suppressed = _wait_for_kill(kmsg, cg, deadline, {p.pid for p in procs})
     finally:
         for p in procs:
             if p.poll() is None:
@@ -324,8 +361,15 @@ def run_table(table, version, parent, profile=None):
                 if stream:
                     stream.close()
         kmsg.close()
+    return lines, cg.path, suppressed
+
+
+def _compare(out, path):
+    """Parse our cgroup's report out of the kernel messages and run the emulator's choice over its task dump."""
+    from oomemu.oracle.explain import kernel_victim_row, select_on_table
+    from oomemu.oracle.report import NoReport, oom_totalpages, parse_reports
     try:
-        reports = [r for r in parse_reports("\n".join(out.kmsg)) if _ours(r, cg.path)]
+        reports = [r for r in parse_reports("\n".join(out.kmsg)) if _ours(r, path)]
     except NoReport:
         reports = []
     if not reports:
@@ -356,8 +400,9 @@ def _ours(report, path):
     return name in memcg or name in (report.summary.get("task_memcg") or "")
 
 
-def _wait_for_kill(kmsg, cg, deadline):
-    """Kernel messages until our cgroup's kill line has been printed (or the deadline)."""
+def _wait_for_kill(kmsg, cg, deadline, pids):
+    """Kernel messages until our cgroup's kill has been printed (or the deadline), and whether it was suppressed:
+    one of `pids` killed with no summary line for our cgroup before it (the report was rate-limited)."""
     lines = []
     name = os.path.basename(cg.path)
     seen_ours = False
@@ -367,11 +412,23 @@ def _wait_for_kill(kmsg, cg, deadline):
         for line in new:
             if "oom-kill:" in line and name in line:
                 seen_ours = True
-            if seen_ours and "Killed process" in line:
+            killed = _killed_pid(line)
+            if seen_ours and killed is not None:
                 time.sleep(0.05)
-                return lines + kmsg.read_new()
+                return lines + kmsg.read_new(), False
+            if killed in pids:
+                return lines, True
         time.sleep(0.02)
-    return lines
+    return lines, False
+
+
+def _killed_pid(line):
+    """The pid of a "...: Killed process PID (comm) ..." line, else None."""
+    head, sep, rest = line.partition("Killed process ")
+    if not sep:
+        return None
+    word = rest.split(" ", 1)[0]
+    return int(word) if word.isdigit() else None
 
 
 def _host_swap_kb():
