@@ -141,6 +141,7 @@ def check_run(run_dir, state, snapshots=(), *, snapshot_skips=(), ended_by=None,
     import numpy as np
 
     from oomemu.check.conservation import NoDoubleFree
+    from oomemu.check.races import PagesFreed
     from oomemu.mm.internal import ALLOC_NO_WATERMARKS
     from oomemu.check.watermarks import WatermarkCheck
     from oomemu.trace.reader import Trace, TraceStream
@@ -152,6 +153,7 @@ def check_run(run_dir, state, snapshots=(), *, snapshot_skips=(), ended_by=None,
         dense_ids = np.array([ids[n] for n in DENSE_EVENTS if n in ids], dtype=np.int64)
         streamers = {"no-double-free": NoDoubleFree(state.nr_pages, ids["mm_page_alloc"], ids["mm_page_free"]),
                      "watermarks": WatermarkCheck(state, ids["mm_page_alloc"])}
+        freed = PagesFreed(ids["mm_page_free"])   # the R8 detector's frees, summed as they stream past
         sparse, nsparse, overflow = [], 0, False
         alloc_id = ids["mm_page_alloc"]
         for chunk in stream:
@@ -163,6 +165,7 @@ def check_run(run_dir, state, snapshots=(), *, snapshot_skips=(), ended_by=None,
             dense = chunk[is_dense]
             for s in streamers.values():
                 s.feed(dense)
+            freed.feed(dense)
             # reserve allocations (ALLOC_NO_WATERMARKS) are rare and the R7 detector reads them: kept too
             reserve = (chunk["event"] == alloc_id) & (chunk["a"][:, 4] & ALLOC_NO_WATERMARKS != 0)
             rest = chunk[~is_dense | reserve]
@@ -182,6 +185,7 @@ def check_run(run_dir, state, snapshots=(), *, snapshot_skips=(), ended_by=None,
         return CheckRun([not_checked(n, r, stopped) for n, r in all_invariants()], [], stats)
     records = np.concatenate(sparse) if sparse and not overflow else np.empty(0, dtype=stream_dtype())
     trace = Trace(stream.header, records, stream.lost, stream.complete and not stream.truncated, stream.late)
+    trace.pages_freed = freed
     why_over = (f"more than {SPARSE_CAP:,} OOM-path records (the checker's in-memory cap, decided by "
                 f"oomemu.check.SPARSE_CAP)")
     results = []
