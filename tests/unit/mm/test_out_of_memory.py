@@ -314,3 +314,124 @@ def test_the_first_oom_records_every_tasks_proc_oom_score(mc):
     oom(cpu, cur)
     assert int(m.glob[G_OOM_SCORES_TAKEN]) == 1
     assert int(m.task_first_oom_score[hog]) == HOG_SCORE
+
+
+# --- the kill log and the child loop (oom_kill_process, §5.1) --------------------------------------------------
+
+def kill(cpu, p, points=0):
+    oom_kill.oom_kill_process(cpu, p, GFP_KERNEL, 0, points, TOTALPAGES, None, None, "Out of memory")
+
+
+def test_each_kill_is_logged_with_its_killer_victim_and_no_memcg(mc):
+    """Emulator-only kill log (report.json): one row per kill in order, the victim's comm, the killing task's
+    pid (0 when no task is current, as for the kworker), memcg -1 for a global OOM."""
+    from oomemu.machine import K_KILLER_PID, K_MEMCG, K_PID
+    m, cpu = mc
+    a = add_process(m, cpu, "first", rss=100)
+    b = add_process(m, cpu, "second", rss=100)
+    cur = add_process(m, cpu, "alloc", rss=10)
+    cpu.current = cur
+    kill(cpu, a, 7)
+    cpu.current = -1
+    kill(cpu, b, 8)
+    assert int(m.glob[G_NR_KILLS]) == 2
+    assert [bytes(m.kill_comm[i]) for i in range(2)] == [b"first", b"second"]
+    assert [int(m.kill[i, K_PID]) for i in range(2)] == [int(m.task_pid[a]), int(m.task_pid[b])]
+    assert [int(m.kill[i, K_KILLER_PID]) for i in range(2)] == [int(m.task_pid[cur]), 0]
+    assert [int(m.kill[i, K_MEMCG]) for i in range(2)] == [-1, -1]
+    assert [int(m.kill[i, K_POINTS]) for i in range(2)] == [7, 8]
+
+
+def test_init_as_the_killer_is_logged_by_its_pid(mc):
+    """The killer column holds current's pid whenever there is a current, init (row 0, pid 1) included."""
+    from oomemu.machine import K_KILLER_PID
+    m, cpu = mc
+    a = add_process(m, cpu, "victim", rss=100)
+    cpu.current = 0
+    kill(cpu, a)
+    assert int(m.kill[0, K_KILLER_PID]) == 1
+
+
+def test_a_full_kill_log_still_counts_the_kill(mc):
+    """The log holds MAX_KILLS rows; a kill beyond them is counted but not written."""
+    from oomemu.machine import MAX_KILLS
+    m, cpu = mc
+    a = add_process(m, cpu, "victim", rss=100)
+    m.glob[G_NR_KILLS] = MAX_KILLS
+    kill(cpu, a)
+    assert int(m.glob[G_NR_KILLS]) == MAX_KILLS + 1
+    assert sigkill_pending(m, a)
+
+
+def test_a_child_with_an_empty_mm_is_still_sacrificed(mc):
+    """§5.1 step 4: victim_points starts at 0 and an eligible task scores at least 1 (§4.1 step 7), so a
+    child whose mm holds nothing (0 + 0 + 0, clamped to 1) is killed instead of its much bigger parent."""
+    m, cpu = mc
+    parent = add_process(m, cpu, "parent", rss=HOG_RSS)
+    child = add_process(m, cpu, "child", rss=0, parent=parent)
+    assert int(m.task_mm[child]) != int(m.task_mm[parent])
+    kill(cpu, parent)
+    assert sigkill_pending(m, child) and m.task_tif[child] & TIF_MEMDIE
+    assert not sigkill_pending(m, parent)
+
+
+def test_5_1_panic_on_oom_header_has_no_victim_summary(tmp_path):
+    """check_panic_on_oom calls dump_header(NULL, …) (§3.3): in 5.x the header's last line, the oom-kill:
+    summary, is about the victim, and there is none here."""
+    m, cpu = machine("panic_on_oom = 2", kernel="5.1")
+    try:
+        cur = add_process(m, cpu, "alloc", rss=10)
+        with Dmesg(cpu, tmp_path / "dmesg") as d:
+            with pytest.raises(printk.Panic):
+                oom(cpu, cur, order=1)
+        assert d.lines[0] == "alloc invoked oom-killer: gfp_mask=0xd0(GFP_KERNEL), order=1, oom_score_adj=0"
+        assert not any(line.startswith("oom-kill:") for line in d.lines)
+        assert d.lines[-1] == "Kernel panic - not syncing: Out of memory: compulsory panic_on_oom is enabled"
+    finally:
+        m.close()
+
+
+@pytest.mark.parametrize("mode,constraint,panics", [
+    (1, "CONSTRAINT_CPUSET", False), (1, "CONSTRAINT_MEMORY_POLICY", False), (1, "CONSTRAINT_MEMCG", False),
+    (1, "CONSTRAINT_NONE", True), (2, "CONSTRAINT_CPUSET", True), (2, "CONSTRAINT_MEMCG", True)])
+def test_check_panic_on_oom_by_mode_and_constraint(tmp_path, mode, constraint, panics):
+    """§3.3: panic_on_oom = 1 panics only for CONSTRAINT_NONE, = 2 for every constraint; before the panic, the
+    header names the request's order."""
+    from oomemu.include import oom as oom_h
+    m, cpu = machine(f"panic_on_oom = {mode}")
+    try:
+        cpu.current = add_process(m, cpu, "alloc", rss=10)
+        with Dmesg(cpu, tmp_path / "dmesg") as d:
+            if panics:
+                with pytest.raises(printk.Panic):
+                    oom_kill.check_panic_on_oom(cpu, getattr(oom_h, constraint), GFP_KERNEL, 2, None)
+            else:
+                oom_kill.check_panic_on_oom(cpu, getattr(oom_h, constraint), GFP_KERNEL, 2, None)
+        if panics:
+            assert d.lines[0] == "alloc invoked oom-killer: gfp_mask=0xd0, order=2, oom_score_adj=0"
+        else:
+            assert d.lines == []
+    finally:
+        m.close()
+
+
+def test_constrained_alloc_totalpages_counts_swap():
+    """§3.1: the default totalpages is totalram_pages + total_swap_pages: 16384 + 8 MiB / 4 kB = 18432."""
+    text = textwrap.dedent("""
+        [machine]
+        cpus = 2
+        max_tasks = 64
+        swap = "8MiB"
+        [[machine.node]]
+        zones = { DMA = "16MiB", DMA32 = "0", Normal = "48MiB" }
+        """)
+    sc = load_scenario_text(text, name="unit")
+    m = create_machine(sc, ring_records=64)
+    try:
+        cpu = CpuContext(m, 0, sc)
+        cpu.current = add_process(m, cpu, "alloc", rss=10)
+        assert oom_kill.constrained_alloc(cpu, None, 0, None) == (0, TOTALPAGES + 2048)
+        zl = page_alloc.node_zonelist(m, 0)
+        assert oom_kill.constrained_alloc(cpu, zl, GFP_KERNEL, None) == (0, TOTALPAGES + 2048)
+    finally:
+        m.close()

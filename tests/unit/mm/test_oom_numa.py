@@ -1,0 +1,168 @@
+"""The NUMA side of the OOM killer: which zones constrained_alloc walks, the mempolicy mask that
+out_of_memory hands to the scan and to check_panic_on_oom, and the child loop's nodemask (KERNEL §2.3, §3.1,
+§3.2, §3.3, §5.1).
+
+The two-node unit machine of test_mempolicy.py: node 0 has DMA 16 MiB (4096 pages) and Normal 48 MiB (12288),
+node 1 Normal 32 MiB (8192); no swap. CPU 0's zonelist is node 0's Normal and DMA, then node 1's Normal.
+"""
+import os
+import re
+
+import pytest
+
+from machine_helpers import add_process, make_machine
+from oomemu.include.gfp import GFP_DMA, GFP_KERNEL, GFP_USER, __GFP_HARDWALL
+from oomemu.include.oom import CONSTRAINT_CPUSET, CONSTRAINT_MEMORY_POLICY, CONSTRAINT_NONE
+from oomemu.include.sched import SIGKILL, TIF_MEMDIE
+from oomemu.kernel import cpuset, fork, printk
+from oomemu.mm import mempolicy, oom_kill, page_alloc
+
+NODE1 = """
+[[machine.node]]
+zones = { Normal = "32MiB" }
+"""
+CONSTRAINED = """
+[[task]]
+comm = "idle"
+mems = [0]
+mempolicy = { mode = "preferred", nodes = [0] }
+program = [{ op = "sleep", ms = 1 }]
+"""
+NODE0_PAGES, NODE1_PAGES = 16384, 8192
+SIGKILL_BIT = 1 << SIGKILL
+THREAD = fork.CLONE_VM | fork.CLONE_THREAD | fork.CLONE_SIGHAND
+_PREFIX = re.compile(r"^\[\s*\d+\.\d{6}\] ")
+
+
+def machine(extra=""):
+    m, cpu = make_machine(NODE1 + extra, CONSTRAINED)
+    assert m.numa_constraints
+    return m, cpu
+
+
+@pytest.fixture
+def mc():
+    m, cpu = machine()
+    yield m, cpu
+    m.close()
+
+
+def task(m, cpu, comm, *, mems=None, mode=None, nodes=(), rss=0, parent=0):
+    row = add_process(m, cpu, comm, rss=rss, parent=parent)
+    m.task_mems[row] = cpuset.node_mask_of(mems) if mems is not None else 0b11
+    if mode is not None:
+        assert mempolicy.do_set_mempolicy(cpu, row, mempolicy.MPOL_MODES[mode], cpuset.node_mask_of(nodes)) == 0
+    return row
+
+
+def sigkill_pending(m, row):
+    return bool(m.task_pending[row] & SIGKILL_BIT)
+
+
+def dmesg_lines(path):
+    return [_PREFIX.sub("", line) for line in path.read_text().splitlines()]
+
+
+# --- constrained_alloc's zone walk (§3.1 step 4) ---------------------------------------------------------------
+
+def test_a_hardwall_request_up_to_normal_meets_node_1s_normal_zone(mc):
+    """GFP_USER (hardwall, highest zone Normal) of a task caged to node 0: node 1's Normal zone (index ==
+    gfp_zone) is in the walk and not allowed: CPUSET over node 0's spanned pages; the same with a mask of
+    every node, which leaves the walk as it is."""
+    m, cpu = mc
+    zl = page_alloc.node_zonelist(m, 0)
+    cpu.current = task(m, cpu, "caged", mems=[0])
+    assert oom_kill.constrained_alloc(cpu, zl, GFP_USER, None) == (CONSTRAINT_CPUSET, NODE0_PAGES)
+    assert oom_kill.constrained_alloc(cpu, zl, GFP_USER, frozenset({0, 1})) == (CONSTRAINT_CPUSET, NODE0_PAGES)
+
+
+def test_a_dma_request_walks_only_dma_zones(mc):
+    """GFP_DMA | __GFP_HARDWALL walks the DMA zone alone (index 0), skipping the Normal zones before and after
+    it: a task caged to node 0 may use it (NONE); one caged to node 1 may not (CPUSET over node 1's pages),
+    though the walk first skips node 0's Normal zone."""
+    m, cpu = mc
+    zl = page_alloc.node_zonelist(m, 0)
+    total = NODE0_PAGES + NODE1_PAGES
+    cpu.current = task(m, cpu, "caged0", mems=[0])
+    assert oom_kill.constrained_alloc(cpu, zl, GFP_DMA | __GFP_HARDWALL, None) == (CONSTRAINT_NONE, total)
+    cpu.current = task(m, cpu, "caged1", mems=[1])
+    assert oom_kill.constrained_alloc(cpu, zl, GFP_DMA | __GFP_HARDWALL, None) == (CONSTRAINT_CPUSET, NODE1_PAGES)
+
+
+# --- the mempolicy mask (§3.2 steps 3-7, §2.3) -----------------------------------------------------------------
+
+def oom(cpu, current, nodemask, gfp=GFP_KERNEL, order=0):
+    cpu.current = current
+    zl = page_alloc.node_zonelist(cpu.m, 0)
+    coro = oom_kill.out_of_memory(cpu, zl, gfp, order, nodemask, False)
+    try:
+        coro.send(None)
+        cpu.m.task_state[current] = 0
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+    raise AssertionError("out_of_memory slept twice")
+
+
+def test_a_mempolicy_oom_scans_only_tasks_whose_policy_meets_the_mask(mc):
+    """A request with nodemask {0} is CONSTRAINT_MEMORY_POLICY, and select_bad_process gets the mask: the hog
+    bound to node 1 is unkillable (§2.3 with a mask), so the smaller task bound to node 0 dies."""
+    m, cpu = mc
+    hog = task(m, cpu, "hog1", mode="bind", nodes=[1], rss=6000)
+    small = task(m, cpu, "small0", mode="bind", nodes=[0], rss=500)
+    cur = task(m, cpu, "alloc", rss=10)
+    assert oom_kill.constrained_alloc(cpu, page_alloc.node_zonelist(m, 0), GFP_KERNEL, frozenset({0}))[0] == (
+        CONSTRAINT_MEMORY_POLICY)
+    oom(cpu, cur, frozenset({0}))
+    assert sigkill_pending(m, small) and m.task_tif[small] & TIF_MEMDIE
+    assert not sigkill_pending(m, hog)
+
+
+def test_panic_on_oom_2_table_of_a_mempolicy_oom_lists_only_tasks_that_meet_the_mask(tmp_path):
+    """check_panic_on_oom gets mpol_mask (§3.2 step 4): the header's table (dump_tasks with the nodemask,
+    §3.5) leaves out the task bound to node 1 and lists the one bound to node 0; the header names the order."""
+    m, cpu = machine("\n[sysctl]\npanic_on_oom = 2\n")
+    try:
+        task(m, cpu, "bound1", mode="bind", nodes=[1], rss=600)
+        task(m, cpu, "bound0", mode="bind", nodes=[0], rss=500)
+        cur = task(m, cpu, "alloc", rss=10)
+        path = tmp_path / "dmesg"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+        cpu.printk_fd = fd
+        try:
+            with pytest.raises(printk.Panic) as panic:
+                oom(cpu, cur, frozenset({0}), order=1)
+        finally:
+            cpu.printk_fd = -1
+            os.close(fd)
+        assert str(panic.value) == "Out of memory: compulsory panic_on_oom is enabled\n"
+        lines = dmesg_lines(path)
+        assert lines[0] == "alloc invoked oom-killer: gfp_mask=0xd0, order=1, oom_score_adj=0"
+        assert any(line.endswith(" bound0") for line in lines)
+        assert not any(line.endswith(" bound1") for line in lines)
+    finally:
+        m.close()
+
+
+def test_the_child_loop_scores_children_against_the_nodemask(mc):
+    """§5.1 step 4 scores children with oom_badness(child, memcg, nodemask, …): a child bound to node 1 is
+    unkillable for a mask of {0} (score 0), so the parent itself is killed."""
+    m, cpu = mc
+    cpu.current = task(m, cpu, "alloc", rss=10)
+    parent = task(m, cpu, "parent", rss=100)
+    child = task(m, cpu, "child1", mode="bind", nodes=[1], rss=5000, parent=parent)
+    oom_kill.oom_kill_process(cpu, parent, GFP_KERNEL, 0, 0, NODE0_PAGES, None, frozenset({0}), "Out of memory")
+    assert sigkill_pending(m, parent) and not sigkill_pending(m, child)
+
+
+def test_the_scan_counts_a_thread_that_meets_the_mask_for_its_whole_process(mc):
+    """has_intersects_mems_allowed walks the thread group (§2.3): a process whose leader is bound to node 1
+    but whose second thread is bound to node 0 is killable for a mask of {0}: being the biggest, it dies."""
+    m, cpu = mc
+    leader = task(m, cpu, "mixed", mode="bind", nodes=[1], rss=6000)
+    t = add_process(m, cpu, "mixed", parent=leader, clone_flags=THREAD)
+    assert mempolicy.do_set_mempolicy(cpu, t, mempolicy.MPOL_MODES["bind"], cpuset.node_mask_of([0])) == 0
+    small = task(m, cpu, "small0", mode="bind", nodes=[0], rss=500)
+    cur = task(m, cpu, "alloc", rss=10)
+    oom(cpu, cur, frozenset({0}))
+    assert sigkill_pending(m, leader) and not sigkill_pending(m, small)
