@@ -15,6 +15,7 @@ from oomemu.include.gfp import GFP_DMA, GFP_KERNEL, GFP_USER, __GFP_HARDWALL
 from oomemu.include.oom import CONSTRAINT_CPUSET, CONSTRAINT_MEMORY_POLICY, CONSTRAINT_NONE
 from oomemu.include.sched import SIGKILL, TIF_MEMDIE
 from oomemu.kernel import cpuset, fork, printk
+from oomemu.machine import G_NR_TASK_ROWS
 from oomemu.mm import mempolicy, oom_kill, page_alloc
 
 NODE1 = """
@@ -166,3 +167,98 @@ def test_the_scan_counts_a_thread_that_meets_the_mask_for_its_whole_process(mc):
     cur = task(m, cpu, "alloc", rss=10)
     oom(cpu, cur, frozenset({0}))
     assert sigkill_pending(m, leader) and not sigkill_pending(m, small)
+
+
+def test_a_mask_of_every_node_is_no_mempolicy_oom_and_the_scan_tests_cpusets(mc):
+    """A nodemask of both nodes is CONSTRAINT_NONE (§3.1 step 3), so mpol_mask is NULL (§3.2 step 3) and the
+    scan applies the cpuset test instead (§2.3): current is caged to node 0, so the hog caged to node 1 is
+    unkillable and the smaller node-0 task dies."""
+    m, cpu = mc
+    hog = task(m, cpu, "hog1", mems=[1], rss=6000)
+    small = task(m, cpu, "small0", mems=[0], rss=500)
+    cur = task(m, cpu, "alloc", mems=[0], rss=10)
+    oom(cpu, cur, frozenset({0, 1}))
+    assert sigkill_pending(m, small) and not sigkill_pending(m, hog)
+
+
+def test_oom_kill_allocating_task_spares_a_current_outside_the_mask():
+    """§3.2 step 5 tests oom_unkillable_task(current, NULL, nodemask): a current bound to node 1 cannot free
+    memory for a request masked to node 0, so the scan runs; it spares current (§2.3) and kills the node-0 task."""
+    m, cpu = machine("\n[sysctl]\noom_kill_allocating_task = 1\n")
+    try:
+        small = task(m, cpu, "small0", mode="bind", nodes=[0], rss=500)
+        cur = task(m, cpu, "alloc1", mode="bind", nodes=[1], rss=10)
+        oom(cpu, cur, frozenset({0}))
+        assert sigkill_pending(m, small) and not sigkill_pending(m, cur)
+    finally:
+        m.close()
+
+
+def test_oom_kill_allocating_task_scores_currents_children_against_the_nodemask():
+    """Step 5 passes the nodemask on: current's child bound to node 1 is unkillable for a mask of {0} (§5.1
+    step 4), so current itself dies."""
+    m, cpu = machine("\n[sysctl]\noom_kill_allocating_task = 1\n")
+    try:
+        cur = task(m, cpu, "alloc0", mode="bind", nodes=[0], rss=10)
+        child = task(m, cpu, "child1", mode="bind", nodes=[1], rss=5000, parent=cur)
+        oom(cpu, cur, frozenset({0}))
+        assert sigkill_pending(m, cur) and not sigkill_pending(m, child)
+    finally:
+        m.close()
+
+
+def test_the_scans_victim_scores_its_children_against_the_nodemask(mc):
+    """Step 7 passes the full nodemask to oom_kill_process: the node-0 parent is chosen, and its bigger child
+    bound to node 1 scores 0 in the child loop, so the parent dies."""
+    m, cpu = mc
+    parent = task(m, cpu, "parent0", mode="bind", nodes=[0], rss=3000)
+    child = task(m, cpu, "child1", mode="bind", nodes=[1], rss=5000, parent=parent)
+    cur = task(m, cpu, "alloc", rss=10)
+    oom(cpu, cur, frozenset({0}))
+    assert sigkill_pending(m, parent) and not sigkill_pending(m, child)
+
+
+def test_the_sysrq_kworker_scans_from_the_top_cpuset(mc):
+    """SysRq-F's work item runs in a kworker (§1.8), in the top cpuset: the cpuset test (§2.3) compares with
+    every node, so the hog caged to node 1 is killed although the writing task is caged to node 0."""
+    m, cpu = mc
+    hog = task(m, cpu, "hog1", mems=[1], rss=6000)
+    small = task(m, cpu, "small0", mems=[0], rss=500)
+    writer = task(m, cpu, "writer", mems=[0], rss=10)
+    cpu.current = writer
+    coro = oom_kill.out_of_memory(cpu, page_alloc.node_zonelist(m, 0), GFP_KERNEL, 0, None, True, True)
+    try:
+        while True:
+            coro.send(None)
+            m.task_state[writer] = 0
+    except StopIteration:
+        pass
+    assert sigkill_pending(m, hog) and not sigkill_pending(m, small)
+
+
+def test_no_killable_process_in_a_mempolicy_oom_lists_only_tasks_that_meet_the_mask(tmp_path):
+    """Step 6's dump_header gets mpol_mask: every task with memory is bound to node 1 (or is current at adj
+    -1000, as is the boot-time "idle" task), a request masked to node 0 finds nobody, and the table before the
+    panic leaves out the node-1 tasks."""
+    m, cpu = machine()
+    try:
+        for row in range(int(m.glob[G_NR_TASK_ROWS])):
+            if m.task_comm[row] == b"idle":
+                m.sig_oom_score_adj[row] = -1000
+        task(m, cpu, "bound1", mode="bind", nodes=[1], rss=600)
+        cur = add_process(m, cpu, "alloc0", rss=10, adj=-1000)
+        path = tmp_path / "dmesg"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+        cpu.printk_fd = fd
+        try:
+            with pytest.raises(printk.Panic) as panic:
+                oom(cpu, cur, frozenset({0}))
+        finally:
+            cpu.printk_fd = -1
+            os.close(fd)
+        assert str(panic.value) == "Out of memory and no killable processes...\n"
+        lines = dmesg_lines(path)
+        assert any(line.endswith(" alloc0") for line in lines)
+        assert not any(line.endswith(" bound1") for line in lines)
+    finally:
+        m.close()

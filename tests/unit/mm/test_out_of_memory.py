@@ -435,3 +435,152 @@ def test_constrained_alloc_totalpages_counts_swap():
         assert oom_kill.constrained_alloc(cpu, zl, GFP_KERNEL, None) == (0, TOTALPAGES + 2048)
     finally:
         m.close()
+
+
+# --- what the trace says (read by the race detectors and the lock-exclusion invariant) ----------------------------
+
+def traced(m, cpu):
+    """Give cpu a trace ring; returns a function that drains it into (event name, seq, args) tuples."""
+    from oomemu.trace.events import CATALOGUE
+    from oomemu.trace.ring import RingWriter, drain_ring
+    cpu.trace = RingWriter(m, cpu.id)
+    names = [c[0] for c in CATALOGUE]
+
+    def records():
+        return [(names[int(r["event"])], int(r["seq"]), [int(x) for x in r["a"]]) for r in drain_ring(m, cpu.id)]
+    return records
+
+
+def test_out_of_memory_and_the_marks_are_traced_with_their_arguments(mc):
+    """out_of_memory(constraint NONE = 0, totalpages 16384, gfp 0xd0, order 2, force_kill 0); the victim's
+    mark is not self-made (0), a dying current's is (1)."""
+    m, cpu = mc
+    hog = add_process(m, cpu, "hog", rss=HOG_RSS)
+    cur = add_process(m, cpu, "alloc", rss=10)
+    records = traced(m, cpu)
+    oom(cpu, cur, order=2)
+    recs = records()
+    assert [a[:5] for name, _, a in recs if name == "out_of_memory"] == [[0, TOTALPAGES, 0xd0, 2, 0]]
+    assert [a[:2] for name, _, a in recs if name == "mark_victim"] == [[int(m.task_pid[hog]), 0]]
+    dying = add_process(m, cpu, "dying", rss=10)
+    m.task_flags[dying] |= PF_EXITING
+    oom(cpu, dying, force_kill=True)
+    assert [a[:2] for name, _, a in records() if name == "mark_victim"] == [[int(m.task_pid[dying]), 1]]
+
+
+def test_the_zonelist_oom_lock_is_traced_with_its_zones_and_free_pages(mc):
+    """try_set_zonelist_oom for GFP_KERNEL walks DMA (zone 0) and Normal (zone 2): zone_mask 0b101. With 1000
+    pages free in DMA and 5000 in Normal, free above min + lowmem_reserve against the classzone (Normal, the
+    first zone walked) is (1000 - 64 - 12288 // 256) + (5000 - 192 - 0) = 888 + 4808 = 5696 (§6.5: DMA min 64,
+    Normal min 192 on this machine). A busy try records 0, 0; the release records the same mask. Each event
+    takes the next OOM sequence number."""
+    from oomemu.include.mmzone import NR_FREE_PAGES
+    from oomemu.machine import G_OOM_SEQ, Z_STAT
+    m, cpu = mc
+    m.zone[0, Z_STAT + NR_FREE_PAGES] = 1000
+    m.zone[2, Z_STAT + NR_FREE_PAGES] = 5000
+    zl = page_alloc.node_zonelist(m, 0)
+    seq = int(m.glob[G_OOM_SEQ])
+    records = traced(m, cpu)
+    assert oom_kill.try_set_zonelist_oom(cpu, zl, GFP_KERNEL) == 1
+    assert oom_kill.try_set_zonelist_oom(cpu, zl, GFP_KERNEL) == 0
+    oom_kill.clear_zonelist_oom(cpu, zl, GFP_KERNEL)
+    recs = [(name, s, a) for name, s, a in records() if name.startswith("oom_lock")]
+    assert [(name, a[:4] if name == "oom_lock_try" else a[:1]) for name, _, a in recs] == [
+        ("oom_lock_try", [1, 0b101, 5696, 6000]), ("oom_lock_try", [0, 0b101, 0, 0]),
+        ("oom_lock_release", [0b101])]
+    assert [s for _, s, _ in recs] == [seq + 1, seq + 2, seq + 3]
+    assert int(m.glob[G_OOM_SEQ]) == seq + 3
+
+
+# --- more of the steps -------------------------------------------------------------------------------------------
+
+def test_3_14_sysrq_with_no_killable_process_still_panics(mc):
+    """§3.2 step 6 in 3.14 panics whenever select_bad_process finds nobody, force_kill or not."""
+    m, cpu = mc
+    cur = add_process(m, cpu, "writer", rss=10, adj=-1000)
+    with pytest.raises(printk.Panic) as panic:
+        oom(cpu, cur, force_kill=True)
+    assert str(panic.value) == "Out of memory and no killable processes...\n"
+
+
+def test_sysrq_force_kill_passes_over_a_tif_memdie_victim(mc):
+    """force_kill turns off the TIF_MEMDIE ABORT (§2.2 step 3): SysRq-F kills the hog although an earlier
+    victim still holds TIF_MEMDIE."""
+    m, cpu = mc
+    old = add_process(m, cpu, "old-victim", rss=100)
+    m.task_tif[old] |= TIF_MEMDIE
+    hog = add_process(m, cpu, "hog", rss=HOG_RSS)
+    cur = add_process(m, cpu, "writer", rss=10)
+    oom(cpu, cur, force_kill=True)
+    assert sigkill_pending(m, hog)
+
+
+def test_oom_kill_allocating_task_needs_current_to_have_an_mm(monkeypatch):
+    """§3.2 step 5 applies only if current has an mm; a current past exit_mm (without PF_EXITING here, so
+    step 2 does not apply) leaves the kill to the scan, which kills the hog and sleeps."""
+    m, cpu = machine("oom_kill_allocating_task = 1")
+    try:
+        timeouts = record_timeouts(monkeypatch)
+        hog = add_process(m, cpu, "hog", rss=HOG_RSS)
+        cur = add_process(m, cpu, "alloc", rss=10)
+        m.task_mm[cur] = -1
+        assert oom(cpu, cur) is True
+        assert sigkill_pending(m, hog) and kill_kinds(m) == [oom_kill.KILL_VICTIM] and timeouts == [1]
+    finally:
+        m.close()
+
+
+def test_the_scans_victim_sacrifices_its_child_scored_against_totalpages(mc):
+    """Step 7 hands totalpages to oom_kill_process: the hog's child (rss 10 + 1 pte + 500 × 16 = 8011) dies."""
+    m, cpu = mc
+    hog = add_process(m, cpu, "hog", rss=HOG_RSS)
+    child = add_process(m, cpu, "child", rss=10, adj=500, parent=hog)
+    cur = add_process(m, cpu, "alloc", rss=10)
+    oom(cpu, cur)
+    assert sigkill_pending(m, child) and not sigkill_pending(m, hog)
+
+
+def test_5_1_kill_summary_names_the_constraint(tmp_path):
+    """5.0's oom-kill: summary line (KERNEL §8, 4.18 row) starts with the OOM's constraint: CONSTRAINT_NONE for
+    a global OOM, and no nodemask."""
+    m, cpu = machine(kernel="5.1")
+    try:
+        hog = add_process(m, cpu, "hog", rss=HOG_RSS)
+        cur = add_process(m, cpu, "alloc", rss=10)
+        with Dmesg(cpu, tmp_path / "dmesg") as d:
+            oom(cpu, cur)
+        summary = [line for line in d.lines if line.startswith("oom-kill:")]
+        assert len(summary) == 1
+        assert summary[0].startswith("oom-kill:constraint=CONSTRAINT_NONE,nodemask=(null),")
+        assert summary[0].endswith(f",task=hog,pid={int(m.task_pid[hog])},uid=1000")
+    finally:
+        m.close()
+
+
+def reaper_queue(m):
+    from oomemu.machine import G_OOM_REAPER_LIST
+    head, out = int(m.glob[G_OOM_REAPER_LIST]), []
+    while head >= 0:
+        out.append(head)
+        head = int(m.task_oom_reaper_list[head])
+    return out
+
+
+@pytest.mark.parametrize("kernel,queued", [("4.6", False), ("4.9", True)])
+def test_a_dying_current_goes_to_the_reaper_only_from_4_9(kernel, queued):
+    """5.9 state (KERNEL §8): an exiting current gets mark_oom_victim plus wake_oom_reaper; the profile dates the
+    wake to 4.9 (with MMF_OOM_SKIP). 4.6 has the reaper but marks a dying current without queueing it."""
+    m, cpu = machine(kernel=kernel)
+    try:
+        assert m.oom_reaper_row >= 0
+        cur = add_process(m, cpu, "dying", rss=10)
+        m.task_pending[cur] |= SIGKILL_BIT
+        m.task_tif[cur] |= TIF_SIGPENDING
+        from oomemu.include.sched import SIGNAL_GROUP_EXIT
+        m.sig_flags[cur] |= SIGNAL_GROUP_EXIT
+        assert oom(cpu, cur) is True
+        assert m.task_tif[cur] & TIF_MEMDIE
+        assert reaper_queue(m) == ([cur] if queued else [])
+    finally:
+        m.close()
