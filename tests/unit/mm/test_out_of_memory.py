@@ -20,7 +20,7 @@ from oomemu.include.sched import PF_EXITING, SIGKILL, TASK_KILLABLE, TIF_MEMDIE,
 from oomemu.kernel import printk
 from oomemu.kernel import sched as ksched
 from oomemu.machine import G_NR_KILLS, G_OOM_SCORES_TAKEN, G_TOTALRAM, G_TOTAL_SWAP, K_KIND, K_POINTS
-from oomemu.mm import oom_kill, page_alloc
+from oomemu.mm import oom_kill, page_alloc, vmstat
 from oomemu.percpu import CpuContext
 
 SIGKILL_BIT = 1 << SIGKILL
@@ -466,6 +466,8 @@ def test_out_of_memory_and_the_marks_are_traced_with_their_arguments(mc):
     m.task_flags[dying] |= PF_EXITING
     oom(cpu, dying, force_kill=True)
     assert [a[:2] for name, _, a in records() if name == "mark_victim"] == [[int(m.task_pid[dying]), 1]]
+    oom(cpu, cur, order=0, force_kill=True)   # SysRq-F: force_kill 1
+    assert [a[:5] for name, _, a in records() if name == "out_of_memory"] == [[0, TOTALPAGES, 0xd0, 0, 1]]
 
 
 def test_the_zonelist_oom_lock_is_traced_with_its_zones_and_free_pages(mc):
@@ -491,6 +493,33 @@ def test_the_zonelist_oom_lock_is_traced_with_its_zones_and_free_pages(mc):
         ("oom_lock_release", [0b101])]
     assert [s for _, s, _ in recs] == [seq + 1, seq + 2, seq + 3]
     assert int(m.glob[G_OOM_SEQ]) == seq + 3
+    assert int(cpu.vm_events[vmstat.NR_OOM_LOCK_BUSY]) == 1   # the busy try only
+    # DMA at 50 free is below its min + reserve (64 + 48): it adds nothing, not a page
+    m.zone[0, Z_STAT + NR_FREE_PAGES] = 50
+    assert oom_kill.try_set_zonelist_oom(cpu, zl, GFP_KERNEL) == 1
+    assert [a[:4] for name, _, a in records() if name == "oom_lock_try"] == [[1, 0b101, 4808, 5050]]
+    assert int(cpu.vm_events[vmstat.NR_OOM_LOCK_BUSY]) == 1
+
+
+def test_the_child_loop_traces_each_child_and_the_sacrifice(mc):
+    """Every child scored is an oom_scan_candidate(pid, points, CAND_CHILD, parent pid); the one chosen is an
+    oom_sacrifice_child(parent, child, points). Points by hand (§4.1): 300 + 1 pte = 301 and 40 + 1 = 41. A
+    parent without children traces no sacrifice."""
+    from oomemu.trace import events as tp
+    m, cpu = mc
+    parent = add_process(m, cpu, "parent", rss=HOG_RSS)
+    big = add_process(m, cpu, "big", rss=300, parent=parent)
+    small = add_process(m, cpu, "small", rss=40, parent=parent)
+    lone = add_process(m, cpu, "lone", rss=100)
+    records = traced(m, cpu)
+    kill(cpu, parent)
+    recs = records()
+    pid = {r: int(m.task_pid[r]) for r in (parent, big, small, lone)}
+    assert [a[:4] for name, _, a in recs if name == "oom_scan_candidate"] == [
+        [pid[big], 301, tp.CAND_CHILD, pid[parent]], [pid[small], 41, tp.CAND_CHILD, pid[parent]]]
+    assert [a[:3] for name, _, a in recs if name == "oom_sacrifice_child"] == [[pid[parent], pid[big], 301]]
+    kill(cpu, lone)
+    assert [name for name, _, _ in records() if name == "oom_sacrifice_child"] == []
 
 
 # --- more of the steps -------------------------------------------------------------------------------------------
