@@ -410,7 +410,8 @@ def select_bad_process(cpu, totalpages, nodemask, force_kill, current=None):
         tp.trace_oom_scan_result(cpu, 0, 0, 0, len(order))
         return -1, 0
     if f.signed_badness:
-        score = chosen_points * 1000 // totalpages if chosen_points != ULONG_MAX else 0
+        # a signed long division in C: a negative score truncates toward zero
+        score = _c_div(chosen_points * 1000, totalpages) if chosen_points != ULONG_MAX else 0
     else:
         score = ((chosen_points * 1000) & ULONG_MAX) // totalpages & 0xFFFFFFFF
     tp.trace_oom_scan_result(cpu, m.v_task_pid[chosen], chosen_points, 0, len(order))
@@ -429,6 +430,12 @@ def _trace_badness_inputs(cpu, rows, snap):
     mmc = snap["mm"][snap["task_mm"][rows]]
     tp.trace_many(cpu, "oom_badness_mm", m.task_pid[rows], mmc[:, MM_FILEPAGES] + mmc[:, MM_ANONPAGES],
                   mmc[:, MM_NR_PTES], mmc[:, MM_SWAPENTS], snap["adj"][m.task_leader[rows]])
+
+
+def _c_div(a, b):
+    """C's integer division of longs: the quotient truncated toward zero."""
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b > 0) else -q
 
 
 def _pick(m, rows, points, lowest=False, never=0):
