@@ -262,3 +262,61 @@ def test_no_killable_process_in_a_mempolicy_oom_lists_only_tasks_that_meet_the_m
         assert not any(line.endswith(" bound1") for line in lines)
     finally:
         m.close()
+
+
+# --- the scalar reference functions take the mask and current too (§2.2, §2.3, §4.1) ------------------------------
+
+def test_oom_badness_and_the_scan_verdict_follow_the_mask_and_currents_cpuset(mc):
+    """oom_badness is 0 and oom_scan_process_thread CONTINUEs for a task bound to node 1 under a mask of {0}
+    (no mask: 600 + 2 ptes = 602 and OK), and for a task caged to node 1 when current is caged to node 0."""
+    from oomemu.include.oom import OOM_SCAN_CONTINUE, OOM_SCAN_OK
+    m, cpu = mc
+    total = NODE0_PAGES + NODE1_PAGES
+    cur = task(m, cpu, "alloc", mems=[0], rss=10)
+    cpu.current = cur
+    bound1 = task(m, cpu, "bound1", mode="bind", nodes=[1], rss=600)
+    m.task_mems[bound1] = cpuset.node_mask_of([0, 1])
+    caged1 = task(m, cpu, "caged1", mems=[1], rss=600)
+    mask = frozenset({0})
+    assert oom_kill.oom_badness(cpu, bound1, None, mask, total) == 0
+    assert oom_kill.oom_badness(cpu, bound1, None, None, total) == 602
+    assert oom_kill.oom_scan_process_thread(m, bound1, total, mask, False, current=cur) == OOM_SCAN_CONTINUE
+    assert oom_kill.oom_scan_process_thread(m, bound1, total, None, False, current=cur) == OOM_SCAN_OK
+    assert oom_kill.oom_badness(cpu, caged1, None, None, total) == 0
+    assert oom_kill.oom_scan_process_thread(m, caged1, total, None, False, current=cur) == OOM_SCAN_CONTINUE
+    assert oom_kill.oom_scan_process_thread(m, caged1, total, None, False, current=-1) == OOM_SCAN_OK
+
+
+def test_init_is_never_chosen_on_a_numa_machine(mc):
+    """init is unkillable (§2.3 step 1) whatever its mems: even with the biggest mm it is not the victim."""
+    from oomemu.machine import MM_ANONPAGES
+    m, cpu = mc
+    assert int(m.task_mm[0]) >= 0
+    m.mm[int(m.task_mm[0]), MM_ANONPAGES] = 9000
+    small = task(m, cpu, "small", rss=500)
+    cpu.current = small
+    row, _ = oom_kill.select_bad_process(cpu, NODE0_PAGES + NODE1_PAGES, None, False)
+    assert row != 0 and row == small
+
+
+def test_the_kills_header_table_uses_the_nodemask(tmp_path):
+    """oom_kill_process hands the nodemask to dump_header (§5.1 step 2), whose table (§3.5) leaves out a task
+    bound to node 1 for a mask of {0}."""
+    m, cpu = machine()
+    try:
+        cpu.current = task(m, cpu, "alloc", rss=10)
+        task(m, cpu, "bound1", mode="bind", nodes=[1], rss=600)
+        v = task(m, cpu, "victim0", mode="bind", nodes=[0], rss=700)
+        path = tmp_path / "dmesg"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+        cpu.printk_fd = fd
+        try:
+            oom_kill.oom_kill_process(cpu, v, GFP_KERNEL, 0, 1, NODE0_PAGES, None, frozenset({0}), "Out of memory")
+        finally:
+            cpu.printk_fd = -1
+            os.close(fd)
+        lines = dmesg_lines(path)
+        assert any(line.endswith(" victim0") and line.startswith("[") for line in lines)
+        assert not any(line.endswith(" bound1") for line in lines)
+    finally:
+        m.close()
