@@ -190,3 +190,34 @@ def test_4_6_sigkill_reaches_every_thread_of_the_victim(mk):
     oom_kill.oom_kill_process(cpu, p, GFP_KERNEL, 0, 1, TOTALPAGES, None, None, "Out of memory")
     assert sigkill_pending(m, p) and sigkill_pending(m, t)
     assert m.task_tif[p] & TIF_MEMDIE and not m.task_tif[t] & TIF_MEMDIE
+
+
+# --- the oom_lock mutex (4.2) ----------------------------------------------------------------------------------
+
+def test_4_2_oom_lock_is_one_mutex_traced_over_every_zone(mk):
+    """4.2's global oom_lock (KERNEL §8, dc56401): a trylock takes it (1), a second one, even from the SysRq
+    kworker (no current), finds it busy (0, counted as a busy OOM lock), the unlock frees it for the kworker.
+    The trace records each try and the release over every zone of the machine (MAX_NR_ZONES = 4 on its one
+    node: 0b1111), with
+    consecutive OOM sequence numbers."""
+    from oomemu.machine import G_OOM_SEQ
+    from oomemu.mm import vmstat
+    m, cpu = mk("4.2")
+    cpu.current = add_process(m, cpu, "alloc", rss=10)
+    seq = int(m.glob[G_OOM_SEQ])
+    from oomemu.trace.events import CATALOGUE
+    from oomemu.trace.ring import RingWriter, drain_ring
+    cpu.trace = RingWriter(m, cpu.id)
+    names = [c[0] for c in CATALOGUE]
+    assert oom_kill.mutex_trylock_oom_lock(cpu) == 1
+    cpu.current = -1
+    assert oom_kill.mutex_trylock_oom_lock(cpu) == 0
+    assert int(cpu.vm_events[vmstat.NR_OOM_LOCK_BUSY]) == 1
+    oom_kill.mutex_unlock_oom_lock(cpu)
+    assert oom_kill.mutex_trylock_oom_lock(cpu) == 1          # the kworker holds it now
+    assert oom_kill.mutex_trylock_oom_lock(cpu) == 0
+    recs = [(names[int(r["event"])], int(r["seq"]), [int(x) for x in r["a"]]) for r in drain_ring(m, cpu.id)]
+    lock = [(n, s, a[:2] if n == "oom_lock_try" else a[:1]) for n, s, a in recs if n.startswith("oom_lock")]
+    assert lock == [("oom_lock_try", seq + 1, [1, 0b1111]), ("oom_lock_try", seq + 2, [0, 0b1111]),
+                    ("oom_lock_release", seq + 3, [0b1111]), ("oom_lock_try", seq + 4, [1, 0b1111]),
+                    ("oom_lock_try", seq + 5, [0, 0b1111])]
