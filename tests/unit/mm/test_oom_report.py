@@ -84,3 +84,39 @@ def test_gfp_names_renders_composites_then_single_bits_by_value_then_the_rest(ma
     """The emulator's %pGg (4.6+ headers): the widest composite name that fits, then each remaining __GFP_ bit
     in increasing value, then whatever is left in hex, joined by "|"."""
     assert oom_kill.gfp_names(mask) == text
+
+
+def test_show_mem_prints_each_populated_zone_its_buddy_lists_and_the_totals(mc, tmp_path):
+    """The Mem-Info block (show_free_areas, 3.14 layout), counters in kB (4 kB pages). Watermarks by hand
+    (KERNEL §6.5: min_free_kbytes 1024 = 256 pages, shared 64 : 192): DMA min 64, low 80, high 96; Normal 192,
+    240, 288. lowmem_reserve: DMA's against DMA32, Normal and Movable = managed pages above it / 256 = 0, 48,
+    48; Normal's are 0. Unpopulated zones (DMA32, Movable) are left out. The DMA buddy lists hold 2 order-0,
+    1 order-1 and 1 order-3 blocks: 2 + 2 + 8 = 12 pages = 48 kB. Page cache = all file LRU pages (3 + 4 in
+    DMA, 10 + 20 in Normal) = 37."""
+    from oomemu.include.mmzone import (MAX_ORDER, NR_ACTIVE_ANON, NR_ACTIVE_FILE, NR_FREE_PAGES,
+                                       NR_INACTIVE_ANON, NR_INACTIVE_FILE, NR_ISOLATED_ANON, NR_ISOLATED_FILE)
+    from oomemu.machine import Z_NR_FREE, Z_STAT
+    m, cpu = mc
+    for stat, v in ((NR_FREE_PAGES, 1000), (NR_ACTIVE_ANON, 1), (NR_INACTIVE_ANON, 2), (NR_ACTIVE_FILE, 3),
+                    (NR_INACTIVE_FILE, 4), (NR_ISOLATED_ANON, 5), (NR_ISOLATED_FILE, 6)):
+        m.zone[0, Z_STAT + stat] = v
+    for stat, v in ((NR_FREE_PAGES, 2000), (NR_ACTIVE_ANON, 0), (NR_INACTIVE_ANON, 0), (NR_ACTIVE_FILE, 10),
+                    (NR_INACTIVE_FILE, 20), (NR_ISOLATED_ANON, 0), (NR_ISOLATED_FILE, 0)):
+        m.zone[2, Z_STAT + stat] = v
+    m.zone[0, Z_NR_FREE:Z_NR_FREE + MAX_ORDER] = 0
+    m.zone[0, Z_NR_FREE + 0], m.zone[0, Z_NR_FREE + 1], m.zone[0, Z_NR_FREE + 3] = 2, 1, 1
+    lines = printed(cpu, tmp_path, oom_kill.show_mem, cpu)
+    assert lines[:5] == [
+        "Mem-Info:",
+        "Node 0 DMA free:4000kB min:256kB low:320kB high:384kB active_anon:4kB inactive_anon:8kB active_file:12kB "
+        "inactive_file:16kB isolated(anon):20kB isolated(file):24kB present:16384kB managed:16384kB",
+        "lowmem_reserve[]: 0 0 48 48",
+        "Node 0 Normal free:8000kB min:768kB low:960kB high:1152kB active_anon:0kB inactive_anon:0kB "
+        "active_file:40kB inactive_file:80kB isolated(anon):0kB isolated(file):0kB present:49152kB "
+        "managed:49152kB",
+        "lowmem_reserve[]: 0 0 0 0"]
+    sizes = [4 << o for o in range(MAX_ORDER)]
+    counts = [2, 1, 0, 1] + [0] * (MAX_ORDER - 4)
+    assert lines[5] == "Node 0 DMA: " + " ".join(f"{c}*{s}kB" for c, s in zip(counts, sizes)) + " = 48kB"
+    assert lines[6].startswith("Node 0 Normal: ")
+    assert lines[7:] == ["37 total pagecache pages", "16384 pages RAM"]
