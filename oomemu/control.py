@@ -27,6 +27,7 @@ import os
 import random
 import zlib
 
+from oomemu.config.schema import PCT_MAX_DEPTH
 from oomemu.machine import G_NR_USER_LIVE, G_PANIC, G_STOP
 
 MODE_FREE, MODE_RANDOM, MODE_PCT, MODE_REPLAY = 0, 1, 2, 3
@@ -69,7 +70,7 @@ CT_HZ = 35
 CT_DIVERGED = 36      # replay: step of the first choice that could not be followed (0: none)
 CT_CHOICES = 37       # points at which two or more rows were runnable (PCT counts its change points in these)
 CT_CHANGE = 40        # PCT change points (MAX_CHANGES words)
-MAX_CHANGES = 16
+MAX_CHANGES = PCT_MAX_DEPTH - 1
 CT_ROWS = CT_CHANGE + MAX_CHANGES
 
 # --- per-row words ---------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ def _validate(args, scenario):
     import os
 
     from oomemu.errors import ScenarioError
+    from oomemu.control import MAX_CHANGES
     from oomemu.explore import STRATEGIES
     if args.strategy not in STRATEGIES:
         raise ScenarioError(f"--strategy = {args.strategy!r}: unknown strategy; allowed: {', '.join(STRATEGIES)}")
@@ -39,8 +40,8 @@ def _validate(args, scenario):
     if args.seed is not None and args.seed < 0:
         raise ScenarioError(f"--seed = {args.seed}: must be an integer >= 0")
     if args.depth is not None:
-        if not 1 <= args.depth <= 16:
-            raise ScenarioError(f"--depth = {args.depth}: must be an integer from 1 to 16")
+        if not 1 <= args.depth <= MAX_CHANGES + 1:
+            raise ScenarioError(f"--depth = {args.depth}: must be an integer from 1 to {MAX_CHANGES + 1}")
         scenario = dataclasses.replace(scenario, run=dataclasses.replace(scenario.run, pct_depth=args.depth))
     return scenario, args.jobs or os.cpu_count() or 1
 

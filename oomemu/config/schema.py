@@ -51,6 +51,9 @@ class FrozenMap(dict):
 # --- The resolved scenario ----------------------------------------------------------------------------
 
 
+PCT_MAX_DEPTH = 65     # d - 1 change points: control.MAX_CHANGES words in the controller block
+
+
 @dataclass(frozen=True, slots=True)
 class Op:
     """One step of a task's program: the op name and its fully defaulted, resolved arguments.
@@ -823,7 +826,7 @@ RUN = Table((
     Key("stall_jiffies", Int(0), 0, "end a run that makes no progress for this long (0 = off)"),
     Key("schedule", Choice(SCHEDULES, noun="schedule"), "free",
         "free (real concurrency) or a controlled mode: random, pct, replay"),
-    Key("pct_depth", Int(1, 16), 3, "pct: the bug depth d (d - 1 priority change points)"),
+    Key("pct_depth", Int(1, PCT_MAX_DEPTH), 3, "pct: the bug depth d (d - 1 priority change points)"),
     Key("pct_steps", Int(0), 0, "pct: the expected number of steps the change points are drawn over (0 = 20000)"),
     Key("step_ns", Int(1, 1_000_000), 1000, "controlled modes: virtual nanoseconds each step costs"),
     Key("wall_seconds", Number(0, 86400), 600, "controlled modes: wall-clock safety limit (seconds)"),
