@@ -149,3 +149,39 @@ def test_4_2_may_oom_passes_order_and_no_force_kill(mk, tmp_path):
     (page, progress, _), lines = with_dmesg(cpu, tmp_path, lambda: may_oom_42(cpu, cur, order=2))
     assert lines[0] == "alloc invoked oom-killer: gfp_mask=0xd0, order=2, oom_score_adj=0"   # %pGg from 4.6
     assert sigkill_pending(m, hog) and progress == 1
+
+
+# --- freeing and the failure warning -------------------------------------------------------------------------------
+
+def test_an_order_0_free_goes_to_this_cpus_list_and_leaves_pages_scanned(mk):
+    """__free_pages(order 0) is free_hot_cold_page: the page joins this CPU's per-CPU list (count + 1), not the
+    buddy lists (NR_FREE_PAGES unchanged), so pages_scanned is not reset (KERNEL §6.8: only frees to the buddy
+    allocator reset it)."""
+    from oomemu.include.mmzone import NR_FREE_PAGES, NR_PAGES_SCANNED
+    from oomemu.machine import Z_STAT
+    from oomemu.mm.internal import ALLOC_CPUSET, ALLOC_WMARK_LOW
+    m, cpu = mk("3.14")
+    pfn = page_alloc.get_page_from_freelist(cpu, GFP_KERNEL, None, 0, m.zonelists[0], NORMAL,
+                                            ALLOC_WMARK_LOW | ALLOC_CPUSET, NORMAL, 0)
+    zone = int(m.page_zone[pfn])
+    free, pcp = int(m.zone[zone, Z_STAT + NR_FREE_PAGES]), int(m.pcp[0, zone, 0])
+    m.zone[zone, Z_STAT + NR_PAGES_SCANNED] = 7
+    page_alloc.__free_pages(cpu, pfn, 0)
+    assert int(m.pcp[0, zone, 0]) == pcp + 1
+    assert int(m.zone[zone, Z_STAT + NR_FREE_PAGES]) == free
+    assert int(m.zone[zone, Z_STAT + NR_PAGES_SCANNED]) == 7
+
+
+def test_warn_alloc_failed_line_nowarn_and_its_burst_of_ten(mk, tmp_path):
+    """KERNEL §3.6: "%s: page allocation failure: order:%d, mode:0x%x" with current's comm, silenced by
+    __GFP_NOWARN (0x200), under its own ratelimit state (burst 10 per 5 s): 12 failures print 10 lines."""
+    from oomemu.include.gfp import __GFP_NOWARN
+    m, cpu = mk("3.14")
+    cpu.current = add_process(m, cpu, "alloc", rss=10)
+
+    def fail_12():
+        page_alloc.warn_alloc_failed(cpu, GFP_KERNEL | __GFP_NOWARN, 0)
+        for _ in range(12):
+            page_alloc.warn_alloc_failed(cpu, GFP_KERNEL, 3)
+    _, lines = with_dmesg(cpu, tmp_path, fail_12)
+    assert lines == ["alloc: page allocation failure: order:3, mode:0xd0"] * 10
