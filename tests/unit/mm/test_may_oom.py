@@ -185,3 +185,40 @@ def test_warn_alloc_failed_line_nowarn_and_its_burst_of_ten(mk, tmp_path):
             page_alloc.warn_alloc_failed(cpu, GFP_KERNEL, 3)
     _, lines = with_dmesg(cpu, tmp_path, fail_12)
     assert lines == ["alloc: page allocation failure: order:3, mode:0xd0"] * 10
+
+
+# --- TIF_MEMDIE in the slowpath (KERNEL §5.3) ----------------------------------------------------------------------
+
+def test_a_tif_memdie_task_allocates_below_the_min_watermark_without_an_oom(mk):
+    """§5.3: TIF_MEMDIE gives ALLOC_NO_WATERMARKS: with every zone down to its min watermark (no watermarked
+    attempt can succeed), the victim still gets a page, from the reserve, and no OOM is invoked."""
+    from test_oom_paths import slowpath
+    m, cpu = mk("3.14")
+    cur = add_process(m, cpu, "victim", rss=10)
+    m.task_tif[cur] |= TIF_MEMDIE
+    exhaust(cpu)
+    page, _ = slowpath(cpu, cur, GFP_KERNEL, 0, max_traps=8)
+    assert page is not None and oom_invocations(cpu) == 0
+
+
+def test_a_tif_memdie_task_fails_when_even_the_reserve_is_empty(mk):
+    """§5.3 "no looping": with no free page at all the no-watermark attempt fails too, and a TIF_MEMDIE request
+    without __GFP_NOFAIL fails (NULL) at once: no reclaim loop, no OOM."""
+    from test_oom_paths import slowpath
+    m, cpu = mk("3.14")
+    cur = add_process(m, cpu, "victim", rss=10)
+    m.task_tif[cur] |= TIF_MEMDIE
+    take_pages(cpu, DMA, 0)
+    take_pages(cpu, NORMAL, 0)
+    page, traps = slowpath(cpu, cur, GFP_KERNEL, 0, max_traps=8)
+    assert page is None and oom_invocations(cpu) == 0 and len(traps) < 8
+
+
+def test_an_order_above_the_buddy_allocator_fails_at_once(mk):
+    """An order of MAX_ORDER (11) or more cannot exist: the slowpath returns NULL before any attempt, no OOM."""
+    from test_oom_paths import slowpath
+    from oomemu.include.mmzone import MAX_ORDER
+    m, cpu = mk("3.14")
+    cur = add_process(m, cpu, "alloc", rss=10)
+    page, traps = slowpath(cpu, cur, GFP_KERNEL, MAX_ORDER, max_traps=8)
+    assert page is None and traps == [] and oom_invocations(cpu) == 0
