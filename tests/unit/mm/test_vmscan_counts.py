@@ -185,3 +185,59 @@ def test_shrink_zones_skips_zones_above_the_request_and_unreclaimable_ones_after
     assert not vmscan.zone_reclaimable(m, NORMAL)
     assert vmscan.shrink_zones(cpu, zl, NORMAL, 0, 32) == 0
     assert len(lru_list(m, NORMAL, LRU_INACTIVE_FILE)) == 3
+
+
+# --- get_scan_count's balance: 3.14 mm/vmscan.c get_scan_count() for global reclaim at swappiness 60, the rules
+# its docstring lists (KERNEL.md has no section on it) -----------------------------------------------------------
+
+def set_lists(m, ia, aa, inf, af, rs=(0, 0), rr=(0, 0)):
+    from oomemu.include.mmzone import NR_LRU_BASE
+    for lru, n in ((LRU_INACTIVE_ANON, ia), (LRU_ACTIVE_ANON, aa), (LRU_INACTIVE_FILE, inf), (LRU_ACTIVE_FILE, af)):
+        m.zone[NORMAL, Z_STAT + NR_LRU_BASE + lru] = n
+    m.zone[NORMAL, RS], m.zone[NORMAL, RS + 1] = rs
+    m.zone[NORMAL, RR], m.zone[NORMAL, RR + 1] = rr
+
+
+def scan(cpu, priority):
+    nr = vmscan.get_scan_count(cpu, NORMAL, priority, False)
+    return [nr[LRU_INACTIVE_ANON], nr[LRU_ACTIVE_ANON], nr[LRU_INACTIVE_FILE], nr[LRU_ACTIVE_FILE]]
+
+
+def test_get_scan_count_fractions_by_recent_rotation(mcs):
+    """SCAN_FRACT (swap free, priority > 0, file + free above high, inactive file low: 8 active > 4 inactive):
+    anon_prio 60, file_prio 200 - 60 = 140; ap = 60 × (10 + 1) // (4 + 1) = 132, fp = 140 × (3 + 1) // (0 + 1) =
+    560, denominator 132 + 560 + 1 = 693 (no halving: 10 <= 128 // 4, 3 <= 12 // 4). At priority 1 each list
+    scans (size >> 1) × fraction // 693: anon 32 × 132 // 693 = 6 each; inactive file 2 × 560 // 693 = 1,
+    active file 4 × 560 // 693 = 3."""
+    m, cpu = mcs
+    set_lists(m, 64, 64, 4, 8, rs=(10, 3), rr=(4, 0))
+    assert scan(cpu, 1) == [6, 6, 1, 3]
+
+
+def test_get_scan_count_halves_stale_recent_counts(mcs):
+    """recent_scanned above a quarter of its lists' size halves both recent counts of that side: anon 41 > 32 ->
+    20 and 9 -> 4; file 7 > 3 -> 3 and 5 -> 2. Then ap = 60 × 21 // 5 = 252, fp = 140 × 4 // 3 = 186,
+    denominator 439: anon 32 × 252 // 439 = 18 each, inactive file 2 × 186 // 439 = 0, active file
+    4 × 186 // 439 = 1."""
+    m, cpu = mcs
+    set_lists(m, 64, 64, 4, 8, rs=(41, 7), rr=(9, 5))
+    assert scan(cpu, 1) == [18, 18, 0, 1]
+    assert (zone(m, RS), zone(m, RS + 1), zone(m, RR), zone(m, RR + 1)) == (20, 3, 4, 2)
+
+
+def test_get_scan_count_other_balances(mcs):
+    """SCAN_EQUAL at priority 0 (every list in full); SCAN_FILE while the inactive file list is not low (8
+    inactive >= 4 active: anon lists 0); SCAN_ANON once file + free pages are at or below the high watermark
+    (12 + 100 <= 288: file lists 0)."""
+    m, cpu = mcs
+    set_lists(m, 64, 64, 4, 8)
+    assert scan(cpu, 0) == [64, 64, 4, 8]
+    set_lists(m, 64, 64, 8, 4)
+    assert scan(cpu, 1) == [0, 0, 4, 2]
+    set_lists(m, 64, 64, 4, 8)
+    m.zone[NORMAL, FREE] = 100
+    assert scan(cpu, 1) == [32, 32, 0, 0]
+    m.zone[NORMAL, FREE] = 276                    # 12 + 276 = 288: still at the mark
+    assert scan(cpu, 1) == [32, 32, 0, 0]
+    m.zone[NORMAL, FREE] = 277
+    assert scan(cpu, 1)[0] < 32
