@@ -241,3 +241,27 @@ def test_get_scan_count_other_balances(mcs):
     assert scan(cpu, 1) == [32, 32, 0, 0]
     m.zone[NORMAL, FREE] = 277
     assert scan(cpu, 1)[0] < 32
+
+
+def test_get_scan_count_fraction_rounds_down_each_step(mcs):
+    """Integer steps as in C: ap = 60 × (0 + 1) // (6 + 1) = 8, fp = 140 × (0 + 1) // (2 + 1) = 46,
+    denominator 8 + 46 + 1 = 55; at priority 1: anon 1024 × 8 // 55 = 148 each, inactive file 500 × 46 // 55 =
+    418, active file 1500 × 46 // 55 = 1254."""
+    m, cpu = mcs
+    set_lists(m, 2048, 2048, 1000, 3000, rs=(0, 0), rr=(6, 2))
+    assert scan(cpu, 1) == [148, 148, 418, 1254]
+
+
+def test_get_scan_count_scans_file_only_without_free_swap(mcs, mc):
+    """No free swap slot (none left, or no swap at all): SCAN_FILE, the anon lists are not scanned; one free slot
+    is enough for the anon lists to count again."""
+    from oomemu.machine import G_NR_SWAP_FREE
+    m, cpu = mcs
+    set_lists(m, 64, 64, 4, 8)
+    m.glob[G_NR_SWAP_FREE] = 0
+    assert scan(cpu, 1) == [0, 0, 2, 4]
+    m.glob[G_NR_SWAP_FREE] = 1
+    assert scan(cpu, 1)[:2] != [0, 0]
+    m2, cpu2 = mc
+    set_lists(m2, 64, 64, 4, 8)
+    assert scan(cpu2, 1) == [0, 0, 2, 4]
