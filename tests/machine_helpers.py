@@ -1,6 +1,8 @@
 """Build small machines in-process for unit tests and drive kernel coroutines without a CPU process."""
 import textwrap
 
+import pytest
+
 from oomemu.boot import create_machine
 from oomemu.config import load_scenario_text
 from oomemu.include.sched import CAP_SYS_ADMIN
@@ -23,6 +25,23 @@ def make_machine(extra="", tasks=""):
     m = create_machine(sc, ring_records=64)
     cpu = CpuContext(m, 0, sc)
     return m, cpu
+
+
+@pytest.fixture
+def mk():
+    """make(kernel) -> (machine, CPU 0's context): BASE's machine under that kernel profile, closed after the
+    test. A test module imports it (`from machine_helpers import mk`) to use it as its fixture."""
+    made = []
+
+    def make(kernel):
+        text = textwrap.dedent(BASE).replace("[machine]\n", f'[machine]\nkernel = "{kernel}"\n', 1)
+        sc = load_scenario_text(text, name="unit")
+        m = create_machine(sc, ring_records=64)
+        made.append(m)
+        return m, CpuContext(m, 0, sc)
+    yield make
+    for m in made:
+        m.close()
 
 
 def add_process(m, cpu, comm, *, rss=0, file=0, swap=0, ptes=None, adj=0, uid=1000, caps=0, parent=0,

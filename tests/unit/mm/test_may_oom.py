@@ -5,45 +5,19 @@ killing). Unit machine and watermarks as in test_oom_paths.py (Normal high 288).
 """
 import os
 import re
-import textwrap
 
 import pytest
 
-from machine_helpers import add_process
-from oomemu.boot import create_machine
-from oomemu.config import load_scenario_text
+from machine_helpers import add_process, mk  # noqa: F401 (mk: the machine fixture)
 from oomemu.include.gfp import GFP_KERNEL, GFP_NOFS, __GFP_NOFAIL, __GFP_THISNODE
 from oomemu.include.sched import TASK_UNINTERRUPTIBLE, TIF_MEMDIE
 from oomemu.kernel import sched as ksched
 from oomemu.machine import G_OOM_LOCK
 from oomemu.mm import page_alloc
-from oomemu.percpu import CpuContext
 from test_oom_paths import drive, exhaust, oom_invocations, sigkill_pending, sleeps, take_pages
 
 DMA, NORMAL = 0, 2
 _PREFIX = re.compile(r"^\[\s*\d+\.\d{6}\] ")
-
-
-@pytest.fixture
-def mk():
-    made = []
-
-    def make(kernel):
-        text = textwrap.dedent(f"""
-            [machine]
-            cpus = 2
-            max_tasks = 64
-            kernel = "{kernel}"
-            [[machine.node]]
-            zones = {{ DMA = "16MiB", DMA32 = "0", Normal = "48MiB" }}
-            """)
-        sc = load_scenario_text(text, name="unit")
-        m = create_machine(sc, ring_records=64)
-        made.append(m)
-        return m, CpuContext(m, 0, sc)
-    yield make
-    for m in made:
-        m.close()
 
 
 def with_dmesg(cpu, tmp_path, fn):

@@ -6,47 +6,21 @@ victim's child. init sharing the mm is set by hand (as a vfork child of init wou
 """
 import os
 import re
-import textwrap
 
 import pytest
 
-from machine_helpers import add_process
-from oomemu.boot import create_machine
-from oomemu.config import load_scenario_text
+from machine_helpers import add_process, mk  # noqa: F401 (mk: the machine fixture)
 from oomemu.include.gfp import GFP_KERNEL
 from oomemu.include.sched import (MMF_OOM_SKIP, PF_EXITING, PF_KTHREAD, SIGKILL, SIGNAL_GROUP_EXIT, TIF_MEMDIE,
                                   TIF_SIGPENDING)
 from oomemu.kernel import fork
 from oomemu.machine import G_OOM_REAPER_LIST, MM_FLAGS, MM_USERS
 from oomemu.mm import oom_kill, page_alloc
-from oomemu.percpu import CpuContext
 
 TOTALPAGES = 16384
 SIGKILL_BIT = 1 << SIGKILL
 THREAD = fork.CLONE_VM | fork.CLONE_THREAD | fork.CLONE_SIGHAND
 _PREFIX = re.compile(r"^\[\s*\d+\.\d{6}\] ")
-
-
-@pytest.fixture
-def mk():
-    made = []
-
-    def make(kernel):
-        text = textwrap.dedent(f"""
-            [machine]
-            cpus = 2
-            max_tasks = 64
-            kernel = "{kernel}"
-            [[machine.node]]
-            zones = {{ DMA = "16MiB", DMA32 = "0", Normal = "48MiB" }}
-            """)
-        sc = load_scenario_text(text, name="unit")
-        m = create_machine(sc, ring_records=64)
-        made.append(m)
-        return m, CpuContext(m, 0, sc)
-    yield make
-    for m in made:
-        m.close()
 
 
 def sharer(m, cpu, victim, comm, **kw):
