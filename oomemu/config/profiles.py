@@ -27,6 +27,9 @@ class Switch:
 
 
 SWITCHES = (
+    Switch("full_scan_at_def_priority", "3.16",
+           "direct reclaim at DEF_PRIORITY scans its whole get_scan_count() target instead of stopping once "
+           "the zone has reclaimed nr_to_reclaim pages (1a501907bbea)"),
     Switch("drop_exit_state_test", "3.18",
            "oom_scan_process_thread no longer skips zombies first (its exit_state test is gone)"),
     Switch("task_will_free_mem", "3.19",
@@ -93,7 +96,7 @@ SWITCH = {s.name: s for s in SWITCHES}
 # The profile table: each kernel and the switches it adds (and, rarely, retires) over the previous row.
 PROFILE_STEPS = (
     ("3.14", (), ()),
-    ("3.16", (), ()),
+    ("3.16", ("full_scan_at_def_priority",), ()),
     # 3.18.30 and 3.19.0 both clear TIF_MEMDIE in exit_mm along with the dropped exit_state test.
     ("3.19", ("drop_exit_state_test", "unmark_oom_victim", "task_will_free_mem"), ()),
     ("4.2", ("nr_pmds", "oom_lock_mutex"), ()),

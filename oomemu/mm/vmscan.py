@@ -427,14 +427,17 @@ def shrink_lruvec(cpu, z, priority, nr_to_reclaim, kswapd=False):
     """Scan the zone's lists in SWAP_CLUSTER_MAX steps until get_scan_count()'s targets are met; returns pages
     reclaimed.
 
-    Follows: mm/vmscan.c shrink_lruvec(), 3.14: direct reclaim stops once nr_to_reclaim pages are reclaimed
-    (except at DEF_PRIORITY, where it scans its whole target), then the active anon list is aged if the
-    inactive one is low. Differs: kswapd stops there too, without rescanning the other lists proportionally.
+    Follows: mm/vmscan.c shrink_lruvec(), 3.14: direct reclaim stops once this zone has reclaimed
+    nr_to_reclaim pages of its own, then the active anon list is aged if the inactive one is low. With
+    `full_scan_at_def_priority` (3.16, 1a501907bbea) direct reclaim at DEF_PRIORITY scans its whole target.
+    Differs: kswapd stops there too, without rescanning the other lists proportionally.
     """
     m = cpu.m
     nr = get_scan_count(cpu, z, priority, kswapd)
     nr_reclaimed = 0
-    scan_adjusted = not kswapd and priority == DEF_PRIORITY
+    scan_adjusted = False
+    if cpu.features.full_scan_at_def_priority:
+        scan_adjusted = not kswapd and priority == DEF_PRIORITY
     while nr[LRU_INACTIVE_ANON] or nr[LRU_ACTIVE_FILE] or nr[LRU_INACTIVE_FILE]:
         for lru in range(NR_LRU_LISTS):
             if nr[lru]:
@@ -453,7 +456,8 @@ def shrink_lruvec(cpu, z, priority, nr_to_reclaim, kswapd=False):
 def shrink_zones(cpu, zonelist, high_zoneidx, priority, nr_to_reclaim):
     """Shrink every usable zone, skipping unreclaimable ones after the first pass. Returns pages reclaimed.
 
-    Follows: mm/vmscan.c shrink_zones() → shrink_zone(), 3.14 (each zone is asked for the whole target).
+    Follows: mm/vmscan.c shrink_zones() → shrink_zone(), 3.14: each zone is asked for the whole target
+    (sc->nr_to_reclaim), whatever the zones before it reclaimed.
     """
     m = cpu.m
     total = 0
@@ -482,7 +486,7 @@ def do_try_to_free_pages(cpu, zonelist, gfp_mask, nr_to_reclaim):
     high_zoneidx = gfp_zone(gfp_mask)
     nr_reclaimed = 0
     for priority in range(DEF_PRIORITY, -1, -1):
-        nr_reclaimed += shrink_zones(cpu, zonelist, high_zoneidx, priority, nr_to_reclaim - nr_reclaimed)
+        nr_reclaimed += shrink_zones(cpu, zonelist, high_zoneidx, priority, nr_to_reclaim)
         if nr_reclaimed >= nr_to_reclaim:
             break
     if nr_reclaimed:
