@@ -534,11 +534,7 @@ def _mem_cgroup_out_of_memory(cpu, memcg, gfp_mask, order):
             tp.trace_oom_scan_result(cpu, 0, 0, 0, len(rows))
             return False
         tp.trace_oom_scan_result(cpu, m.v_task_pid[chosen], chosen_points, 0, len(rows))
-        if chosen_points == oom_kill.ULONG_MAX:
-            points = 0 if f.signed_badness else (((chosen_points * 1000) & oom_kill.ULONG_MAX) // totalpages
-                                                 & 0xFFFFFFFF)
-        else:
-            points = chosen_points * 1000 // totalpages
+        points = oom_kill.chosen_score(f, chosen_points, totalpages)
         sync.sched_point(cpu, "memcg.oom_kill", chosen)
         group = mem_cgroup_get_oom_group(m, chosen, memcg) if f.memcg_oom_group else -1
         killed = m.v_task_pid[chosen]

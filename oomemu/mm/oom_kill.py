@@ -409,13 +409,20 @@ def select_bad_process(cpu, totalpages, nodemask, force_kill, current=None):
     if chosen == -1:
         tp.trace_oom_scan_result(cpu, 0, 0, 0, len(order))
         return -1, 0
-    if f.signed_badness:
-        # a signed long division in C: a negative score truncates toward zero
-        score = _c_div(chosen_points * 1000, totalpages) if chosen_points != ULONG_MAX else 0
-    else:
-        score = ((chosen_points * 1000) & ULONG_MAX) // totalpages & 0xFFFFFFFF
     tp.trace_oom_scan_result(cpu, m.v_task_pid[chosen], chosen_points, 0, len(order))
-    return chosen, score
+    return chosen, chosen_score(f, chosen_points, totalpages)
+
+
+def chosen_score(f, chosen_points, totalpages):
+    """The score oom_kill_process() prints for the chosen task: chosen_points * 1000 / totalpages.
+
+    Follows: the end of mm/oom_kill.c select_bad_process() (3.14: unsigned long arithmetic, stored in an
+    unsigned int) and of mem_cgroup_out_of_memory(); with `signed_badness` (5.9) a signed long division,
+    which truncates a negative score toward zero, and a selected (ULONG_MAX) task scores 0.
+    """
+    if f.signed_badness:
+        return _c_div(chosen_points * 1000, totalpages) if chosen_points != ULONG_MAX else 0
+    return ((chosen_points * 1000) & ULONG_MAX) // totalpages & 0xFFFFFFFF
 
 
 def badness_snapshot(m, n):
