@@ -494,3 +494,235 @@ def test_4_7_the_first_steps_as_3_14(mk, monkeypatch):
     assert steps.names() == ["prepare_slowpath", "get_page_from_freelist", "__alloc_pages_high_priority"]
     steps.script = {"get_page_from_freelist": [PAGE]}
     assert body(cpu, GFP_KERNEL) == (PAGE, 0)
+
+
+# =============================================================================================================
+# The pieces around the body
+# =============================================================================================================
+
+def traced(m, cpu):
+    """Give cpu a trace ring; returns a function that drains it into (event name, args) pairs."""
+    from oomemu.trace.events import CATALOGUE
+    from oomemu.trace.ring import RingWriter, drain_ring
+    cpu.trace = RingWriter(m, cpu.id)
+    names = [c[0] for c in CATALOGUE]
+    return lambda: [(names[int(r["event"])], [int(x) for x in r["a"]]) for r in drain_ring(m, cpu.id)]
+
+
+@pytest.mark.parametrize("kernel,which", [("3.14", "_slowpath_body"), ("4.2", "_slowpath_body"),
+                                          ("4.7", "_slowpath_body_4_7"), ("6.1", "_slowpath_body_4_7")])
+def test_the_slowpath_runs_its_profiles_body_traces_entry_and_exit_and_warns_on_nopage(mk, monkeypatch, kernel,
+                                                                                      which):
+    """__alloc_pages_slowpath: the profile's body (4.7's from bounded_reclaim_retries on) gets every argument;
+    slowpath_enter(gfp, order) and slowpath_exit(pfn or -1, order, restarts) frame it; only a failure
+    (nopage, KERNEL §6.2 step 15) calls warn_alloc_failed(gfp, order)."""
+    m, cpu, zl = setup(mk, kernel)
+    calls, warned = [], []
+
+    async def fake(*args):
+        calls.append(args)
+        return results.pop(0)
+    for name in ("_slowpath_body", "_slowpath_body_4_7"):
+        monkeypatch.setattr(page_alloc, name, fake if name == which else None)
+    monkeypatch.setattr(page_alloc, "warn_alloc_failed", lambda *a: warned.append(a))
+    records = traced(m, cpu)
+    results = [(None, 3), (PAGE, 2)]
+    g = GFP_KERNEL | __GFP_NOFAIL
+    slow = page_alloc.__alloc_pages_slowpath
+    assert run_to_completion(slow(cpu, g, 1, zl, HIGH, NM, PREF, MT)) is None
+    assert run_to_completion(slow(cpu, g, 2, zl, HIGH, NM, PREF, MT)) == PAGE
+    assert calls == [(cpu, m, g, 1, zl, HIGH, NM, PREF, MT), (cpu, m, g, 2, zl, HIGH, NM, PREF, MT)]
+    assert warned == [(cpu, g, 1)]
+    assert [(n, a[:2] if n == "slowpath_enter" else a[:3]) for n, a in records() if n.startswith("slowpath")] == [
+        ("slowpath_enter", [g, 1]), ("slowpath_exit", [-1, 1, 3]),
+        ("slowpath_enter", [g, 2]), ("slowpath_exit", [PAGE, 2, 2])]
+
+
+@pytest.mark.parametrize("gfp,row,flags,tif,expected", [
+    (GFP_KERNEL, "cur", 0, 0, 0x40),                              # rule 1: WMARK_MIN | CPUSET
+    (GFP_ATOMIC, "cur", 0, 0, 0x30),                              # HIGH, HARDER, no CPUSET
+    (0, "cur", 0, 0, 0x10),                                       # GFP_NOWAIT: HARDER only
+    (GFP_ATOMIC | 0x10000, "cur", 0, 0, 0x20),                    # __GFP_NOMEMALLOC: no HARDER
+    (GFP_KERNEL | 0x2000, "cur", 0, 0, 0x44),                     # __GFP_MEMALLOC: NO_WATERMARKS
+    (GFP_KERNEL | 0x2000 | 0x10000, "cur", 0, 0, 0x40),           # ... unless NOMEMALLOC
+    (GFP_KERNEL, "cur", PF_MEMALLOC, 0, 0x44),
+    (GFP_KERNEL, "cur", 0, TIF_MEMDIE, 0x44),
+    (GFP_ATOMIC, "cur", 0, TIF_MEMDIE, 0x34),
+    (GFP_KERNEL | 0x10000, "cur", 0, TIF_MEMDIE, 0x40),
+    (GFP_KERNEL, 0, PF_MEMALLOC, 0, 0x44),                        # row 0 is a task like any other
+    (GFP_KERNEL, -1, 0, 0, 0x40),                                 # no current task
+])
+def test_gfp_to_alloc_flags_by_hand(mk, gfp, row, flags, tif, expected):
+    """KERNEL §6.3 rules 1-5 with §6.12's bits (__GFP_MEMALLOC 0x2000, __GFP_NOMEMALLOC 0x10000)."""
+    m, cpu, _ = setup(mk)
+    cur = cpu.current if row == "cur" else row
+    if cur >= 0:
+        m.task_flags[cur] |= flags
+        m.task_tif[cur] |= tif
+    cpu.current = cur
+    assert page_alloc.gfp_to_alloc_flags(cpu, gfp) == expected
+
+
+def test_high_priority_ignores_watermarks_and_loops_only_for_nofail(mk, monkeypatch):
+    """§6.2 step 6: __alloc_pages_high_priority tries get_page_from_freelist with ALLOC_NO_WATERMARKS (0x04)
+    alone; without __GFP_NOFAIL one failure returns NULL; with it, each failure waits
+    wait_iff_congested(preferred, BLK_RW_ASYNC, HZ/50) and tries again."""
+    m, cpu, zl = setup(mk)
+    steps = Steps(monkeypatch)
+    monkeypatch.setattr(page_alloc, "__alloc_pages_high_priority", HIGH_PRIORITY)
+    hp = page_alloc.__alloc_pages_high_priority
+    assert run_to_completion(hp(cpu, GFP_KERNEL, 1, zl, HIGH, NM, PREF, MT)) is None
+    assert steps.calls == [gpf(cpu, zl, GFP_KERNEL, 0x04, 1)]
+    steps.calls.clear()
+    steps.script = {"get_page_from_freelist": [None, None, PAGE]}
+    g = GFP_KERNEL | __GFP_NOFAIL
+    assert run_to_completion(hp(cpu, g, 1, zl, HIGH, NM, PREF, MT)) == PAGE
+    assert steps.calls == [gpf(cpu, zl, g, 0x04, 1), congested(cpu)] * 2 + [gpf(cpu, zl, g, 0x04, 1)]
+    assert all(type(a[3]) is int for n, a in steps.calls if n == "wait_iff_congested")
+
+
+HIGH_PRIORITY = page_alloc.__alloc_pages_high_priority
+DIRECT_RECLAIM = page_alloc.__alloc_pages_direct_reclaim
+MAY_OOM = page_alloc.__alloc_pages_may_oom
+
+
+def test_direct_reclaim_tries_at_the_slowpath_watermark_and_drains_once(mk, monkeypatch):
+    """§6.2 step 12: no progress returns (NULL, 0) without an attempt; with progress 3 it tries with
+    alloc_flags without ALLOC_NO_WATERMARKS (0x44 -> 0x40); failing, drain_all_pages, one more try, then
+    (NULL, 3); a page on the first try needs no drain."""
+    m, cpu, zl = setup(mk)
+    steps = Steps(monkeypatch)
+    progress, drains, reclaims = [0, 3, 3], [], []
+
+    async def perform(*args):
+        reclaims.append(args)
+        return progress.pop(0)
+    monkeypatch.setattr(page_alloc, "__perform_reclaim", perform)
+    monkeypatch.setattr(page_alloc, "drain_all_pages", lambda c: drains.append(c))
+    dr = lambda: run_to_completion(DIRECT_RECLAIM(cpu, GFP_KERNEL, 1, zl, HIGH, NM, 0x44, PREF, MT))  # noqa: E731
+    assert dr() == (None, 0) and steps.calls == [] and drains == []
+    assert reclaims == [(cpu, GFP_KERNEL, 1, zl, NM)]
+    assert dr() == (None, 3)
+    assert steps.calls == [gpf(cpu, zl, GFP_KERNEL, 0x40, 1)] * 2 and drains == [cpu]
+    steps.calls.clear()
+    steps.script = {"get_page_from_freelist": [PAGE]}
+    assert dr() == (PAGE, 3) and len(steps.calls) == 1 and drains == [cpu]
+
+
+def test_perform_reclaim_sets_pf_memalloc_only_around_try_to_free_pages(mk, monkeypatch):
+    """§6.2 step 12: __perform_reclaim sets PF_MEMALLOC for try_to_free_pages(zonelist, order, gfp, nodemask)
+    and clears it after, leaving the task's other flags; the result is the progress."""
+    from oomemu.mm import vmscan
+    m, cpu, zl = setup(mk, flags=PF_DUMPCORE)
+    cur = cpu.current
+    seen = []
+
+    async def ttfp(*args):
+        seen.append((args, int(m.task_flags[cur])))
+        return 6
+    monkeypatch.setattr(vmscan, "try_to_free_pages", ttfp)
+    before = int(m.task_flags[cur])
+    assert run_to_completion_yielding(page_alloc.__perform_reclaim(cpu, GFP_KERNEL, 2, zl, NM)) == 6
+    assert seen == [((cpu, zl, 2, GFP_KERNEL, NM), before | PF_MEMALLOC)]
+    assert int(m.task_flags[cur]) == before and before & PF_DUMPCORE
+
+
+def run_to_completion_yielding(coro):
+    """Drive a coroutine through its yields (cond_resched); returns its value."""
+    try:
+        while True:
+            coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+
+
+def test_3_14_may_oom_last_chance_and_out_of_memory_arguments(mk, monkeypatch):
+    """§1.4: under the zonelist lock, the last chance is get_page_from_freelist(gfp|__GFP_HARDWALL (0x20000),
+    nodemask, order, ..., ALLOC_WMARK_HIGH|ALLOC_CPUSET = 0x42); failing, out_of_memory(zonelist, gfp, order,
+    nodemask, false); the lock is released either way."""
+    from oomemu.mm import oom_kill
+    m, cpu, zl = setup(mk)
+    steps = Steps(monkeypatch)
+    ooms, unlocks = [], []
+    monkeypatch.setattr(oom_kill, "try_set_zonelist_oom", lambda *a: True)
+    monkeypatch.setattr(oom_kill, "clear_zonelist_oom", lambda *a: unlocks.append(a))
+
+    async def oom(*args):
+        ooms.append(args)
+        return True
+    monkeypatch.setattr(oom_kill, "out_of_memory", oom)
+    assert run_to_completion(MAY_OOM(cpu, GFP_KERNEL, 1, zl, HIGH, NM, PREF, MT)) is None
+    assert steps.calls == [("get_page_from_freelist", (cpu, GFP_KERNEL | 0x20000, NM, 1, zl, HIGH, 0x42, PREF, MT))]
+    assert ooms == [(cpu, zl, GFP_KERNEL, 1, NM, False)] and unlocks == [(cpu, zl, GFP_KERNEL)]
+
+
+def test_4_2_may_oom_last_chance_and_out_of_memory_arguments(mk, monkeypatch):
+    """4.2 (KERNEL §8): the same last chance (gfp|0x20000, ALLOC_WMARK_HIGH|ALLOC_CPUSET = 0x42) under
+    oom_lock; out_of_memory(zonelist, gfp, order, nodemask, false) true is progress 1, false is 0 unless
+    __GFP_NOFAIL."""
+    from oomemu.mm import oom_kill
+    m, cpu, zl = setup(mk, "4.2")
+    steps = Steps.__new__(Steps)    # only get_page_from_freelist scripted: the real step under test
+    steps.calls, steps.script = [], {}
+    monkeypatch.setattr(page_alloc, "get_page_from_freelist", steps._stub("get_page_from_freelist"))
+    ooms, answers = [], [True, False, False]
+
+    async def oom(*args):
+        ooms.append(args)
+        return answers.pop(0)
+    monkeypatch.setattr(oom_kill, "out_of_memory", oom)
+    step = lambda g: run_to_completion(page_alloc.__alloc_pages_may_oom_oom_lock(  # noqa: E731
+        cpu, g, 1, zl, HIGH, NM, PREF, MT))
+    assert step(GFP_KERNEL) == (None, 1)
+    assert step(GFP_KERNEL) == (None, 0)
+    assert step(GFP_KERNEL | __GFP_NOFAIL) == (None, 1)
+    assert steps.calls[0] == ("get_page_from_freelist", (cpu, GFP_KERNEL | 0x20000, NM, 1, zl, HIGH, 0x42, PREF, MT))
+    assert ooms[:2] == [(cpu, zl, GFP_KERNEL, 1, NM, False)] * 2
+    m.task_flags[cpu.current] |= PF_DUMPCORE          # KERNEL §6.10's PF_DUMPCORE block: no kill, no progress
+    assert step(GFP_KERNEL) == (None, 0) and len(ooms) == 3
+
+
+TWO_NODES = """
+[[machine.node]]
+zones = { DMA = "0", DMA32 = "0", Normal = "32MiB" }
+"""
+
+
+def test_prepare_slowpath_wakes_each_usable_zones_kswapd_and_resets_local_batches(monkeypatch):
+    """§6.2 step 3 (3.14's prepare_slowpath): wakeup_kswapd(zone, order, zone_idx(preferred)) for every zone
+    of the zonelist up to high_zoneidx unless __GFP_NO_KSWAPD, and NR_ALLOC_BATCH = high - low watermark for
+    the zones on the preferred zone's node only. Node 1's zonelist is (its Normal 6, node 0's Normal 2, node
+    0's DMA 0); a DMA request (high_zoneidx 0) wakes only zone 0."""
+    from machine_helpers import make_machine
+    from oomemu.include.mmzone import NR_ALLOC_BATCH, WMARK_HIGH, WMARK_LOW
+    from oomemu.machine import Z_STAT, Z_WMARK
+    from oomemu.mm import vmscan
+    m, cpu = make_machine(extra=TWO_NODES)
+    try:
+        assert m.zonelists[1] == (6, 2, 0)
+        woken = []
+        monkeypatch.setattr(vmscan, "wakeup_kswapd", lambda c, z, o, cz: woken.append((c, z, o, cz)))
+        batch = lambda z: int(m.zone[z, Z_STAT + NR_ALLOC_BATCH])                                   # noqa: E731
+        target = lambda z: int(m.zone[z, Z_WMARK + WMARK_HIGH] - m.zone[z, Z_WMARK + WMARK_LOW])   # noqa: E731
+        for z in (0, 2, 6):
+            m.zone[z, Z_STAT + NR_ALLOC_BATCH] = 1
+        page_alloc.prepare_slowpath(cpu, GFP_KERNEL, 3, m.zonelists[1], HIGH, 6)
+        assert woken == [(cpu, 6, 3, 2), (cpu, 2, 3, 2), (cpu, 0, 3, 2)]
+        assert (batch(6), batch(2), batch(0)) == (target(6), 1, 1) and target(6) > 1
+        woken.clear()
+        page_alloc.prepare_slowpath(cpu, GFP_KERNEL | __GFP_NO_KSWAPD, 3, m.zonelists[1], HIGH, 6)
+        assert woken == []
+        page_alloc.prepare_slowpath(cpu, GFP_KERNEL, 1, m.zonelists[0], 0, 0)
+        assert woken == [(cpu, 0, 1, 0)] and batch(0) == target(0)
+    finally:
+        m.close()
+
+
+def test_direct_compaction_of_an_order_0_request_returns_at_once(mk):
+    """§6.2 step 10: compaction returns at once for order 0: no page, neither deferred nor contended (so the
+    THP exit of step 11 cannot follow it)."""
+    m, cpu, zl = setup(mk)
+    for sync_migration in (False, True):
+        assert page_alloc.__alloc_pages_direct_compact(cpu, GFP_KERNEL, 0, zl, HIGH, None, KERNEL_FLAGS, PREF, 0,
+                                                       sync_migration) == (None, False, False)
+
