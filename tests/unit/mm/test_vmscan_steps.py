@@ -9,7 +9,7 @@ kswapd_shrink_zone target max(SWAP_CLUSTER_MAX = 32, high): DMA 96, Normal 288.
 """
 import pytest
 
-from machine_helpers import make_machine
+from machine_helpers import make_machine, mk  # noqa: F401 (mk: the machine fixture)
 from oomemu.include.mmzone import WMARK_LOW
 from oomemu.machine import LRU_ACTIVE_ANON, Z_MANAGED, Z_WMARK
 from oomemu.mm import vmscan
@@ -233,19 +233,27 @@ def test_shrink_lruvec_one_page_short_goes_round_again(mc, monkeypatch):
     assert v.calls[-1] == ("inactive_anon_is_low", NORMAL)
 
 
-def test_shrink_lruvec_direct_reclaim_at_def_priority_scans_its_whole_target(mc, monkeypatch):
-    """At DEF_PRIORITY (12) direct reclaim does not stop at nr_to_reclaim: it scans every target to the end
-    (70 = 32 + 32 + 6, 40 = 32 + 8) although the first round already reclaimed 40."""
-    m, cpu = mc
+@pytest.mark.parametrize("kernel,full", [("3.14", False), ("3.16", True)])
+def test_shrink_lruvec_direct_reclaim_at_def_priority_scans_its_whole_target_from_3_16(mk, monkeypatch, kernel,
+                                                                                       full):
+    """At DEF_PRIORITY (12) 3.14.1's direct reclaim stops at nr_to_reclaim as at any priority (40 reclaimed in
+    the first round); from 3.16 (full_scan_at_def_priority, 1a501907bbea) it scans every target to the end
+    (70 = 32 + 32 + 6, 40 = 32 + 8); below DEF_PRIORITY (11) 3.16 stops too."""
+    m, cpu = mk(kernel)
     v = Lruvec(monkeypatch, cpu, [70, 10, 40, 5], reclaimed=[40])
     assert vmscan.shrink_lruvec(cpu, NORMAL, 12, 32) == 40
-    assert v.scans() == [(0, 32), (1, 10), (2, 32), (3, 5), (0, 32), (2, 8), (0, 6)]
+    first = [(0, 32), (1, 10), (2, 32), (3, 5)]
+    assert v.scans() == first + ([(0, 32), (2, 8), (0, 6)] if full else [])
+    v = Lruvec(monkeypatch, cpu, [70, 10, 40, 5], reclaimed=[40])
+    assert vmscan.shrink_lruvec(cpu, NORMAL, 11, 32) == 40
+    assert v.scans() == first
 
 
-def test_shrink_lruvec_kswapd_stops_at_its_target_even_at_def_priority(mc, monkeypatch):
-    """kswapd's shrink (kswapd=True) stops at its target at DEF_PRIORITY too: get_scan_count and shrink_list
-    are asked as kswapd; 40 reclaimed of a target of 32 ends the loop after one round."""
-    m, cpu = mc
+def test_shrink_lruvec_kswapd_stops_at_its_target_even_at_def_priority(mk, monkeypatch):
+    """kswapd's shrink (kswapd=True) stops at its target at DEF_PRIORITY, with 3.16's full scan too:
+    get_scan_count and shrink_list are asked as kswapd; 40 reclaimed of a target of 32 ends the loop after one
+    round."""
+    m, cpu = mk("3.16")
     v = Lruvec(monkeypatch, cpu, [70, 10, 40, 5], reclaimed=[40])
     assert vmscan.shrink_lruvec(cpu, NORMAL, 12, 32, kswapd=True) == 40
     assert v.calls[0] == ("get_scan_count", NORMAL, 12, True)
