@@ -272,3 +272,34 @@ def test_shrink_lruvec_runs_while_any_list_but_active_anon_has_a_target(mc, monk
     v = Lruvec(monkeypatch, cpu, [0, 50, 0, 0])
     assert vmscan.shrink_lruvec(cpu, NORMAL, 11, 32) == 0
     assert v.scans() == []
+
+
+# =============================================================================================================
+# shrink_zones and do_try_to_free_pages around it
+# =============================================================================================================
+
+def test_shrink_zones_skips_an_unreclaimable_zone_below_def_priority_and_goes_on(mc, monkeypatch):
+    """§6.8's zone walk: at DEF_PRIORITY every usable zone is shrunk; below it an unreclaimable zone (Normal,
+    first in the zonelist) is skipped and the zones after it (DMA) are still shrunk. Only which zones are
+    shrunk is pinned here, not the target each is asked for."""
+    m, cpu = mc
+    shrunk_zones = []
+    monkeypatch.setattr(vmscan, "zone_reclaimable", lambda m_, z: z != NORMAL)
+    monkeypatch.setattr(vmscan, "shrink_lruvec", lambda c, z, p, n, *a, **k: shrunk_zones.append((z, p)) or 1)
+    assert vmscan.shrink_zones(cpu, m.zonelists[0], 2, 12, 32) == 2
+    assert vmscan.shrink_zones(cpu, m.zonelists[0], 2, 11, 32) == 1
+    assert shrunk_zones == [(NORMAL, 12), (DMA, 12), (DMA, 11)]
+
+
+@pytest.mark.parametrize("disabled,progress", [(0, 1), (1, 0)])
+def test_do_try_to_free_pages_without_reclaim_is_0_while_the_oom_killer_is_disabled(mc, monkeypatch, disabled,
+                                                                                    progress):
+    """§6.8's return value when nothing was reclaimed: 0 if oom_killer_disabled, else 1 while a usable zone is
+    still zone_reclaimable (3.14)."""
+    from oomemu.include.gfp import GFP_KERNEL
+    from oomemu.machine import G_OOM_KILLER_DISABLED
+    m, cpu = mc
+    monkeypatch.setattr(vmscan, "shrink_zones", lambda *a: 0)
+    monkeypatch.setattr(vmscan, "zone_reclaimable", lambda m_, z: True)
+    m.glob[G_OOM_KILLER_DISABLED] = disabled
+    assert vmscan.do_try_to_free_pages(cpu, m.zonelists[0], GFP_KERNEL, 32) == progress
