@@ -21,8 +21,8 @@ SHIPPED = [ROOT / "configs" / "default.toml", ROOT / "configs" / "parallel-oom.t
            *sorted((ROOT / "configs" / "races").glob("*.toml")), *sorted((ROOT / "configs" / "ltp").glob("*.toml"))]
 
 
-LONG = {"r1-livelock", "r4-parallel-kills", "r6-exiting-thread", "r4-memcg-parallel",   # a million steps each in
-        "r7-reserve-exhaustion", "r8-thrashing"}                                         # full: shortened in CI
+LONG = {"r1-livelock", "r1-livelock-blocked-thread", "r4-parallel-kills", "r6-exiting-thread",  # a million steps
+        "r4-memcg-parallel", "r7-reserve-exhaustion", "r8-thrashing"}                 # each in full: shortened in CI
 SHORT_S = float(os.environ.get("OOMEMU_LONG_SECONDS", "0.3"))
 
 
