@@ -326,3 +326,58 @@ def test_freeing_counts_every_page_freed(mc):
     before = int(cpu.vm_events[vmstat.NR_PAGES_FREED])
     page_alloc.free_one_page(cpu, NORMAL, pfn, 2)
     assert int(cpu.vm_events[vmstat.NR_PAGES_FREED]) == before + 4
+
+
+def test_two_cpus_draining_each_other_at_once_both_finish(mc):
+    """drain_all_pages waits for every other CPU's drain (on_each_cpu_mask with wait, KERNEL §6.2 step 12) and,
+    while it waits, answers the drain requests aimed at its own CPU, as a CPU spinning there would take the
+    IPI: CPUs 0 and 1 (two threads) draining at the same moment both return, both lists empty. (Neither could
+    return if neither answered while waiting: each waits for the other's answer.)"""
+    import threading
+    from oomemu.machine import C_DRAIN, G_STOP
+    m, cpu0 = mc
+    cpu1 = CpuContext(m, 1, cpu0.scenario)
+    for c in (cpu0, cpu1):
+        assert page_alloc.rmqueue_bulk(c, NORMAL, 0, 5, 0) == 5
+    start, errors, done = threading.Barrier(2), [], []
+
+    def drain(c):
+        try:
+            start.wait(10)
+            page_alloc.drain_all_pages(c)
+            done.append(c.id)
+            # back in its scheduler, a CPU still answers drain requests (kernel/sched.py), until both are done
+            while len(done) < 2 and not m.glob[G_STOP]:
+                if m.cpu[c.id, C_DRAIN]:
+                    page_alloc.drain_local_pages(c)
+                    m.cpu[c.id, C_DRAIN] = 0
+        except Exception as e:          # noqa: BLE001 (reported below)
+            errors.append(e)
+    threads = [threading.Thread(target=drain, args=(c,)) for c in (cpu0, cpu1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    hung = any(t.is_alive() for t in threads)
+    m.glob[G_STOP] = 1                  # releases a hung waiter
+    for t in threads:
+        t.join(10)
+    assert not hung and errors == []
+    assert int(m.pcp[0, NORMAL, 0]) == int(m.pcp[1, NORMAL, 0]) == 0
+
+
+def test_kswapd_drain_all_pages_neither_asks_the_cpus_nor_waits(mc):
+    """kswapd (row nr_cpus) has no per-CPU lists and is no CPU: its drain_all_pages returns at once without
+    asking any CPU to drain (no CPU is running here to answer)."""
+    import threading
+    from oomemu.machine import C_DRAIN, G_STOP
+    m, cpu = mc
+    kswapd = CpuContext(m, m.nr_cpus, cpu.scenario)
+    t = threading.Thread(target=page_alloc.drain_all_pages, args=(kswapd,))
+    t.start()
+    t.join(5)
+    hung = t.is_alive()
+    flags = [int(m.cpu[c, C_DRAIN]) for c in range(m.nr_cpus)]
+    m.glob[G_STOP] = 1
+    t.join(10)
+    assert not hung and flags == [0] * m.nr_cpus
