@@ -303,3 +303,132 @@ def test_do_try_to_free_pages_without_reclaim_is_0_while_the_oom_killer_is_disab
     monkeypatch.setattr(vmscan, "zone_reclaimable", lambda m_, z: True)
     m.glob[G_OOM_KILLER_DISABLED] = disabled
     assert vmscan.do_try_to_free_pages(cpu, m.zonelists[0], GFP_KERNEL, 32) == progress
+
+
+# =============================================================================================================
+# kswapd wake-ups, the pfmemalloc reserve and direct reclaim's events, on two nodes
+# =============================================================================================================
+
+NODE1 = """
+[[machine.node]]
+zones = { Normal = "32MiB" }
+"""
+
+
+def traced(m, cpu):
+    from oomemu.trace.events import CATALOGUE
+    from oomemu.trace.ring import RingWriter, drain_ring
+    cpu.trace = RingWriter(m, cpu.id)
+    names = [c[0] for c in CATALOGUE]
+    return lambda: [(names[int(r["event"])], [int(x) for x in r["a"]]) for r in drain_ring(m, cpu.id)]
+
+
+def test_wakeup_kswapd_wakes_its_zones_node_and_traces_it(monkeypatch):
+    """§6.6 wakeup_kswapd on node 1's Normal (zone 6, emptied): node 1's kswapd (row nr_cpus + 1) records the
+    order and is woken after zone_balanced(zone, order, gap 0, classzone 0) fails; node 0's is untouched;
+    mm_vmscan_wakeup_kswapd(nid 1, zone index 2, order 3)."""
+    from oomemu.include.mmzone import NR_FREE_PAGES
+    from oomemu.machine import C_KSWAPD_MAX_ORDER, C_KSWAPD_SLEEPING, Z_STAT
+    m, cpu = make_machine(NODE1)
+    try:
+        k0, k1 = m.nr_cpus, m.nr_cpus + 1
+        m.cpu[[k0, k1], C_KSWAPD_SLEEPING] = 1
+        m.cpu[[k0, k1], C_KSWAPD_MAX_ORDER] = 0
+        m.zone[6, Z_STAT + NR_FREE_PAGES] = 0
+        real, asked = vmscan.zone_balanced, []
+        monkeypatch.setattr(vmscan, "zone_balanced", lambda *a: asked.append(a[1:]) or real(*a))
+        records = traced(m, cpu)
+        vmscan.wakeup_kswapd(cpu, 6, 3, 2)
+        assert asked == [(6, 3, 0, 0)]
+        assert [int(m.cpu[k, C_KSWAPD_SLEEPING]) for k in (k0, k1)] == [1, 0]
+        assert [int(m.cpu[k, C_KSWAPD_MAX_ORDER]) for k in (k0, k1)] == [0, 3]
+        assert [a[:3] for n, a in records() if n == "mm_vmscan_wakeup_kswapd"] == [[1, 2, 3]]
+    finally:
+        m.close()
+
+
+def test_wakeup_kswapd_skips_a_zone_outside_the_tasks_cpuset():
+    """§6.6 step 1: a zone that cpuset_zone_allowed_hardwall refuses (node 1, for a task whose cpuset is node
+    0) wakes nobody; node 0's Normal, below its high watermark, wakes node 0's kswapd."""
+    from machine_helpers import add_process
+    from oomemu.include.mmzone import NR_FREE_PAGES
+    from oomemu.kernel import cpuset
+    from oomemu.machine import C_KSWAPD_SLEEPING, Z_STAT
+    m, cpu = make_machine(NODE1, """
+[[task]]
+comm = "idle"
+mems = [0]
+program = [{ op = "sleep", ms = 1 }]
+""")
+    try:
+        assert m.numa_constraints
+        cur = add_process(m, cpu, "caged")
+        m.task_mems[cur] = cpuset.node_mask_of([0])
+        cpu.current = cur
+        k0, k1 = m.nr_cpus, m.nr_cpus + 1
+        m.cpu[[k0, k1], C_KSWAPD_SLEEPING] = 1
+        m.zone[[2, 6], Z_STAT + NR_FREE_PAGES] = 0
+        vmscan.wakeup_kswapd(cpu, 6, 0, 2)
+        assert [int(m.cpu[k, C_KSWAPD_SLEEPING]) for k in (k0, k1)] == [1, 1]
+        vmscan.wakeup_kswapd(cpu, 2, 0, 2)
+        assert [int(m.cpu[k, C_KSWAPD_SLEEPING]) for k in (k0, k1)] == [0, 1]
+    finally:
+        m.close()
+
+
+def test_pfmemalloc_watermark_ok_of_node_1_counts_node_1s_zones():
+    """§6.6 throttling on node 1: its only zone up to Normal is zone 6, min 104, half 52: 52 free pages are not
+    enough (node 0's plenty do not count), 53 are. Not enough wakes node 1's sleeping kswapd (its doorbell
+    rung), not CPU 1."""
+    import os
+    from oomemu.include.mmzone import NR_FREE_PAGES, WMARK_MIN
+    from oomemu.machine import C_KSWAPD_SLEEPING, Z_STAT
+    m, cpu = make_machine(NODE1)
+    try:
+        assert int(m.zone[6, Z_WMARK + WMARK_MIN]) == 104
+        k1 = m.nr_cpus + 1
+        m.cpu[k1, C_KSWAPD_SLEEPING] = 1
+        cpu1_row = m.cpu[1].copy()
+        for row in (1, k1):                       # no doorbell pending before
+            try:
+                os.eventfd_read(m.doorbells[row])
+            except BlockingIOError:
+                pass
+        m.zone[6, Z_STAT + NR_FREE_PAGES] = 52
+        assert not vmscan.pfmemalloc_watermark_ok(cpu, 1)
+        assert int(m.cpu[k1, C_KSWAPD_SLEEPING]) == 0 and (m.cpu[1] == cpu1_row).all()
+        assert os.eventfd_read(m.doorbells[k1]) == 1
+        with pytest.raises(BlockingIOError):
+            os.eventfd_read(m.doorbells[1])
+        m.zone[6, Z_STAT + NR_FREE_PAGES] = 53
+        assert vmscan.pfmemalloc_watermark_ok(cpu, 1)
+    finally:
+        m.close()
+
+
+def test_try_to_free_pages_throttles_then_traces_begin_and_end(mc, monkeypatch):
+    """try_to_free_pages (§6.6, §6.8): throttle_direct_reclaim(gfp, zonelist, nodemask) first; then
+    mm_vmscan_direct_reclaim_begin(order, may_writepage 1, gfp) and mm_vmscan_direct_reclaim_end(pages
+    reclaimed, progress): 2 pages reclaimed are (2, 2), nothing is (0, 0)."""
+    from oomemu.include.gfp import GFP_KERNEL
+    m, cpu = mc
+    cpu.current = -1
+    throttled, results = [], [2, 0]
+
+    async def throttle(*args):
+        throttled.append(args[1:])
+        return False
+    monkeypatch.setattr(vmscan, "throttle_direct_reclaim", throttle)
+    monkeypatch.setattr(vmscan, "do_try_to_free_pages", lambda *a: results.pop(0))
+    records = traced(m, cpu)
+    nm = frozenset({0})
+    for _ in range(2):
+        coro = vmscan.try_to_free_pages(cpu, m.zonelists[0], 3, GFP_KERNEL, nm)
+        try:
+            coro.send(None)
+        except StopIteration:
+            pass
+    assert throttled == [(GFP_KERNEL, m.zonelists[0], nm)] * 2
+    got = [(n, a[:3] if n.endswith("begin") else a[:2]) for n, a in records() if n.startswith("mm_vmscan_direct")]
+    assert got == [("mm_vmscan_direct_reclaim_begin", [3, 1, GFP_KERNEL]), ("mm_vmscan_direct_reclaim_end", [2, 2]),
+                   ("mm_vmscan_direct_reclaim_begin", [3, 1, GFP_KERNEL]), ("mm_vmscan_direct_reclaim_end", [0, 0])]
