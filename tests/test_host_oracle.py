@@ -136,3 +136,41 @@ def test_a_kill_without_its_report_counts_as_rate_limited(tmp_path):
     assert not suppressed and lines[-1] == kill
     lines, suppressed = host._wait_for_kill(FakeKmsg([kill]), cg, time.monotonic() + 0.2, {7})
     assert not suppressed and lines == [kill]
+
+
+def test_a_ctrl_c_during_the_clean_up_lets_it_finish(monkeypatch):
+    """SIGINT while a try's clean-up runs (the CI-seen leak: the cgroup stayed when Ctrl-C hit cg.close()): the
+    clean-up is not cut short, and the interrupt is raised once it is done."""
+    done = []
+
+    class Cg:
+        path = "/nonexistent/oomemu-oracle-1-2"
+
+        def __init__(self, *args):
+            pass
+
+        def close(self):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)          # the handler would raise here, between the kill and the rmdir
+            done.append("cgroup")
+
+    class Proc:
+        stdin = stdout = None
+
+        def poll(self):
+            return 0
+
+        def wait(self):
+            done.append("wait")
+
+    kmsg = type("K", (), {"close": lambda self: done.append("kmsg")})
+    monkeypatch.setattr(host, "ChildCgroup", Cg)
+    monkeypatch.setattr(host, "Kmsg", kmsg)
+    monkeypatch.setattr(host, "_spawn", lambda *a, **k: Proc())
+    monkeypatch.setattr(host, "_ready", lambda p, deadline: False)
+    table = type("T", (), {"limit": 1 << 20, "tasks": [type("Task", (), {"pages": 1, "oom_score_adj": 0,
+                                                                          "uid": 0, "comm": "t"})()]})()
+    monkeypatch.setattr(host, "_wait_for_kill", lambda *a: ([], False))
+    with pytest.raises(KeyboardInterrupt):
+        host._build_and_wait(table, 1, "/nonexistent", [])
+    assert done == ["cgroup", "wait", "kmsg"]

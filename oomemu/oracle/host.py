@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -331,7 +332,8 @@ def _build_and_wait(table, version, parent, notes):
     """One try: (kernel messages, the cgroup's path, whether our kill came without its report)."""
     procs = []
     kmsg = Kmsg()
-    cg = ChildCgroup(version, parent, table.limit)
+    with _signals_deferred():       # a Ctrl-C between mkdir and the try below would leave the cgroup behind
+        cg = ChildCgroup(version, parent, table.limit)
     try:
         deadline = time.monotonic() + KILL_TIMEOUT_S
         for t in table.tasks:
@@ -348,20 +350,41 @@ def _build_and_wait(table, version, parent, notes):
                 alloc.stdin.flush()
         lines, suppressed = _wait_for_kill(kmsg, cg, deadline, {p.pid for p in procs})
     finally:
-        for p in procs:
-            if p.poll() is None:
-                try:
-                    p.kill()
-                except ProcessLookupError:
-                    pass
-        cg.close()
-        for p in procs:
-            p.wait()
-            for stream in (p.stdin, p.stdout):
-                if stream:
-                    stream.close()
-        kmsg.close()
+        with _signals_deferred():   # the clean-up runs to its end; a Ctrl-C meanwhile is raised after it
+            for p in procs:
+                if p.poll() is None:
+                    try:
+                        p.kill()
+                    except ProcessLookupError:
+                        pass
+            cg.close()
+            for p in procs:
+                p.wait()
+                for stream in (p.stdin, p.stdout):
+                    if stream:
+                        stream.close()
+            kmsg.close()
     return lines, cg.path, suppressed
+
+
+class _signals_deferred:
+    """Hold SIGINT and SIGTERM back for the body (main thread): one that arrives meanwhile is noted and raised
+    again, to its own handler, on exit."""
+
+    DEFERRED = (signal.SIGINT, signal.SIGTERM)
+
+    def __enter__(self):
+        self.caught, self.old = [], {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.DEFERRED:
+                self.old[sig] = signal.signal(sig, lambda signum, frame: self.caught.append(signum))
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.old.items():
+            signal.signal(sig, handler)
+        if self.caught:
+            signal.raise_signal(self.caught[0])
 
 
 def _compare(out, path):
