@@ -28,6 +28,14 @@ def make_machine(extra="", tasks=""):
 
 
 @pytest.fixture
+def mc():
+    """(machine, CPU 0's context) of BASE's machine, closed after the test (`from machine_helpers import mc`)."""
+    m, cpu = make_machine()
+    yield m, cpu
+    m.close()
+
+
+@pytest.fixture
 def mk():
     """make(kernel) -> (machine, CPU 0's context): BASE's machine under that kernel profile, closed after the
     test. A test module imports it (`from machine_helpers import mk`) to use it as its fixture."""

@@ -11,7 +11,7 @@ import pytest
 
 from machine_helpers import add_process, make_machine, run_to_completion
 from oomemu import sync
-from oomemu.include.gfp import (GFP_ATOMIC, GFP_DMA, GFP_HIGHUSER_MOVABLE, GFP_KERNEL, __GFP_HARDWALL)
+from oomemu.include.gfp import (GFP_DMA, GFP_HIGHUSER_MOVABLE, GFP_KERNEL, __GFP_HARDWALL)
 from oomemu.include.mmzone import NR_FREE_PAGES
 from oomemu.kernel import cpuset
 from oomemu.machine import PAGE_KERNEL, Z_STAT

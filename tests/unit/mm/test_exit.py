@@ -9,7 +9,7 @@ step 4).
 """
 import pytest
 
-from machine_helpers import add_process, make_machine
+from machine_helpers import add_process, mc
 from oomemu.include.gfp import GFP_KERNEL
 from oomemu.include.sched import EXIT_DEAD, EXIT_ZOMBIE, PF_EXITING, SIGKILL, TIF_MEMDIE
 from oomemu.kernel import exit as kexit
@@ -17,13 +17,6 @@ from oomemu.kernel import fork
 
 THREAD = fork.CLONE_VM | fork.CLONE_THREAD | fork.CLONE_SIGHAND
 INIT = 0
-
-
-@pytest.fixture
-def mc():
-    m, cpu = make_machine()
-    yield m, cpu
-    m.close()
 
 
 def thread(m, cpu, leader):

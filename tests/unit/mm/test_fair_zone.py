@@ -14,9 +14,8 @@ whose min-watermark pass (no fairness) takes Normal; the fast path then takes No
 """
 import textwrap
 
-import pytest
 
-from machine_helpers import make_machine, run_to_completion
+from machine_helpers import run_to_completion, mc
 from oomemu.boot import create_machine
 from oomemu.config import load_scenario_text
 from oomemu.include.gfp import GFP_KERNEL, GFP_THISNODE
@@ -29,13 +28,6 @@ from oomemu.percpu import CpuContext
 DMA, NORMAL = 0, 2
 BATCH = Z_STAT + NR_ALLOC_BATCH
 FREE = Z_STAT + NR_FREE_PAGES
-
-
-@pytest.fixture
-def mc():
-    m, cpu = make_machine()
-    yield m, cpu
-    m.close()
 
 
 def slowpath_entries(m):

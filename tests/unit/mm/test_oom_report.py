@@ -9,20 +9,13 @@ import re
 
 import pytest
 
-from machine_helpers import add_process, make_machine
+from machine_helpers import add_process, mc
 from oomemu.include.gfp import GFP_KERNEL, GFP_TRANSHUGE, GFP_USER, __GFP_NOTRACK, __GFP_ZERO
 from oomemu.kernel import fork
 from oomemu.mm import oom_kill
 
 _PREFIX = re.compile(r"^\[\s*\d+\.\d{6}\] ")
 THREAD = fork.CLONE_VM | fork.CLONE_THREAD | fork.CLONE_SIGHAND
-
-
-@pytest.fixture
-def mc():
-    m, cpu = make_machine()
-    yield m, cpu
-    m.close()
 
 
 def printed(cpu, tmp_path, fn, *args):

@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from machine_helpers import make_machine
+from machine_helpers import make_machine, mc
 from oomemu import sync
 from oomemu.check.conservation import check_page_conservation
 from oomemu.include.gfp import GFP_ATOMIC, GFP_DMA, GFP_KERNEL, GFP_NOWAIT, __GFP_NOMEMALLOC
@@ -21,13 +21,6 @@ from oomemu.percpu import CpuContext
 
 DMA, NORMAL = 0, 2
 FREE = Z_STAT + NR_FREE_PAGES
-
-
-@pytest.fixture
-def mc():
-    m, cpu = make_machine()
-    yield m, cpu
-    m.close()
 
 
 def nr_free(m, z):

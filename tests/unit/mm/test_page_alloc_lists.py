@@ -10,9 +10,8 @@ machine_helpers.BASE: DMA pages 0-4095, Normal 4096-16383, boot state only order
 of Normal high 18, batch 3; of DMA high 0, batch 1.
 """
 import numpy as np
-import pytest
 
-from machine_helpers import make_machine
+from machine_helpers import mc
 from oomemu import sync
 from oomemu.include.gfp import GFP_KERNEL
 from oomemu.include.mmzone import MAX_ORDER, NR_ALLOC_BATCH, NR_FREE_PAGES
@@ -23,13 +22,6 @@ from oomemu.percpu import CpuContext
 
 DMA, NORMAL = 0, 2
 FREE = Z_STAT + NR_FREE_PAGES
-
-
-@pytest.fixture
-def mc():
-    m, cpu = make_machine()
-    yield m, cpu
-    m.close()
 
 
 def links(m):

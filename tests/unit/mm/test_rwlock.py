@@ -3,19 +3,10 @@ all of them and excludes everyone; checked across real processes."""
 import multiprocessing as mp
 import time
 
-import pytest
-
-from machine_helpers import make_machine
+from machine_helpers import mc
 from oomemu import sync
 from oomemu.machine import G_TASKLIST_RW, L_TASKLIST
 from oomemu.percpu import CpuContext
-
-
-@pytest.fixture
-def mc():
-    m, cpu = make_machine()
-    yield m, cpu
-    m.close()
 
 
 def test_two_readers_are_inside_at_once(mc):

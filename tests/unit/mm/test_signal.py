@@ -2,20 +2,13 @@
 thread once, and what fatal_signal_pending means. Expectations from KERNEL §5.2, not from the code."""
 import pytest
 
-from machine_helpers import add_process, make_machine, run_to_completion
+from machine_helpers import add_process, run_to_completion, mc
 from oomemu.include.sched import (SIGKILL, SIGNAL_GROUP_EXIT, SIGNAL_UNKILLABLE, TASK_INTERRUPTIBLE,
                                   TASK_KILLABLE, TASK_RUNNING, TASK_UNINTERRUPTIBLE, TIF_SIGPENDING)
 from oomemu.kernel import fork
 from oomemu.kernel import signal as ksignal
 
 KILL = 1 << SIGKILL
-
-
-@pytest.fixture
-def mc():
-    m, cpu = make_machine()
-    yield m, cpu
-    m.close()
 
 
 def group(m, cpu, threads=2):

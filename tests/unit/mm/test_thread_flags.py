@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from machine_helpers import add_process, make_machine
+from machine_helpers import add_process, mc
 from oomemu import sync
 from oomemu.check.signals import check_thread_flags
 from oomemu.include.sched import EXIT_ZOMBIE, SIGKILL, TIF_MEMDIE, TIF_SIGPENDING
@@ -58,13 +58,6 @@ def _race(m, cpu, rounds, breaks=()):
         p.join(120)
         assert p.exitcode == 0
     return counter[0], int(m.task_tif[row]), counter[1]
-
-
-@pytest.fixture
-def mc():
-    m, cpu = make_machine()
-    yield m, cpu
-    m.close()
 
 
 def test_atomic_bitops_lose_no_update_across_processes(mc):
