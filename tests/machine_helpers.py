@@ -19,12 +19,31 @@ zones = { DMA = "16MiB", DMA32 = "0", Normal = "48MiB" }
 """
 
 
-def make_machine(extra="", tasks=""):
-    """A booted machine with no scenario tasks (unless `tasks` TOML is given) and a CPU-0 context."""
-    sc = load_scenario_text(textwrap.dedent(BASE) + textwrap.dedent(extra) + textwrap.dedent(tasks), name="unit")
+def make_machine(extra="", tasks="", kernel=None):
+    """A booted machine with no scenario tasks (unless `tasks` TOML is given) and a CPU-0 context; `kernel`
+    picks a profile (default 3.14)."""
+    base = textwrap.dedent(BASE)
+    if kernel is not None:
+        base = base.replace("[machine]\n", f'[machine]\nkernel = "{kernel}"\n', 1)
+    sc = load_scenario_text(base + textwrap.dedent(extra) + textwrap.dedent(tasks), name="unit")
     m = create_machine(sc, ring_records=64)
     cpu = CpuContext(m, 0, sc)
     return m, cpu
+
+
+# A second NUMA node, and the task group that switches the NUMA constraints on at boot (any task with mems or a
+# policy does): one zero-size task.
+NODE1 = """
+[[machine.node]]
+zones = { Normal = "32MiB" }
+"""
+CONSTRAINED = """
+[[task]]
+comm = "idle"
+mems = [0]
+mempolicy = { mode = "preferred", nodes = [0] }
+program = [{ op = "sleep", ms = 1 }]
+"""
 
 
 @pytest.fixture
@@ -37,16 +56,15 @@ def mc():
 
 @pytest.fixture
 def mk():
-    """make(kernel) -> (machine, CPU 0's context): BASE's machine under that kernel profile, closed after the
-    test. A test module imports it (`from machine_helpers import mk`) to use it as its fixture."""
+    """make(kernel="3.14", extra="", tasks="") -> (machine, CPU 0's context): make_machine()'s machine under that
+    kernel profile, closed after the test. A test module imports it (`from machine_helpers import mk`) to use it
+    as its fixture."""
     made = []
 
-    def make(kernel):
-        text = textwrap.dedent(BASE).replace("[machine]\n", f'[machine]\nkernel = "{kernel}"\n', 1)
-        sc = load_scenario_text(text, name="unit")
-        m = create_machine(sc, ring_records=64)
+    def make(kernel="3.14", extra="", tasks=""):
+        m, cpu = make_machine(extra, tasks, kernel)
         made.append(m)
-        return m, CpuContext(m, 0, sc)
+        return m, cpu
     yield make
     for m in made:
         m.close()

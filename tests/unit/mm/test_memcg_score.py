@@ -3,16 +3,11 @@
 profile's `signed_badness`, KERNEL §4.2, §8) the badness is a signed long and the division is C's, which
 truncates a negative score toward zero.
 """
-import textwrap
-
 import pytest
 
-from machine_helpers import BASE, add_process
-from oomemu.boot import create_machine
-from oomemu.config import load_scenario_text
+from machine_helpers import add_process, mk
 from oomemu.include.gfp import GFP_KERNEL
 from oomemu.mm import memcontrol, oom_kill
-from oomemu.percpu import CpuContext
 
 CGROUP = """
 [[cgroup]]
@@ -28,21 +23,15 @@ limit = "8MiB"
     # -800000 / 2048 = -390.6 is -390 in C (flooring would give -391)
     ("6.1", -900, -390),
 ])
-def test_memcg_kill_score(kernel, adj, expected, monkeypatch):
-    text = textwrap.dedent(BASE).replace("[machine]\n", f'[machine]\nkernel = "{kernel}"\n', 1) + CGROUP
-    sc = load_scenario_text(text, name="unit")
-    m = create_machine(sc, ring_records=64)
-    try:
-        cpu = CpuContext(m, 0, sc)
-        job = m.memcg_names.index("/job")
-        assert memcontrol.mem_cgroup_get_limit(m, job) == 2048
-        hog = add_process(m, cpu, "hog", rss=1000, ptes=0, adj=adj)
-        m.task_memcg[hog] = job
-        cpu.current = hog
-        killed = []
-        monkeypatch.setattr(oom_kill, "oom_kill_process",
-                            lambda cpu, p, gfp, order, points, *rest, **kw: killed.append((p, points)))
-        assert memcontrol._mem_cgroup_out_of_memory(cpu, job, GFP_KERNEL, 0) is True
-        assert killed == [(hog, expected)]
-    finally:
-        m.close()
+def test_memcg_kill_score(mk, kernel, adj, expected, monkeypatch):
+    m, cpu = mk(kernel, extra=CGROUP)
+    job = m.memcg_names.index("/job")
+    assert memcontrol.mem_cgroup_get_limit(m, job) == 2048
+    hog = add_process(m, cpu, "hog", rss=1000, ptes=0, adj=adj)
+    m.task_memcg[hog] = job
+    cpu.current = hog
+    killed = []
+    monkeypatch.setattr(oom_kill, "oom_kill_process",
+                        lambda cpu, p, gfp, order, points, *rest, **kw: killed.append((p, points)))
+    assert memcontrol._mem_cgroup_out_of_memory(cpu, job, GFP_KERNEL, 0) is True
+    assert killed == [(hog, expected)]

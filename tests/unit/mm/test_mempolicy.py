@@ -8,7 +8,7 @@ pages); no swap, so totalram = 24576 pages and every page spanned is managed.
 import numpy as np
 import pytest
 
-from machine_helpers import add_process, make_machine, run_to_completion
+from machine_helpers import CONSTRAINED, NODE1, add_process, make_machine, run_to_completion
 from oomemu.include.gfp import GFP_HIGHUSER_MOVABLE, GFP_KERNEL, __GFP_HARDWALL, __GFP_THISNODE
 from oomemu.include.oom import CONSTRAINT_CPUSET, CONSTRAINT_MEMORY_POLICY, CONSTRAINT_NONE
 from oomemu.include.sched import TIF_MEMDIE
@@ -16,18 +16,6 @@ from oomemu.kernel import cpuset
 from oomemu.machine import Z_NODE
 from oomemu.mm import mempolicy, oom_kill, page_alloc
 
-NODE1 = """
-[[machine.node]]
-zones = { Normal = "32MiB" }
-"""
-# Constraints are switched on at boot by any task with mems or a policy: one such group of zero-size tasks.
-CONSTRAINED = """
-[[task]]
-comm = "idle"
-mems = [0]
-mempolicy = { mode = "preferred", nodes = [0] }
-program = [{ op = "sleep", ms = 1 }]
-"""
 NODE0_PAGES, NODE1_PAGES = 16384, 8192
 
 

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from machine_helpers import add_process, make_machine
+from machine_helpers import CONSTRAINED, NODE1, add_process, make_machine
 from oomemu.include.gfp import GFP_DMA, GFP_KERNEL, GFP_USER, __GFP_HARDWALL
 from oomemu.include.oom import CONSTRAINT_CPUSET, CONSTRAINT_MEMORY_POLICY, CONSTRAINT_NONE
 from oomemu.include.sched import SIGKILL, TIF_MEMDIE
@@ -18,17 +18,6 @@ from oomemu.kernel import cpuset, fork, printk
 from oomemu.machine import G_NR_TASK_ROWS
 from oomemu.mm import mempolicy, oom_kill, page_alloc
 
-NODE1 = """
-[[machine.node]]
-zones = { Normal = "32MiB" }
-"""
-CONSTRAINED = """
-[[task]]
-comm = "idle"
-mems = [0]
-mempolicy = { mode = "preferred", nodes = [0] }
-program = [{ op = "sleep", ms = 1 }]
-"""
 NODE0_PAGES, NODE1_PAGES = 16384, 8192
 SIGKILL_BIT = 1 << SIGKILL
 THREAD = fork.CLONE_VM | fork.CLONE_THREAD | fork.CLONE_SIGHAND

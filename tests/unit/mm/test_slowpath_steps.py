@@ -163,10 +163,11 @@ def test_3_14_gfp_kernel_runs_min_pass_compaction_reclaim_oom_restart_then_retri
     assert type(timeout) is int          # jiffies: HZ/50 is C's integer division
 
 
-def test_3_14_sanity_exits_take_no_step(mk, monkeypatch):
-    """§6.2 steps 1-2: order >= MAX_ORDER (11) and GFP_THISNODE (all three bits: THISNODE|NOWARN|NORETRY,
-    §6.12) return NULL before kswapd is woken, with no restart counted."""
-    m, cpu, zl = setup(mk)
+@pytest.mark.parametrize("kernel", ["3.14", "4.7"])
+def test_sanity_exits_take_no_step(mk, monkeypatch, kernel):
+    """§6.2 steps 1-2, kept by 4.7: order >= MAX_ORDER (11) and GFP_THISNODE (all three bits:
+    THISNODE|NOWARN|NORETRY, §6.12) return NULL before kswapd is woken, with no restart counted."""
+    m, cpu, zl = setup(mk, kernel)
     steps = Steps(monkeypatch)
     assert body(cpu, GFP_KERNEL, order=11) == (None, 0)
     assert body(cpu, GFP_KERNEL | __GFP_THISNODE | __GFP_NOWARN | __GFP_NORETRY) == (None, 0)
@@ -461,17 +462,11 @@ def test_4_7_a_costly_order_counts_a_round_even_with_progress(mk, monkeypatch):
 
 
 def test_4_7_the_first_steps_as_3_14(mk, monkeypatch):
-    """4.7 keeps 3.14's first steps (§6.2 steps 1-9): MAX_ORDER and GFP_THISNODE exits, atomic nopage after
-    the min pass (flags 0x30), the reserve for TIF_MEMDIE (0x44 masked to 0x40 for the min pass), whose
-    failure is nopage without NOFAIL and goes on to reclaim with it; a reserve page is got_pg."""
+    """4.7 keeps 3.14's first steps (§6.2 steps 3-9; the sanity exits above): atomic nopage after the min pass
+    (flags 0x30), the reserve for TIF_MEMDIE (0x44 masked to 0x40 for the min pass), whose failure is nopage
+    without NOFAIL and goes on to reclaim with it; a reserve page is got_pg."""
     m, cpu, zl = setup(mk, "4.7")
     steps = Steps(monkeypatch)
-    assert body(cpu, GFP_KERNEL, order=11) == (None, 0)
-    assert body(cpu, GFP_KERNEL | __GFP_THISNODE | __GFP_NOWARN | __GFP_NORETRY) == (None, 0)
-    assert steps.calls == []
-    body(cpu, GFP_KERNEL, order=10)
-    assert steps.calls[0] == prep(cpu, zl, GFP_KERNEL, order=10)
-    steps.calls.clear()
     assert body(cpu, GFP_ATOMIC) == (None, 0)
     assert steps.calls == [prep(cpu, zl, GFP_ATOMIC), gpf(cpu, zl, GFP_ATOMIC, ATOMIC_FLAGS)]
     m.task_tif[cpu.current] |= TIF_MEMDIE

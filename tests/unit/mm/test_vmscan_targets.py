@@ -5,35 +5,20 @@ A 3.14 shrink_lruvec starts with scan_adjusted false, so direct reclaim stops af
 brings the zone to 32; 3.16 (1a501907bbea, `full_scan_at_def_priority`) sets it for global direct reclaim at
 DEF_PRIORITY, which then scans the whole get_scan_count() target (read in the 3.14.1 and 3.16.0 trees).
 """
-import textwrap
-
 import pytest
 
-from oomemu.boot import create_machine
-from oomemu.config import load_scenario_text
+from machine_helpers import mk
 from oomemu.include.gfp import GFP_KERNEL
 from oomemu.include.mmzone import NR_INACTIVE_FILE
 from oomemu.machine import LRU_INACTIVE_FILE, Z_STAT
 from oomemu.mm import page_alloc, vmscan
-from oomemu.percpu import CpuContext
 
 from test_vmscan_counts import DMA, NORMAL, lru_page
 
 
 @pytest.fixture(params=["3.14", "3.16"])
-def kernel_mc(request):
-    text = f"""
-    [machine]
-    kernel = "{request.param}"
-    cpus = 2
-    max_tasks = 64
-    [[machine.node]]
-    zones = {{ DMA = "16MiB", DMA32 = "0", Normal = "48MiB" }}
-    """
-    sc = load_scenario_text(textwrap.dedent(text), name="unit")
-    m = create_machine(sc, ring_records=64)
-    yield request.param, m, CpuContext(m, 0, sc)
-    m.close()
+def kernel_mc(request, mk):
+    return (request.param, *mk(request.param))
 
 
 def test_direct_reclaim_at_def_priority_stops_at_the_target_on_3_14_and_scans_it_whole_from_3_16(kernel_mc):
