@@ -494,6 +494,8 @@ async def mem_cgroup_out_of_memory(cpu, memcg, gfp_mask, order):
 
 
 def _mem_cgroup_out_of_memory(cpu, memcg, gfp_mask, order):
+    """The body of mem_cgroup_out_of_memory() (mm/memcontrol.c, 3.14), run with 4.2's oom_lock held or not;
+    the kill's score is select_bad_process()'s (oom_kill.chosen_score)."""
     from oomemu.mm import oom_kill
     m = cpu.m
     f = cpu.features
